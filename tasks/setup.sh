@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Build the team environment (.venv, from Pipfile.lock, dev tools included). Idempotent: when the
+# environment already matches the lock it returns in about a second.
+set -euo pipefail
+source "$(dirname "$0")/_environment.sh"
+cd "$ROOT"
+
+stamp=.venv/.installed-from-lock
+wanted="$(sha256sum Pipfile.lock | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && "$VENV_PYTHON" -c 'import text_recognizer, training, torch' 2>/dev/null; then
+  echo "setup: environment up to date (.venv matches Pipfile.lock)" >&2
+  exit 0
+fi
+
+# pipenv itself lives in its own small virtual environment, pinned, so no system Python is modified.
+if [ ! -x .tools/bin/pipenv ]; then
+  echo "setup: installing pipenv $PIPENV_VERSION_PIN into .tools/" >&2
+  python3 -m venv .tools
+  .tools/bin/python -m pip install --quiet "pipenv==$PIPENV_VERSION_PIN"
+fi
+echo "setup: installing the locked environment into .venv (first time: a few minutes)" >&2
+.tools/bin/pipenv sync --dev
+echo "$wanted" > "$stamp"
+echo "setup: done; python is $VENV_PYTHON" >&2

@@ -1,0 +1,48 @@
+"""Shared fixtures: the real Fashion-MNIST files (via the real downloader) and the committed subsets."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from text_recognizer.datasets.download import download
+from text_recognizer.datasets.manifest import FileSpec, Manifest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "fashion_mnist"
+
+# One thread: results do not depend on how busy the shared machine is, and small CPU kernels run fastest.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def full_data_dir() -> Path:
+    """The four official files, verified; fetched once from FASHION_MNIST_MIRROR or the official URLs."""
+    paths = download(Manifest.named("fashion_mnist"))
+    return next(iter(paths.values())).parent
+
+
+def spec_for(path: Path) -> FileSpec:
+    data = path.read_bytes()
+    return FileSpec(
+        name=path.name,
+        url=f"unused://{path.name}",
+        size=len(data),
+        md5=hashlib.md5(data).hexdigest(),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+@pytest.fixture
+def fixture_manifest() -> Manifest:
+    """A manifest describing the committed fixture files, for exercising the downloader on small files."""
+    files = tuple(spec_for(path) for path in sorted(FIXTURES_DIR.glob("*.gz")))
+    return Manifest(
+        name="fixture",
+        description="committed Fashion-MNIST subset",
+        mirror_env="TEXT_RECOGNIZER_TEST_UNSET_MIRROR",
+        mirrors=(),
+        classes=Manifest.named("fashion_mnist").classes,
+        files=files,
+    )

@@ -1,0 +1,90 @@
+"""Config validation: every mistake is caught before work starts and names its key and the choices."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.cli import main
+from training.config import CONFIGS_DIR, ConfigError, RunConfig, load_config
+from training.runtime import DeviceError, select_device
+
+MINIMAL = "name: t\nnetwork:\n  name: cnn\n"
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(MINIMAL)
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path: Path) -> None:
+    assert isinstance(load_config(path), RunConfig)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trainer.epcohs=3", "trainer.epcohs: unknown key; valid keys here: epochs, batch_size"),
+        ("bogus=1", "bogus: unknown key; valid keys here: name, seed, device"),
+        ("trainer.epochs=three", "trainer.epochs: Input should be a valid integer"),
+        ("trainer.epochs=0", "trainer.epochs: Input should be greater than 0"),
+        ("optimizer.name=adm", "optimizer.name: Input should be 'sgd', 'adam' or 'adamw' (got 'adm')"),
+        ("network.name=vgg", "network.name: Input should be 'mlp', 'cnn' or 'resnet'"),
+        ("device=tpu", "device: Input should be 'auto', 'cpu' or 'cuda'"),
+        ("scheduler.name=linear", "scheduler.name: Input should be 'none', 'cosine', 'onecycle' or 'step'"),
+        ("network.args.depth=3", "network.args.depth: unknown argument for network 'cnn'; valid: channels,"),
+        ("network.args.channels=wide", "network.args.channels: Input should be a valid tuple (got 'wide')"),
+        ("network.args.dropout=[1]", "network.args.dropout: Input should be a valid number"),
+    ],
+)
+def test_invalid_values_name_the_key_and_choices(config_file: Path, override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(config_file, [override])
+    assert expected in str(error.value)
+
+
+def test_overrides_are_typed_and_nested(config_file: Path) -> None:
+    config = load_config(
+        config_file, ["trainer.epochs=3", "optimizer.lr=0.01", "network.args.channels=[8, 16]", "device=cpu"]
+    )
+    assert config.trainer.epochs == 3 and config.optimizer.lr == 0.01
+    assert config.network.args == {"channels": [8, 16]} and config.device == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("name: [unclosed", "is not valid YAML"), ("- a list", "must hold a mapping")],
+)
+def test_malformed_files(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_file_lists_shipped_configs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not found; shipped configs: default\.yaml, smoke\.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_override_without_equals_sign(config_file: Path) -> None:
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(config_file, ["trainer.epochs"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_request_without_cuda_is_a_clear_error() -> None:
+    with pytest.raises(DeviceError, match="'cuda' was requested but CUDA is not available"):
+        select_device("cuda")
+    assert select_device("auto") == torch.device("cpu")
+
+
+def test_cli_reports_config_errors_without_traceback(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(config_file), "optimizer.name=adm"]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: invalid configuration:") and "Traceback" not in stderr

@@ -1,0 +1,169 @@
+"""The real downloader against local mirrors and a loopback HTTP server: verification and recovery."""
+
+import http.server
+import logging
+import shutil
+import threading
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from text_recognizer.datasets.download import DownloadError, download
+from text_recognizer.datasets.manifest import Manifest
+from text_recognizer.paths import raw_data_dir
+
+from .conftest import FIXTURES_DIR
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Path:
+    directory = tmp_path / "mirror"
+    shutil.copytree(FIXTURES_DIR, directory)
+    return directory
+
+
+def corrupt(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part"))
+
+
+def test_fetches_and_verifies_every_file(fixture_manifest: Manifest, mirror: Path, tmp_path: Path) -> None:
+    paths = download(fixture_manifest, tmp_path / "raw", str(mirror))
+    assert sorted(paths) == sorted(spec.name for spec in fixture_manifest.files)
+    for spec in fixture_manifest.files:
+        assert paths[spec.name].read_bytes() == (mirror / spec.name).read_bytes()
+
+
+def test_accepts_file_url_and_skips_valid_files(
+    fixture_manifest: Manifest, mirror: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dest = tmp_path / "raw"
+    download(fixture_manifest, dest, mirror.as_uri())
+    shutil.rmtree(mirror)  # a second run must not need the source at all
+    with caplog.at_level(logging.INFO):
+        download(fixture_manifest, dest, mirror.as_uri())
+    assert caplog.text.count("already present") == len(fixture_manifest.files)
+
+
+def test_mirror_from_environment_variable(
+    fixture_manifest: Manifest, mirror: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(fixture_manifest.mirror_env, str(mirror))
+    assert len(download(fixture_manifest, tmp_path / "raw")) == len(fixture_manifest.files)
+
+
+def test_corrupt_mirror_copy_is_rejected_and_nothing_partial_is_left(
+    fixture_manifest: Manifest, mirror: Path, tmp_path: Path
+) -> None:
+    spec = fixture_manifest.files[0]
+    corrupt(mirror / spec.name)
+    dest = tmp_path / "raw"
+    with pytest.raises(DownloadError) as error:
+        download(fixture_manifest, dest, str(mirror), backoff_seconds=0)
+    message = str(error.value)
+    assert spec.name in message and spec.sha256 in message
+    assert not (dest / spec.name).exists()
+    assert leftovers(dest) == []
+
+
+def test_recovers_from_a_corrupted_or_truncated_local_file(
+    fixture_manifest: Manifest, mirror: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dest = tmp_path / "raw"
+    download(fixture_manifest, dest, str(mirror))
+    first, second = fixture_manifest.files[:2]
+    corrupt(dest / first.name)
+    (dest / second.name).write_bytes((dest / second.name).read_bytes()[:10])
+    (dest / f".{first.name}.stale.part").write_bytes(b"left by a killed download")
+    with caplog.at_level(logging.INFO):
+        download(fixture_manifest, dest, str(mirror))
+    assert f"corrupt  {first.name}: sha256" in caplog.text and first.sha256 in caplog.text
+    assert f"{second.name}: size 10 bytes, expected {second.size}" in caplog.text
+    for spec in (first, second):
+        assert (dest / spec.name).read_bytes() == (mirror / spec.name).read_bytes()
+    assert leftovers(dest) == []
+
+
+def test_missing_mirror_directory_is_a_clear_error(fixture_manifest: Manifest, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match=r"mirror directory .*nowhere does not exist"):
+        download(fixture_manifest, tmp_path / "raw", str(tmp_path / "nowhere"))
+
+
+class FlakyHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a directory, failing the first requests of each file as the test's plan says."""
+
+    plan: dict[str, list[str]]
+    requests: list[str]
+
+    def do_GET(self) -> None:
+        name = self.path.lstrip("/")
+        self.requests.append(name)
+        failure = self.plan.get(name, [])
+        action = failure.pop(0) if failure else "serve"
+        if action == "503":
+            self.send_error(503, "busy")
+        elif action == "404":
+            self.send_error(404, "gone")
+        elif action == "truncate":
+            body = (Path(self.directory) / name).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 3])
+            self.close_connection = True
+        else:
+            super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky_server(mirror: Path) -> Iterator[tuple[str, type[FlakyHandler]]]:
+    handler = type("Handler", (FlakyHandler,), {"plan": {}, "requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(mirror)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_retries_transient_failures(
+    fixture_manifest: Manifest, flaky_server: tuple[str, type[FlakyHandler]], tmp_path: Path
+) -> None:
+    url, handler = flaky_server
+    first, second = fixture_manifest.files[:2]
+    handler.plan = {first.name: ["503", "truncate"], second.name: ["truncate"]}
+    paths = download(fixture_manifest, tmp_path / "raw", url, attempts=3, backoff_seconds=0)
+    assert handler.requests.count(first.name) == 3
+    assert handler.requests.count(second.name) == 2
+    assert paths[first.name].stat().st_size == first.size
+
+
+def test_does_not_retry_a_missing_file_and_names_it(
+    fixture_manifest: Manifest, flaky_server: tuple[str, type[FlakyHandler]], tmp_path: Path
+) -> None:
+    url, handler = flaky_server
+    spec = fixture_manifest.files[0]
+    handler.plan = {spec.name: ["404"]}
+    with pytest.raises(DownloadError, match=f"(?s)could not fetch {spec.name}.*HTTP Error 404"):
+        download(fixture_manifest, tmp_path / "raw", url, attempts=3, backoff_seconds=0)
+    assert handler.requests.count(spec.name) == 1
+
+
+def test_official_manifest_matches_the_mirror(full_data_dir: Path) -> None:
+    """The committed manifest verifies the real files (what every training run relies on)."""
+    manifest = Manifest.named("fashion_mnist")
+    assert full_data_dir == raw_data_dir() / "fashion_mnist"
+    assert {p.name for p in full_data_dir.glob("*.gz")} >= {spec.name for spec in manifest.files}
+    assert [spec.size for spec in manifest.files] == [
+        (full_data_dir / s.name).stat().st_size for s in manifest.files
+    ]

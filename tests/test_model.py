@@ -1,0 +1,143 @@
+"""The classifier model: predictions, evaluation, and an artifact that loads safely and stands alone."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from text_recognizer.datasets.fashion_mnist import read_split
+from text_recognizer.models import ArtifactError, ClassifierModel
+from text_recognizer.preprocessing import Normalization
+
+from .conftest import FIXTURES_DIR
+
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+@pytest.fixture
+def fitted_model() -> ClassifierModel:
+    """A small CNN trained briefly on the fixture images, so predictions are not all alike."""
+    torch.manual_seed(0)
+    split = read_split(FIXTURES_DIR, "train")
+    model = ClassifierModel(
+        "cnn",
+        {"channels": [8, 16], "convs_per_stage": 1, "hidden_size": 32},
+        (1, 28, 28),
+        CLASSES,
+        Normalization.fit(split.images),
+        metadata={"data": {"checksums": {"train": "abc"}}, "metrics": {"val_accuracy": 0.5}},
+    )
+    optimizer = torch.optim.Adam(model.network.parameters(), lr=3e-3)
+    batches = list(zip(split.images.split(50), split.labels.split(50), strict=True))
+    for _ in range(3):
+        model.fit_epoch(batches, optimizer)
+    return model
+
+
+def test_fit_epoch_reduces_loss(fitted_model: ClassifierModel) -> None:
+    split = read_split(FIXTURES_DIR, "train")
+    assert fitted_model.evaluate(split.images, split.labels)["accuracy"] > 0.5
+
+
+def test_predict_accepts_single_and_batched_images(fitted_model: ClassifierModel) -> None:
+    images = read_split(FIXTURES_DIR, "t10k").images[:5]
+    batch = fitted_model.predict(images)
+    assert batch.class_ids.shape == (5,) and batch.probabilities.shape == (5, 10)
+    assert torch.allclose(batch.probabilities.sum(dim=1), torch.ones(5))
+    assert batch.categories == [CLASSES[i] for i in batch.class_ids.tolist()]
+    single = fitted_model.predict(images[0].numpy())
+    assert single.class_ids.tolist() == batch.class_ids[:1].tolist()
+    assert torch.equal(fitted_model.predict(images.unsqueeze(1)).class_ids, batch.class_ids)
+
+
+@pytest.mark.parametrize(
+    ("images", "error", "message"),
+    [
+        (torch.zeros(2, 28, 28), TypeError, "must be uint8"),
+        (torch.zeros(2, 3, 28, 28, dtype=torch.uint8), ValueError, "grayscale"),
+        (torch.zeros(2, 32, 32, dtype=torch.uint8), ValueError, r"expected images of shape \(1, 28, 28\)"),
+    ],
+)
+def test_predict_rejects_wrong_input(
+    fitted_model: ClassifierModel, images: torch.Tensor, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        fitted_model.predict(images)
+
+
+def test_save_load_round_trip_gives_identical_predictions(
+    fitted_model: ClassifierModel, tmp_path: Path
+) -> None:
+    path = tmp_path / "model.pt"
+    fitted_model.save(path)
+    loaded = ClassifierModel.load(path)
+    images = read_split(FIXTURES_DIR, "t10k").images
+    assert torch.equal(loaded.predict(images).probabilities, fitted_model.predict(images).probabilities)
+    assert loaded.class_names == CLASSES
+    assert loaded.normalization == fitted_model.normalization
+    assert loaded.metadata == fitted_model.metadata
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
+
+
+def test_artifact_predicts_without_training_code_config_or_data(
+    fitted_model: ClassifierModel, tmp_path: Path
+) -> None:
+    """Load in a fresh interpreter where `training` cannot be imported and no data or config exists."""
+    path = tmp_path / "model.pt"
+    fitted_model.save(path)
+    expected = fitted_model.predict(read_split(FIXTURES_DIR, "t10k").images[:8]).categories
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["training"] = None  # any import of the training package now fails
+        import torch
+        from text_recognizer.datasets.idx import read_idx
+        from text_recognizer.models import ClassifierModel
+        model = ClassifierModel.load({str(path)!r})
+        images = read_idx(__import__("pathlib").Path({str(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz")!r}))[:8]
+        print("|".join(model.predict(images).categories))
+        """
+    )
+    env = {**os.environ, "TEXT_RECOGNIZER_DATA_DIR": str(tmp_path / "no-data")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip().split("|") == expected
+
+
+class Exploit:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("this must never run",))
+
+
+def test_loading_refuses_pickled_code(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "text_recognizer.classifier/1", "payload": Exploit()}, path)
+    with pytest.raises(ArtifactError, match="not a loadable checkpoint"):
+        ClassifierModel.load(path)
+
+
+def test_loading_garbage_or_foreign_checkpoints_is_a_clear_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ArtifactError, match="not a loadable checkpoint"):
+        ClassifierModel.load(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ArtifactError, match="unknown artifact format None"):
+        ClassifierModel.load(foreign)

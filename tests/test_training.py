@@ -1,0 +1,124 @@
+"""End-to-end training through the real CLI on real data: run directory, determinism, resume, early stop."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from text_recognizer.models import ClassifierModel
+from text_recognizer.models.classifier import load_safely
+from training.config import CONFIGS_DIR
+from training.trainer import Progress
+
+pytestmark = pytest.mark.slow
+
+SMOKE = CONFIGS_DIR / "smoke.yaml"
+
+
+def train_command(runs_dir: Path, *overrides: str, config: Path = SMOKE) -> list[str]:
+    return [sys.executable, "-m", "training.cli", "--config", str(config), f"runs_dir={runs_dir}",
+            "num_threads=1", "device=cpu", *overrides]  # fmt: skip
+
+
+def train(runs_dir: Path, *overrides: str) -> Path:
+    result = subprocess.run(train_command(runs_dir, *overrides), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = runs_dir.iterdir()
+    assert f"run directory:   {run_dir}" in result.stdout
+    assert f"best checkpoint: {run_dir / 'checkpoints' / 'best.pt'}" in result.stdout
+    return run_dir
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_smoke_run_writes_a_complete_run_directory(full_data_dir: Path, tmp_path: Path) -> None:
+    started = time.perf_counter()
+    run_dir = train(tmp_path / "runs")
+    assert time.perf_counter() - started < 60, "smoke run must stay well under a minute"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "checkpoints", "config.yaml", "metrics.jsonl", "summary.json", "train.log"]  # fmt: skip
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["data"]["train_size"] == 2000 and config["num_threads"] == 1
+    (record,) = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert set(record) >= {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+                           "epoch_seconds", "images_per_second"}  # fmt: skip
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["best_epoch"] == 1 and summary["data"]["train_images"] == 2000
+    assert summary["data"]["test_images"] == 10000
+    assert summary["environment"]["torch"] == torch.__version__
+    assert len(summary["data"]["checksums"]) == 4
+    assert summary["test"]["accuracy"] > 0.6  # one epoch on 2,000 images: far above chance (0.1)
+    model = ClassifierModel.load(run_dir / "checkpoints" / "best.pt")
+    assert model.metadata["metrics"]["test_accuracy"] == summary["test"]["accuracy"]
+    assert summary["best_checkpoint_sha256"] == digest(run_dir / "checkpoints" / "best.pt")
+    assert "epoch   1/1" in (run_dir / "train.log").read_text()
+
+
+def test_identical_runs_give_bitwise_identical_best_checkpoints(full_data_dir: Path, tmp_path: Path) -> None:
+    first = train(tmp_path / "a", "trainer.epochs=2")
+    second = train(tmp_path / "b", "trainer.epochs=2")
+    assert digest(first / "checkpoints" / "best.pt") == digest(second / "checkpoints" / "best.pt")
+    different_seed = train(tmp_path / "c", "trainer.epochs=2", "seed=1")
+    assert digest(first / "checkpoints" / "best.pt") != digest(different_seed / "checkpoints" / "best.pt")
+
+
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_data_dir: Path, tmp_path: Path) -> None:
+    overrides = ("trainer.epochs=4", "scheduler.name=onecycle", "network.args.dropout=0.3")
+    reference = train(tmp_path / "reference", *overrides)
+
+    runs_dir = tmp_path / "interrupted"
+    process = subprocess.Popen(train_command(runs_dir, *overrides), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if list(runs_dir.glob("*/checkpoints/last.pt")):
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    (run_dir,) = runs_dir.iterdir()
+    assert not (run_dir / "summary.json").exists()
+    interrupted_after = load_safely(run_dir / "checkpoints" / "last.pt")["epochs_completed"]
+    assert 1 <= interrupted_after < 4
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "training.cli", "--resume", str(run_dir)], capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {run_dir} after epoch {interrupted_after}" in resumed.stdout
+    assert digest(run_dir / "checkpoints" / "best.pt") == digest(reference / "checkpoints" / "best.pt")
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+    reference_metrics = (reference / "metrics.jsonl").read_text().splitlines()
+    resumed_metrics = (run_dir / "metrics.jsonl").read_text().splitlines()
+    for expected, actual in zip(reference_metrics, resumed_metrics, strict=True):
+        assert json.loads(expected)["val_loss"] == json.loads(actual)["val_loss"]
+
+
+def test_early_stopping_on_validation_loss(full_data_dir: Path, tmp_path: Path) -> None:
+    # A learning rate far too high makes validation loss stop improving after the first epoch.
+    run_dir = train(tmp_path / "runs", "trainer.epochs=6", "trainer.patience=2", "optimizer.name=sgd",
+                    "optimizer.lr=5.0", "optimizer.momentum=0.0")  # fmt: skip
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stopped_early"] is True
+    assert summary["epochs_completed"] == summary["best_epoch"] + 2
+    assert "early stop: no val-loss improvement for 2 epochs" in (run_dir / "train.log").read_text()
+
+
+def test_progress_tracks_best_validation_loss() -> None:
+    progress = Progress()
+    assert progress.update(1, 0.5, 0.8, min_delta=0.0)
+    assert not progress.update(2, 0.6, 0.9, min_delta=0.0)
+    assert not progress.update(3, 0.49, 0.9, min_delta=0.05)
+    assert (progress.best_epoch, progress.epochs_without_improvement) == (1, 2)
+    assert progress.exhausted(patience=2) and not progress.exhausted(patience=None)

@@ -25,6 +25,7 @@ def mirror(tmp_path: Path) -> Path:
 
 
 def corrupt(path: Path) -> None:
+    path.chmod(0o644)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -39,6 +40,7 @@ def test_fetches_and_verifies_every_file(fixture_manifest: Manifest, mirror: Pat
     assert sorted(paths) == sorted(spec.name for spec in fixture_manifest.files)
     for spec in fixture_manifest.files:
         assert paths[spec.name].read_bytes() == (mirror / spec.name).read_bytes()
+        assert paths[spec.name].stat().st_mode & 0o777 == 0o444  # raw data is read-only
 
 
 def test_accepts_file_url_and_skips_valid_files(
@@ -80,6 +82,7 @@ def test_recovers_from_a_corrupted_or_truncated_local_file(
     download(fixture_manifest, dest, str(mirror))
     first, second = fixture_manifest.files[:2]
     corrupt(dest / first.name)
+    (dest / second.name).chmod(0o644)
     (dest / second.name).write_bytes((dest / second.name).read_bytes()[:10])
     (dest / f".{first.name}.stale.part").write_bytes(b"left by a killed download")
     with caplog.at_level(logging.INFO):

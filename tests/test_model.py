@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from text_recognizer.atomic import current_umask
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.models import ArtifactError, ClassifierModel
 from text_recognizer.preprocessing import Normalization
@@ -141,3 +142,25 @@ def test_loading_garbage_or_foreign_checkpoints_is_a_clear_error(tmp_path: Path)
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ArtifactError, match="unknown artifact format None"):
         ClassifierModel.load(foreign)
+
+
+def test_interrupted_save_keeps_the_previous_artifact(
+    fitted_model: ClassifierModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "model.pt"
+    fitted_model.save(path)
+    before = path.read_bytes()
+
+    class SaveInterruptedError(Exception):
+        pass
+
+    def failing_save(payload: object, handle: object) -> None:
+        handle.write(b"half a checkpoint")  # type: ignore[attr-defined]
+        raise SaveInterruptedError
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(SaveInterruptedError):
+        fitted_model.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())

@@ -16,12 +16,16 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would make shared artifacts unreadable
     os.close(fd)
     tmp_path = Path(tmp_name)
     try:
         yield tmp_path
-        with tmp_path.open("rb+") as handle:
-            os.fsync(handle.fileno())
+        descriptor = os.open(tmp_path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -31,3 +35,9 @@ def remove_stale_parts(target: Path) -> None:
     """Delete temporary files that a killed writer of `target` left behind."""
     for stale in target.parent.glob(f".{target.name}.*.part"):
         stale.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -3,6 +3,7 @@
 import platform
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,17 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def environment(device: torch.device, threads: int) -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
@@ -37,7 +49,7 @@ def environment(device: torch.device, threads: int) -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.machine(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "threads": threads,
         "git_commit": git_commit(),
     }

@@ -101,6 +101,7 @@ def fetch_verified(url: str, spec: FileSpec, target: Path) -> None:
         problem = Digest.of_file(tmp_path).mismatch(spec)
         if problem:
             raise ChecksumError(f"{problem}, from {url}")
+        tmp_path.chmod(0o444)  # raw data is immutable
 
 
 def ensure_file(

@@ -18,7 +18,7 @@ if [ ! -x .tools/bin/pipenv ]; then
   python3 -m venv .tools
   .tools/bin/python -m pip install --quiet "pipenv==$PIPENV_VERSION_PIN"
 fi
-echo "setup: installing the locked environment into .venv (first time: a few minutes)" >&2
+echo "setup: syncing .venv with Pipfile.lock (a few minutes the first time, seconds after)" >&2
 .tools/bin/pipenv sync --dev
 echo "$wanted" > "$stamp"
 echo "setup: done; python is $VENV_PYTHON" >&2

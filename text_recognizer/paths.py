@@ -15,3 +15,8 @@ def raw_data_dir() -> Path:
     """The directory that downloads go to, read from the environment at call time."""
     override = os.environ.get("TEXT_RECOGNIZER_DATA_DIR")
     return Path(override) / "raw" if override else PROJECT_ROOT / "data" / "raw"
+
+
+# The production model: promoted by `tasks/promote.sh`, shipped inside the package.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+PROMOTED_MODEL_PATH = WEIGHTS_DIR / "model.pt"

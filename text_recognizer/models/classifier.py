@@ -161,16 +161,19 @@ class ClassifierModel:
             raise ArtifactError(
                 f"unknown artifact format {artifact.get('format')!r}, need {ARTIFACT_FORMAT!r}"
             )
-        description = json.loads(artifact["description"])
-        model = cls(
-            network_name=description["network"]["name"],
-            network_args=description["network"]["args"],
-            input_shape=tuple(description["input_shape"]),
-            class_names=tuple(description["class_names"]),
-            normalization=Normalization(**description["normalization"]),
-            metadata=description["metadata"],
-        )
-        model.network.load_state_dict(artifact["state_dict"])
+        try:
+            description = json.loads(artifact["description"])
+            model = cls(
+                network_name=description["network"]["name"],
+                network_args=description["network"]["args"],
+                input_shape=tuple(description["input_shape"]),
+                class_names=tuple(description["class_names"]),
+                normalization=Normalization(**description["normalization"]),
+                metadata=description["metadata"],
+            )
+            model.network.load_state_dict(artifact["state_dict"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ArtifactError(f"incomplete or malformed artifact: {error!r}") from error
         return model
 
     @classmethod

@@ -1,0 +1,184 @@
+"""The prediction service in-process (FastAPI TestClient, lifespan included): results, errors, docs."""
+
+import io
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from api.app import create_app
+from api.settings import Settings
+from text_recognizer.datasets.idx import read_idx
+from text_recognizer.models import ClassifierModel
+from text_recognizer.paths import PROMOTED_MODEL_PATH
+
+from .conftest import FIXTURES_DIR
+from .support.product_photos import product_photo
+from .test_photo_preprocessing import bomb_png, truncated_jpeg
+
+TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
+SETTINGS = Settings(max_upload_bytes=200_000, max_batch_files=4)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(SETTINGS)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def expected_categories() -> list[str]:
+    """What the promoted model says about the original 28x28 test images."""
+    return ClassifierModel.load(PROMOTED_MODEL_PATH).predict(TEST_IMAGES[:8]).categories
+
+
+def upload(data: bytes, name: str = "item.jpg", field: str = "file") -> dict[str, tuple[str, bytes, str]]:
+    return {field: (name, data, "application/octet-stream")}
+
+
+def assert_error(response: object, status: int, code: str) -> None:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    body = response.json()  # type: ignore[attr-defined]
+    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
+
+
+def test_predict_returns_category_confidence_and_top_k(client: TestClient, expected_categories: list[str]) -> None:
+    response = client.post("/v1/predict", files=upload(product_photo(TEST_IMAGES[0], seed=0)))
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"category", "class_id", "confidence", "top_k", "model_version"}
+    assert body["category"] == expected_categories[0]
+    assert len(body["top_k"]) == 3 and body["top_k"][0] == {"category": body["category"], "confidence": body["confidence"]}
+    assert body["top_k"][0]["confidence"] >= body["top_k"][1]["confidence"] >= body["top_k"][2]["confidence"]
+    assert body["model_version"] == client.get("/v1/metadata").json()["version"]
+    assert response.headers["X-Request-ID"]
+
+
+def test_top_k_parameter(client: TestClient) -> None:
+    response = client.post("/v1/predict?top_k=5", files=upload(product_photo(TEST_IMAGES[1], seed=1)))
+    assert len(response.json()["top_k"]) == 5
+
+
+def test_batch_keeps_order_and_isolates_bad_files(client: TestClient, expected_categories: list[str]) -> None:
+    files = [
+        ("files", ("a.jpg", product_photo(TEST_IMAGES[2], seed=2), "image/jpeg")),
+        ("files", ("notes.txt", b"not an image", "text/plain")),
+        ("files", ("b.png", product_photo(TEST_IMAGES[3], seed=3, image_format="PNG"), "image/png")),
+    ]
+    response = client.post("/v1/predict/batch", files=files)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["filename"] for r in results] == ["a.jpg", "notes.txt", "b.png"]
+    assert results[0]["prediction"]["category"] == expected_categories[2]
+    assert results[1]["prediction"] is None and results[1]["error"]["code"] == "invalid_image"
+    assert results[2]["prediction"]["category"] == expected_categories[3]
+
+
+def chunked(data: bytes) -> Iterator[bytes]:
+    for start in range(0, len(data), 16_384):
+        yield data[start : start + 16_384]
+
+
+def multipart(data: bytes) -> tuple[bytes, str]:
+    boundary = "testboundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\n"
+    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_oversized_upload_is_refused_while_streaming(client: TestClient) -> None:
+    """No Content-Length (chunked transfer): the limit trips on the bytes received, mid-stream."""
+    body, content_type = multipart(b"\xff" * 400_000)
+    response = client.post("/v1/predict", content=chunked(body), headers={"Content-Type": content_type})
+    assert_error(response, 413, "payload_too_large")
+
+
+MALFORMED = {
+    "empty-file": (lambda: upload(b""), 400, "empty_file"),
+    "non-image": (lambda: upload(b"%PDF-1.7 not an image"), 400, "invalid_image"),
+    "truncated": (lambda: upload(truncated_jpeg()), 400, "corrupt_image"),
+    "unsupported-format": (lambda: upload(tiff_bytes(), "scan.tiff"), 415, "unsupported_format"),
+    "over-size-limit": (lambda: upload(b"\xff" * 300_000), 413, "payload_too_large"),
+    "decompression-bomb": (lambda: upload(bomb_png(60_000, 60_000), "bomb.png"), 413, "image_too_large"),
+    "wrong-field": (lambda: upload(product_photo(TEST_IMAGES[0], seed=0), field="image"), 422, "missing_file"),
+}
+
+
+def tiff_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (32, 32), 200).save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
+def test_malformed_uploads_get_a_4xx_with_the_error_schema(client: TestClient, case: str) -> None:
+    make_files, status, code = MALFORMED[case]
+    assert_error(client.post("/v1/predict", files=make_files()), status, code)
+    assert client.get("/health/live").status_code == 200
+
+
+def test_empty_body_and_bad_query(client: TestClient) -> None:
+    assert_error(client.post("/v1/predict"), 422, "missing_file")
+    assert_error(client.post("/v1/predict", content=b"raw bytes", headers={"Content-Type": "image/jpeg"}), 422, "missing_file")
+    photo = upload(product_photo(TEST_IMAGES[0], seed=0))
+    assert_error(client.post("/v1/predict?top_k=0", files=photo), 422, "validation_error")
+    assert_error(client.post("/v1/predict?top_k=many", files=photo), 422, "validation_error")
+
+
+def test_too_many_files_in_a_batch(client: TestClient) -> None:
+    files = [("files", (f"{i}.jpg", product_photo(TEST_IMAGES[i], seed=i), "image/jpeg")) for i in range(5)]
+    assert_error(client.post("/v1/predict/batch", files=files), 400, "too_many_files")
+
+
+def test_unknown_route_and_method(client: TestClient) -> None:
+    assert_error(client.get("/v2/predict"), 404, "not_found")
+    assert_error(client.get("/v1/predict"), 405, "method_not_allowed")
+
+
+def test_health_and_metadata(client: TestClient) -> None:
+    assert client.get("/health/live").json() == {"status": "ok"}
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    metadata = client.get("/v1/metadata").json()
+    assert metadata["classes"][0] == "T-shirt/top" and len(metadata["classes"]) == 10
+    assert metadata["input"]["model_input"] == {"shape": [1, 28, 28], "dtype": "uint8"}
+    assert metadata["metrics"]["test_accuracy"] >= 0.92
+    assert len(metadata["data_checksums"]) == 4 and metadata["version"] == ready.json()["model_version"]
+
+
+def test_prometheus_metrics_by_route_status_and_class(client: TestClient) -> None:
+    client.post("/v1/predict", files=upload(product_photo(TEST_IMAGES[4], seed=4)))
+    client.post("/v1/predict", files=upload(b""))
+    text = client.get("/metrics").text
+    assert 'http_requests_total{method="POST",route="/v1/predict",status="200"}' in text
+    assert 'http_requests_total{method="POST",route="/v1/predict",status="400"}' in text
+    assert 'http_request_duration_seconds_bucket{le="0.1",method="POST",route="/v1/predict"}' in text
+    assert "predictions_total{category=" in text
+    assert "prediction_confidence_bucket{le=" in text
+
+
+def test_request_id_is_propagated(client: TestClient) -> None:
+    response = client.get("/health/live", headers={"X-Request-ID": "trace-123"})
+    assert response.headers["X-Request-ID"] == "trace-123"
+
+
+def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/predict", "/v1/predict/batch", "/health/live", "/health/ready", "/v1/metadata", "/metrics"} <= set(
+        spec["paths"]
+    )
+    responses = spec["paths"]["/v1/predict"]["post"]["responses"]
+    assert {"200", "400", "413", "415", "422", "503"} <= set(responses)
+    assert responses["413"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    assert client.get("/docs").status_code == 200
+
+
+def test_web_page_is_served_without_external_resources(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/static/app.js" in page.text and "http" not in page.text.replace("http-equiv", "")
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/style.css").status_code == 200

@@ -1,0 +1,120 @@
+"""Uploaded photos become Fashion-MNIST-style inputs: modes, orientation, and refusals with clear codes."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from text_recognizer.datasets.idx import read_idx
+from text_recognizer.preprocessing import ImageError, decode_image, fashion_mnist_style, image_bytes_to_input
+
+from .conftest import FIXTURES_DIR
+from .support.product_photos import ROTATIONS, product_photo
+
+TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
+
+
+def encode(image: Image.Image, image_format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def photo_of(index: int) -> Image.Image:
+    """A clean product photo (PNG-decoded, upright, without EXIF) of fixture test image `index`."""
+    photo = Image.open(io.BytesIO(product_photo(TEST_IMAGES[index], seed=index, image_format="PNG")))
+    return ImageOps.exif_transpose(photo).convert("RGB")
+
+
+def test_fashion_mnist_sized_input_passes_through_unchanged() -> None:
+    original = TEST_IMAGES[3]
+    assert np.array_equal(image_bytes_to_input(encode(Image.fromarray(original), "PNG")), original)
+
+
+def test_product_photo_comes_back_close_to_the_original() -> None:
+    for index in range(0, 100, 10):
+        restored = image_bytes_to_input(product_photo(TEST_IMAGES[index], seed=index))
+        assert restored.shape == (28, 28) and restored.dtype == np.uint8
+        difference = np.abs(restored.astype(int) - TEST_IMAGES[index].astype(int)).mean()
+        assert difference < 30, f"image {index}: mean absolute difference {difference:.1f}"
+
+
+@pytest.mark.parametrize("orientation", sorted(ROTATIONS))
+def test_exif_orientation_is_applied(orientation: int) -> None:
+    upright = photo_of(7)
+    rotation = ROTATIONS[orientation]
+    stored = upright.transpose(rotation) if rotation else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    rotated_bytes = encode(stored, "PNG", exif=exif)
+    assert np.array_equal(image_bytes_to_input(rotated_bytes), image_bytes_to_input(encode(upright, "PNG")))
+
+
+def as_mode(image: Image.Image, mode: str) -> Image.Image:
+    if mode == "RGBA":  # transparent background instead of white
+        rgba = image.convert("RGBA")
+        pixels = np.asarray(rgba).copy()
+        pixels[..., 3] = np.where(pixels[..., :3].min(axis=2) > 250, 0, 255)
+        return Image.fromarray(pixels, "RGBA")
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
+    return image.convert(mode)
+
+
+@pytest.mark.parametrize(
+    ("mode", "image_format"),
+    [("RGB", "JPEG"), ("RGB", "WEBP"), ("RGB", "BMP"), ("P", "GIF"), ("P", "PNG"), ("L", "PNG"),
+     ("LA", "PNG"), ("RGBA", "PNG"), ("RGBA", "WEBP"), ("I;16", "PNG"), ("CMYK", "JPEG")],
+)  # fmt: skip
+def test_modes_and_formats_give_the_same_input(mode: str, image_format: str) -> None:
+    photo = photo_of(11)
+    reference = fashion_mnist_style(photo)
+    options = {"quality": 95} if image_format in ("JPEG", "WEBP") else {}
+    data = encode(as_mode(photo, mode), image_format, **options)
+    converted = image_bytes_to_input(data)
+    assert np.abs(converted.astype(int) - reference.astype(int)).mean() < 6
+
+
+def test_gif_uses_the_first_frame() -> None:
+    first, second = photo_of(1).convert("P"), Image.new("P", photo_of(1).size, 0)
+    buffer = io.BytesIO()
+    first.save(buffer, format="GIF", save_all=True, append_images=[second])
+    assert np.array_equal(image_bytes_to_input(buffer.getvalue()), fashion_mnist_style(first))
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    body = kind + payload
+    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A few hundred bytes of PNG declaring `width` x `height` pixels: a decompression bomb's opening."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * 10_000)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b"")
+
+
+def truncated_jpeg() -> bytes:
+    data = encode(photo_of(2).convert("RGB"), "JPEG")
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "empty_file"),
+        (b"name,label\nshirt,6\n", "invalid_image"),
+        (truncated_jpeg(), "corrupt_image"),
+        (encode(Image.new("L", (40, 40)), "TIFF"), "unsupported_format"),
+        (bomb_png(60_000, 60_000), "image_too_large"),
+        (bomb_png(7_000, 7_000), "image_too_large"),
+    ],
+    ids=["empty", "csv", "truncated-jpeg", "tiff", "bomb-huge", "bomb-over-limit"],
+)
+def test_unusable_uploads_are_refused_with_a_code(data: bytes, code: str) -> None:
+    with pytest.raises(ImageError) as error:
+        decode_image(data)
+    assert error.value.code == code and error.value.message

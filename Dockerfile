@@ -1,10 +1,32 @@
-# Training image: the locked team environment (CUDA-capable torch) and the training code.
-# Its only build step is tasks/setup.sh, which CI runs on every change, so the image's install is tested
-# even where no Docker engine is available. (The slim API image comes with the serving work.)
-#   docker build -t apparel-train . && docker run --gpus all -e FASHION_MNIST_MIRROR=... apparel-train
+# Slim runtime image for the prediction API: CPU-only torch, non-root, only runtime code and the
+# promoted weights. Its one install step, tasks/install_runtime.sh, is also run by CI
+# (tasks/check_runtime.sh: fresh venv, start, probe), since no Docker engine runs on the build machine.
+#
+#   docker build --build-arg TORCH_INDEX_URL=<PyTorch CPU wheel index> -t apparel-api .
+#   docker run -p 8000:8000 apparel-api            # then open http://localhost:8000/
+#
+# Without TORCH_INDEX_URL, torch comes from the default index (a much larger CUDA build).
 FROM python:3.11-slim
-RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
+
+ARG TORCH_INDEX_URL=""
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    APPAREL_HOST=0.0.0.0 \
+    APPAREL_PORT=8000 \
+    APPAREL_WORKERS=1
+
+WORKDIR /build
+COPY pyproject.toml README.md Pipfile.lock ./
+COPY tasks/install_runtime.sh tasks/
+COPY text_recognizer text_recognizer
+COPY api api
+RUN TORCH_INDEX_URL="$TORCH_INDEX_URL" bash tasks/install_runtime.sh /opt/venv /build \
+    && rm -rf /build /root/.cache \
+    && useradd --system --uid 10001 --create-home --home-dir /app app
+
 WORKDIR /app
-COPY . .
-RUN ./tasks/setup.sh
-ENTRYPOINT ["./tasks/train.sh"]
+USER app
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["/opt/venv/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2)"]
+CMD ["/opt/venv/bin/python", "-m", "api.serve"]

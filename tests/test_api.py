@@ -43,13 +43,18 @@ def assert_error(response: object, status: int, code: str) -> None:
     assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
 
 
-def test_predict_returns_category_confidence_and_top_k(client: TestClient, expected_categories: list[str]) -> None:
+def test_predict_returns_category_confidence_and_top_k(
+    client: TestClient, expected_categories: list[str]
+) -> None:
     response = client.post("/v1/predict", files=upload(product_photo(TEST_IMAGES[0], seed=0)))
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"category", "class_id", "confidence", "top_k", "model_version"}
     assert body["category"] == expected_categories[0]
-    assert len(body["top_k"]) == 3 and body["top_k"][0] == {"category": body["category"], "confidence": body["confidence"]}
+    assert len(body["top_k"]) == 3 and body["top_k"][0] == {
+        "category": body["category"],
+        "confidence": body["confidence"],
+    }
     assert body["top_k"][0]["confidence"] >= body["top_k"][1]["confidence"] >= body["top_k"][2]["confidence"]
     assert body["model_version"] == client.get("/v1/metadata").json()["version"]
     assert response.headers["X-Request-ID"]
@@ -83,9 +88,13 @@ def chunked(data: bytes) -> Iterator[bytes]:
 def multipart(data: bytes) -> tuple[bytes, str]:
     boundary = "testboundary"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
-        f"Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -103,7 +112,11 @@ MALFORMED = {
     "unsupported-format": (lambda: upload(tiff_bytes(), "scan.tiff"), 415, "unsupported_format"),
     "over-size-limit": (lambda: upload(b"\xff" * 300_000), 413, "payload_too_large"),
     "decompression-bomb": (lambda: upload(bomb_png(60_000, 60_000), "bomb.png"), 413, "image_too_large"),
-    "wrong-field": (lambda: upload(product_photo(TEST_IMAGES[0], seed=0), field="image"), 422, "missing_file"),
+    "wrong-field": (
+        lambda: upload(product_photo(TEST_IMAGES[0], seed=0), field="image"),
+        422,
+        "missing_file",
+    ),
 }
 
 
@@ -122,7 +135,11 @@ def test_malformed_uploads_get_a_4xx_with_the_error_schema(client: TestClient, c
 
 def test_empty_body_and_bad_query(client: TestClient) -> None:
     assert_error(client.post("/v1/predict"), 422, "missing_file")
-    assert_error(client.post("/v1/predict", content=b"raw bytes", headers={"Content-Type": "image/jpeg"}), 422, "missing_file")
+    assert_error(
+        client.post("/v1/predict", content=b"raw bytes", headers={"Content-Type": "image/jpeg"}),
+        422,
+        "missing_file",
+    )
     photo = upload(product_photo(TEST_IMAGES[0], seed=0))
     assert_error(client.post("/v1/predict?top_k=0", files=photo), 422, "validation_error")
     assert_error(client.post("/v1/predict?top_k=many", files=photo), 422, "validation_error")
@@ -167,9 +184,14 @@ def test_request_id_is_propagated(client: TestClient) -> None:
 
 def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/v1/predict", "/v1/predict/batch", "/health/live", "/health/ready", "/v1/metadata", "/metrics"} <= set(
-        spec["paths"]
-    )
+    assert {
+        "/v1/predict",
+        "/v1/predict/batch",
+        "/health/live",
+        "/health/ready",
+        "/v1/metadata",
+        "/metrics",
+    } <= set(spec["paths"])
     responses = spec["paths"]["/v1/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(responses)
     assert responses["413"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")

@@ -1,0 +1,156 @@
+"""The FastAPI application: prediction endpoints, health, metadata, metrics and the web page."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from api.errors import ApiError, ErrorBody, documented_errors, error_response, install_error_handlers
+from api.limits import BodySizeLimit
+from api.observability import Metrics, configure_logging, observability_middleware
+from api.predictor import Prediction, Predictor
+from api.settings import Settings
+from text_recognizer.preprocessing import ImageError
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+IMAGE_ERROR_STATUS = {"unsupported_format": 415, "image_too_large": 413}
+logger = logging.getLogger("api")
+
+
+TopK = Annotated[int, Query(ge=1, le=10, description="how many categories to rank in `top_k`")]
+
+
+class BatchItem(BaseModel):
+    filename: str | None
+    prediction: Prediction | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem]
+    model_version: str
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging()
+        torch.set_num_threads(settings.torch_threads)
+        predictor = Predictor.load(settings.model_path)
+        await run_in_threadpool(predictor.warm_up)
+        app.state.predictor = predictor
+        logger.info("model %s loaded from %s; ready", predictor.version, settings.model_path)
+        yield
+
+    app = FastAPI(
+        title="Apparel classifier",
+        version="1",
+        summary="Upload a photo of one apparel item; get its Fashion-MNIST category and a confidence.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit,
+        limit_bytes=settings.max_upload_bytes,
+        path_limits={"/v1/predict/batch": settings.max_upload_bytes * settings.max_batch_files},
+    )
+    app.middleware("http")(observability_middleware(metrics))  # outermost: sees every response
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    def predictor_of(request: Request) -> Predictor:
+        predictor: Predictor | None = getattr(request.app.state, "predictor", None)
+        if predictor is None or not predictor.ready:
+            raise ApiError(503, "not_ready", "the model is still loading")
+        return predictor
+
+    async def predict_upload(predictor: Predictor, upload: UploadFile, top_k: int) -> Prediction:
+        if upload.size is not None and upload.size > settings.max_upload_bytes:
+            message = (
+                f"{upload.filename or 'the file'} is {upload.size} bytes; limit {settings.max_upload_bytes}"
+            )
+            raise ApiError(413, "payload_too_large", message)
+        data = await upload.read()
+        try:
+            prediction = await run_in_threadpool(predictor.predict_bytes, data, top_k, settings.max_pixels)
+        except ImageError as error:
+            raise ApiError(IMAGE_ERROR_STATUS.get(error.code, 400), error.code, error.message) from None
+        metrics.observe_prediction(prediction.category, prediction.confidence)
+        return prediction
+
+    @app.post("/v1/predict", response_model=Prediction, responses=documented_errors(400, 413, 415, 422, 503))
+    async def predict(
+        request: Request,
+        file: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP or GIF image of one item")],
+        top_k: TopK = settings.default_top_k,
+    ) -> Prediction:
+        """Classify one uploaded image."""
+        return await predict_upload(predictor_of(request), file, top_k)
+
+    @app.post(
+        "/v1/predict/batch", response_model=BatchResponse, responses=documented_errors(400, 413, 422, 503)
+    )
+    async def predict_batch(
+        request: Request,
+        files: Annotated[
+            list[UploadFile], File(description="several image files, one result each, in order")
+        ],
+        top_k: TopK = settings.default_top_k,
+    ) -> BatchResponse:
+        """Classify several images; a bad file gets its own error entry and does not fail the others."""
+        predictor = predictor_of(request)
+        if len(files) > settings.max_batch_files:
+            message = f"{len(files)} files sent; at most {settings.max_batch_files} per batch"
+            raise ApiError(400, "too_many_files", message)
+        results = []
+        for upload in files:
+            try:
+                prediction = await predict_upload(predictor, upload, top_k)
+                results.append(BatchItem(filename=upload.filename, prediction=prediction))
+            except ApiError as error:
+                results.append(
+                    BatchItem(
+                        filename=upload.filename, error=ErrorBody(code=error.code, message=error.message)
+                    )
+                )
+        return BatchResponse(results=results, model_version=predictor.version)
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        """The process is up and serving HTTP."""
+        return {"status": "ok"}
+
+    @app.get("/health/ready", responses=documented_errors(503))
+    async def ready(request: Request) -> Any:
+        """Ready only once the model is loaded and a warm-up prediction succeeded."""
+        predictor: Predictor | None = getattr(request.app.state, "predictor", None)
+        if predictor is None or not predictor.ready:
+            return error_response(503, "not_ready", "the model is still loading")
+        return {"status": "ready", "model_version": predictor.version}
+
+    @app.get("/v1/metadata", responses=documented_errors(503))
+    async def metadata(request: Request) -> dict[str, Any]:
+        """Model name and version, classes, input spec, metrics and data checksums."""
+        return predictor_of(request).metadata()
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus text format: requests and latency by route and status, predictions, confidences."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=FileResponse, include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    return app

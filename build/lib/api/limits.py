@@ -1,0 +1,60 @@
+"""Request-body size limit, enforced while the body streams in, before anything is parsed or buffered."""
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import ApiError, error_response
+
+# Multipart framing (boundaries, part headers) on top of the files themselves.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+class BodySizeLimit:
+    """Refuse a body over its limit: at once from Content-Length, or as soon as the stream exceeds it.
+
+    `limit_bytes` applies to every path except those given their own limit in `path_limits`.
+
+    The streaming check raises `ApiError` (413) from `receive`, inside the route's body parsing, where the
+    app's error handler turns it into the JSON error response.
+    """
+
+    def __init__(self, app: ASGIApp, limit_bytes: int, path_limits: dict[str, int] | None = None) -> None:
+        self.app = app
+        self.limit_bytes = limit_bytes
+        self.path_limits = path_limits or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.path_limits.get(scope["path"], self.limit_bytes)
+        await LimitedRequest(self.app, limit + MULTIPART_OVERHEAD_BYTES)(scope, receive, send)
+
+
+class LimitedRequest:
+    def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
+        self.app = app
+        self.limit_bytes = limit_bytes
+
+    def too_large(self) -> ApiError:
+        return ApiError(
+            413, "payload_too_large", f"the request body exceeds the limit of {self.limit_bytes} bytes"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit_bytes:
+            error = self.too_large()
+            await error_response(413, error.code, error.message)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit_bytes:
+                    raise self.too_large()
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,1 @@
+"""Apparel classifier library: datasets, networks, models and the preprocessing they share."""

@@ -1,0 +1,1 @@
+"""Datasets: manifests with checksums, a verifying downloader, idx parsing and in-memory splits."""

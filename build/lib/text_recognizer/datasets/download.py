@@ -1,0 +1,187 @@
+"""Fetch the files of a dataset manifest, verified, with retries, never leaving a partial file.
+
+Sources, in order: the mirror given by flag or by the manifest's environment variable (a directory, a
+`file://` URL or an http(s) base URL) or else each file's official URL followed by the manifest's mirrors.
+A file already present and valid is skipped; a corrupt or truncated one is reported and fetched again.
+"""
+
+import argparse
+import hashlib
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.client import HTTPException
+from pathlib import Path
+
+from text_recognizer.atomic import atomic_path, remove_stale_parts
+from text_recognizer.datasets.manifest import FileSpec, Manifest
+from text_recognizer.paths import raw_data_dir
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+TIMEOUT_SECONDS = 60.0
+
+
+class DownloadError(RuntimeError):
+    """A file could not be obtained with the expected content from any source."""
+
+
+class ChecksumError(DownloadError):
+    """Fetched bytes differ from the manifest (corrupt mirror copy or a transfer cut short)."""
+
+
+@dataclass(frozen=True)
+class Digest:
+    size: int
+    md5: str
+    sha256: str
+
+    @classmethod
+    def of_file(cls, path: Path) -> "Digest":
+        md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
+        with path.open("rb") as handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                md5.update(chunk)
+                sha256.update(chunk)
+                size += len(chunk)
+        return cls(size, md5.hexdigest(), sha256.hexdigest())
+
+    def mismatch(self, spec: FileSpec) -> str | None:
+        """Why this content is not the file the manifest describes, or None when it is."""
+        if self.size != spec.size:
+            return f"{spec.name}: size {self.size} bytes, expected {spec.size} (truncated or wrong file)"
+        if self.md5 != spec.md5 or self.sha256 != spec.sha256:
+            return f"{spec.name}: sha256 {self.sha256}, expected sha256 {spec.sha256} (md5 {spec.md5})"
+        return None
+
+
+def source_urls(spec: FileSpec, manifest: Manifest, mirror: str | None) -> list[str]:
+    """Where to fetch `spec` from: the explicit mirror only, or the official URL and then the mirrors."""
+    mirror = mirror or os.environ.get(manifest.mirror_env) or None
+    if mirror:
+        return [join_url(as_url(mirror), spec.name)]
+    return [spec.url, *(join_url(base, spec.name) for base in manifest.mirrors)]
+
+
+def as_url(location: str) -> str:
+    """A mirror given as a plain directory becomes a `file://` URL; URLs pass through."""
+    if "://" in location:
+        return location
+    directory = Path(location).expanduser().resolve()
+    if not directory.is_dir():
+        raise DownloadError(f"mirror directory {directory} does not exist")
+    return directory.as_uri()
+
+
+def join_url(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying the same source: timeouts, dropped connections, 5xx and 429, bad content."""
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code >= 500 or error.code == 429
+    if isinstance(error, urllib.error.URLError):
+        return not isinstance(error.reason, FileNotFoundError | PermissionError | IsADirectoryError)
+    return isinstance(error, TimeoutError | ConnectionError | HTTPException | ChecksumError)
+
+
+def fetch_verified(url: str, spec: FileSpec, target: Path) -> None:
+    """Stream `url` into a temporary file and move it onto `target` only if it matches `spec`."""
+    with atomic_path(target) as tmp_path:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response, tmp_path.open("wb") as out:
+            while chunk := response.read(CHUNK_BYTES):
+                out.write(chunk)
+        problem = Digest.of_file(tmp_path).mismatch(spec)
+        if problem:
+            raise ChecksumError(f"{problem}, from {url}")
+        tmp_path.chmod(0o444)  # raw data is immutable
+
+
+def ensure_file(
+    spec: FileSpec,
+    urls: list[str],
+    dest_dir: Path,
+    *,
+    attempts: int = 3,
+    backoff_seconds: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Path:
+    """Return the verified path of `spec` in `dest_dir`, fetching it if missing or corrupt."""
+    target = dest_dir / spec.name
+    remove_stale_parts(target)
+    if target.exists():
+        problem = Digest.of_file(target).mismatch(spec)
+        if problem is None:
+            logger.info("ok       %s (already present, checksums match)", spec.name)
+            return target
+        logger.warning("corrupt  %s; fetching it again", problem)
+    failures: list[str] = []
+    for url in urls:
+        for attempt in range(1, attempts + 1):
+            try:
+                fetch_verified(url, spec, target)
+            except (OSError, HTTPException, DownloadError) as error:
+                failures.append(f"{url} (attempt {attempt}): {error}")
+                logger.warning("failed   %s", failures[-1])
+                if not is_transient(error) or attempt == attempts:
+                    break
+                sleep(backoff_seconds * 2 ** (attempt - 1))
+            else:
+                logger.info("fetched  %s from %s (%d bytes, sha256 ok)", spec.name, url, spec.size)
+                return target
+    raise DownloadError(
+        f"could not fetch {spec.name} with sha256 {spec.sha256}; tried:\n  " + "\n  ".join(failures)
+    )
+
+
+def download(
+    manifest: Manifest,
+    dest_dir: Path | None = None,
+    mirror: str | None = None,
+    *,
+    attempts: int = 3,
+    backoff_seconds: float = 1.0,
+) -> dict[str, Path]:
+    """Make every file of `manifest` present and verified in `dest_dir` (default `data/raw/<name>`)."""
+    dest_dir = dest_dir or raw_data_dir() / manifest.name
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        spec.name: ensure_file(
+            spec,
+            source_urls(spec, manifest, mirror),
+            dest_dir,
+            attempts=attempts,
+            backoff_seconds=backoff_seconds,
+        )
+        for spec in manifest.files
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", default="fashion_mnist", help="manifest name under data/manifests/")
+    parser.add_argument("--mirror", help="directory, file:// or http(s) URL holding the files")
+    parser.add_argument("--dest", type=Path, help="target directory (default data/raw/<dataset>)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    manifest = Manifest.named(args.dataset)
+    try:
+        paths = download(manifest, args.dest, args.mirror)
+    except DownloadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{manifest.name}: {len(paths)} files verified in {next(iter(paths.values())).parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""An image classifier: a network together with its preprocessing, class names and provenance.
+
+The saved artifact is a plain dictionary of tensors and JSON-like values, loaded with
+`torch.load(weights_only=True)`: no code is unpickled, and no training code, config or dataset is
+needed to predict with it.
+"""
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from text_recognizer.atomic import atomic_path
+from text_recognizer.networks import build_network, count_parameters
+from text_recognizer.preprocessing import Normalization, as_image_batch, normalize
+
+ARTIFACT_FORMAT = "text_recognizer.classifier/1"
+EVAL_BATCH_SIZE = 1024
+
+
+class ArtifactError(ValueError):
+    """A file is not a classifier artifact this code can load."""
+
+
+@dataclass(frozen=True)
+class Predictions:
+    class_ids: torch.Tensor  # int64 (N,)
+    confidences: torch.Tensor  # float (N,), probability of the predicted class
+    probabilities: torch.Tensor  # float (N, num_classes)
+    categories: list[str]
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    loss: float
+    accuracy: float
+    images: int
+
+
+class ClassifierModel:
+    def __init__(
+        self,
+        network_name: str,
+        network_args: dict[str, Any],
+        input_shape: tuple[int, int, int],
+        class_names: tuple[str, ...],
+        normalization: Normalization,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.network_name = network_name
+        self.network_args = dict(network_args)
+        self.input_shape = input_shape
+        self.class_names = tuple(class_names)
+        self.normalization = normalization
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.network: nn.Module = build_network(network_name, input_shape, len(class_names), **network_args)
+        # Channels-last convolutions: 10-25% faster per training batch on CPU, measured side by side.
+        self.network.to(memory_format=torch.channels_last)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @property
+    def parameter_count(self) -> int:
+        return count_parameters(self.network)
+
+    def to(self, device: torch.device | str) -> "ClassifierModel":
+        self.network.to(device)
+        return self
+
+    def network_input(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 images of the model's input size to normalized float tensors on the model's device."""
+        batch = as_image_batch(images)
+        if tuple(batch.shape[1:]) != self.input_shape:
+            raise ValueError(f"expected images of shape {self.input_shape}, got {tuple(batch.shape[1:])}")
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        return normalize(batch, self.normalization)
+
+    @torch.inference_mode()
+    def logits(self, images: torch.Tensor | np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
+        self.network.eval()
+        batch = as_image_batch(images)
+        chunks = [self.network(self.network_input(chunk)) for chunk in batch.split(batch_size)]
+        return torch.cat(chunks).float().cpu()
+
+    def predict(self, images: torch.Tensor | np.ndarray) -> Predictions:
+        """Classify uint8 images shaped (H, W), (N, H, W) or (N, 1, H, W)."""
+        probabilities = torch.softmax(self.logits(images), dim=1)
+        confidences, class_ids = probabilities.max(dim=1)
+        categories = [self.class_names[index] for index in class_ids.tolist()]
+        return Predictions(class_ids, confidences, probabilities, categories)
+
+    def evaluate(
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE
+    ) -> dict[str, float]:
+        """Mean cross-entropy and accuracy on labelled images."""
+        logits = self.logits(images, batch_size)
+        labels = labels.cpu()
+        loss = nn.functional.cross_entropy(logits, labels).item()
+        accuracy = (logits.argmax(dim=1) == labels).double().mean().item()
+        return {"loss": loss, "accuracy": accuracy}
+
+    def fit_epoch(
+        self,
+        batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        label_smoothing: float = 0.0,
+    ) -> EpochMetrics:
+        """One pass over `batches` of (uint8 images, labels); the scheduler steps once per batch."""
+        self.network.train()
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen = 0
+        for images, labels in batches:
+            labels = labels.to(self.device)
+            logits = self.network(self.network_input(images))
+            loss = nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total_loss += loss.detach().double() * labels.numel()
+            correct += (logits.detach().argmax(dim=1) == labels).sum()
+            seen += labels.numel()
+        return EpochMetrics(total_loss.item() / seen, correct.item() / seen, seen)
+
+    def artifact(self) -> dict[str, Any]:
+        """Weights plus a JSON description of everything else needed to rebuild this model.
+
+        Keeping the description as one canonical JSON string makes saved bytes depend on content only
+        (pickle memoizes by object identity), so identical models give identical files.
+        """
+        description = {
+            "network": {"name": self.network_name, "args": self.network_args},
+            "input_shape": list(self.input_shape),
+            "class_names": list(self.class_names),
+            "normalization": self.normalization.to_dict(),
+            "metadata": self.metadata,
+        }
+        return {
+            "format": ARTIFACT_FORMAT,
+            "description": json.dumps(description, sort_keys=True),
+            "state_dict": {key: value.cpu() for key, value in self.network.state_dict().items()},
+        }
+
+    def save(self, path: Path) -> None:
+        """Write the artifact atomically: an interrupted save never leaves a corrupt file."""
+        save_atomically(self.artifact(), path)
+
+    @classmethod
+    def from_artifact(cls, artifact: dict[str, Any]) -> "ClassifierModel":
+        if artifact.get("format") != ARTIFACT_FORMAT:
+            raise ArtifactError(
+                f"unknown artifact format {artifact.get('format')!r}, need {ARTIFACT_FORMAT!r}"
+            )
+        try:
+            description = json.loads(artifact["description"])
+            model = cls(
+                network_name=description["network"]["name"],
+                network_args=description["network"]["args"],
+                input_shape=tuple(description["input_shape"]),
+                class_names=tuple(description["class_names"]),
+                normalization=Normalization(**description["normalization"]),
+                metadata=description["metadata"],
+            )
+            model.network.load_state_dict(artifact["state_dict"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ArtifactError(f"incomplete or malformed artifact: {error!r}") from error
+        return model
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device | str = "cpu") -> "ClassifierModel":
+        return cls.from_artifact(load_safely(path)).to(device)
+
+
+def save_atomically(payload: dict[str, Any], path: Path) -> None:
+    """Atomic, and byte-reproducible: saving to a handle keeps the temporary name out of the archive."""
+    with atomic_path(path) as tmp_path, tmp_path.open("wb") as handle:
+        torch.save(payload, handle)
+
+
+def load_safely(path: Path) -> dict[str, Any]:
+    """Load a checkpoint without unpickling arbitrary objects; a clear error for anything else."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        raise ArtifactError(f"{path} is not a loadable checkpoint: {error}") from error
+    if not isinstance(payload, dict):
+        raise ArtifactError(f"{path} holds a {type(payload).__name__}, not a checkpoint dictionary")
+    return payload

@@ -1,0 +1,154 @@
+"""Turning images into network input: the one place training, evaluation and serving share.
+
+Two stages: an uploaded photo becomes a Fashion-MNIST-style uint8 28x28 image (`image_bytes_to_input`),
+and uint8 images become normalized float tensors (`normalize`, with statistics from the training split).
+"""
+
+import io
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-dataset pixel statistics (on the 0..1 scale), computed from the training split only."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, images: torch.Tensor) -> "Normalization":
+        pixels = images.double() / 255.0
+        return cls(mean=float(pixels.mean()), std=float(pixels.std()))
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def as_image_batch(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Accept (H, W), (N, H, W) or (N, 1, H, W) uint8 images; return a (N, 1, H, W) uint8 tensor."""
+    batch = torch.as_tensor(images)
+    if batch.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8 (0..255), got {batch.dtype}")
+    if batch.dim() == 2:
+        batch = batch.unsqueeze(0)
+    if batch.dim() == 3:
+        batch = batch.unsqueeze(1)
+    if batch.dim() != 4 or batch.shape[1] != 1:
+        raise ValueError(
+            f"expected (H, W), (N, H, W) or (N, 1, H, W) grayscale images, got {tuple(batch.shape)}"
+        )
+    return batch
+
+
+def normalize(images: torch.Tensor, normalization: Normalization) -> torch.Tensor:
+    """Scale a uint8 (N, 1, H, W) batch to float and standardize it with the training statistics."""
+    return (images.float() / 255.0 - normalization.mean) / normalization.std
+
+
+# --- Uploaded photos -> Fashion-MNIST-style 28x28 images ----------------------------------------------
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+DEFAULT_MAX_PIXELS = 40_000_000
+SIDE = 28
+# Fashion-MNIST trimmed edges "close to the colour of the corner pixels" with a 5% distance threshold.
+TRIM_THRESHOLD = 0.05 * 255
+
+
+class ImageError(ValueError):
+    """An upload that cannot be turned into a model input; `code` is stable for API clients."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an upload (first frame of a GIF), refusing what is not a usable image.
+
+    The pixel count is checked from the header, before decoding, so a decompression bomb costs nothing.
+    """
+    if not data:
+        raise ImageError("empty_file", "the uploaded file is empty")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise ImageError("image_too_large", f"the image has more than {max_pixels} pixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ImageError(
+            "invalid_image", f"not a readable image; send one of {', '.join(ACCEPTED_FORMATS)}"
+        ) from None
+    if image.format not in ACCEPTED_FORMATS:
+        raise ImageError(
+            "unsupported_format",
+            f"{image.format} images are not accepted; send one of {', '.join(ACCEPTED_FORMATS)}",
+        )
+    if image.width * image.height > max_pixels:
+        raise ImageError(
+            "image_too_large",
+            f"the image is {image.width}x{image.height} pixels; the limit is {max_pixels} pixels",
+        )
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageError("corrupt_image", f"the image data is truncated or corrupt ({error})") from None
+    return image
+
+
+def grayscale(image: Image.Image) -> np.ndarray:
+    """8-bit grayscale pixels after EXIF orientation; alpha is flattened onto a white background.
+
+    Handles palette, 16-bit, 32-bit and float, CMYK and alpha modes.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if pixels.max() > 255 else 255.0
+        return np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def fashion_mnist_style(image: Image.Image) -> np.ndarray:
+    """Convert a photo the way Fashion-MNIST was made from product photos; 28x28 inputs pass unchanged.
+
+    Steps (from the dataset's README): trim the border close to the corner colour, resize the longest
+    edge to 28, extend the shorter edge to 28 keeping the item centred, negate (when the background is
+    light, as in product photos), 8-bit grayscale; then stretch to full intensity, as the dataset is.
+    """
+    pixels = grayscale(image)
+    if pixels.shape == (SIDE, SIDE):
+        return pixels
+    corners = np.array([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]], dtype=np.float64)
+    background = float(np.median(corners))
+    rows, cols = np.nonzero(np.abs(pixels.astype(np.float64) - background) > TRIM_THRESHOLD)
+    if rows.size:
+        pixels = pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    height, width = pixels.shape
+    scale = SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (SIDE, SIDE), round(background))
+    canvas.paste(resized, ((SIDE - size[0]) // 2, (SIDE - size[1]) // 2))
+    pixels_float = np.asarray(canvas, dtype=np.float64)
+    # Negate a light background (measured from the corners, so an off-white one also becomes 0); a dark
+    # background is already Fashion-MNIST's polarity.
+    result = np.clip(background - pixels_float if background > 127 else pixels_float - background, 0, None)
+    # Every Fashion-MNIST image peaks at 250-255, so stretch the item to full intensity: a tinted or
+    # dim photo then looks like the training data.
+    peak = result.max()
+    if peak > 0:
+        result = result * (255.0 / peak)
+    return result.round().astype(np.uint8)
+
+
+def image_bytes_to_input(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An uploaded file's bytes to the uint8 (28, 28) array a Fashion-MNIST model expects."""
+    return fashion_mnist_style(decode_image(data, max_pixels))

@@ -1,0 +1,1 @@
+"""Config-driven training of `text_recognizer` models: validation, run directories, checkpoints, resume."""

@@ -1,0 +1,167 @@
+"""Training configuration: YAML files and `key=value` overrides, validated into typed objects up front.
+
+Every mistake (an unknown key, a wrong type, an unknown network or optimizer) is reported before any
+work starts, naming the key and the valid choices.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+
+from text_recognizer.networks import NETWORKS, network_arguments
+
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names each offending key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Strict):
+    dataset: Literal["fashion_mnist"] = "fashion_mnist"
+    val_size: PositiveInt = 5000
+    train_size: PositiveInt | None = Field(None, description="stratified subset of the training split")
+    split_seed: int = Field(0, description="seeds the validation hold-out, apart from the training seed")
+    mirror: str | None = Field(None, description="local or alternative mirror; env FASHION_MNIST_MIRROR too")
+
+
+class NetworkConfig(Strict):
+    name: Literal[tuple(NETWORKS)]  # type: ignore[valid-type]
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def check_args(self) -> "NetworkConfig":
+        """Validate `args` against the network constructor's own signature and type hints."""
+        parameters = network_arguments(self.name)
+        valid = ", ".join(parameters)
+        problems = [
+            f"network.args.{key}: unknown argument for network {self.name!r}; valid: {valid}"
+            for key in sorted(set(self.args) - set(parameters))
+        ]
+        fields: dict[str, Any] = {
+            key: (parameter.annotation, parameter.default)
+            for key, parameter in parameters.items()
+            if key in self.args
+        }
+        try:
+            create_model(f"{self.name}_args", **fields).model_validate(self.args)
+        except ValidationError as error:
+            problems += [
+                f"network.args.{'.'.join(map(str, p['loc']))}: {p['msg']} (got {p['input']!r})"
+                for p in error.errors()
+            ]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class OptimizerConfig(Strict):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    momentum: NonNegativeFloat = Field(0.9, description="sgd only")
+
+
+class SchedulerConfig(Strict):
+    name: Literal["none", "cosine", "onecycle", "step"] = "none"
+    step_epochs: PositiveInt = Field(10, description="step: epochs between decays")
+    gamma: PositiveFloat = Field(0.1, description="step: decay factor")
+    warmup_fraction: float = Field(0.25, gt=0, lt=1, description="onecycle: share of steps warming up")
+
+
+class TrainerConfig(Strict):
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 128
+    patience: PositiveInt | None = Field(None, description="early stopping: epochs without val-loss gain")
+    min_delta: NonNegativeFloat = 0.0
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class RunConfig(Strict):
+    name: str = "run"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: PositiveInt | Literal["auto"] = Field("auto", description="CPU threads; auto = usable cores")
+    runs_dir: Path = Path("runs")
+    data: DataConfig = DataConfig()
+    network: NetworkConfig
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    trainer: TrainerConfig = TrainerConfig()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set a dotted `key=value` in the raw mapping; the value is parsed as YAML (`3`, `0.1`, `[32, 64]`)."""
+    key, separator, value = override.partition("=")
+    if not separator or not key:
+        raise ConfigError(f"override {override!r} is not of the form key=value (e.g. trainer.epochs=3)")
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = yaml.safe_load(value)
+
+
+def describe(error: ValidationError) -> str:
+    """One line per problem, each naming its key; unknown keys list the valid ones."""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            valid = valid_keys(problem["loc"][:-1])
+            lines.append(f"  {key}: unknown key; valid keys here: {', '.join(valid)}")
+        elif problem["type"] == "value_error":  # raised by our validators, which name their keys
+            lines.extend(f"  {line}" for line in problem["msg"].removeprefix("Value error, ").splitlines())
+        else:
+            lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def valid_keys(location: tuple[Any, ...]) -> list[str]:
+    model: Any = RunConfig
+    for part in location:
+        annotation = model.model_fields[part].annotation
+        model = annotation
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def load_config(path: Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML config, apply overrides, validate. Raises ConfigError with every problem named."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        available = ", ".join(sorted(p.name for p in CONFIGS_DIR.glob("*.yaml")))
+        raise ConfigError(f"config file {path} not found; shipped configs: {available}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values")
+    for override in overrides:
+        apply_override(raw, override)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(describe(error)) from None

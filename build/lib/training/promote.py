@@ -1,0 +1,131 @@
+"""Promote a finished run's best checkpoint to the production artifact, with a model card.
+
+    promote RUN_DIR [--min-test-accuracy 0.92] [--weights-dir text_recognizer/weights]
+
+Writes `model.pt`, `model_card.json` and `MODEL_CARD.md` (each atomically) and refuses a run whose summary
+is missing or whose test accuracy is below the floor.
+"""
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from text_recognizer.atomic import atomic_path
+from text_recognizer.models import ArtifactError, ClassifierModel
+from text_recognizer.paths import WEIGHTS_DIR
+from training.run_directory import RunDirectory
+
+DEFAULT_MIN_TEST_ACCURACY = 0.92
+
+
+class PromotionError(RuntimeError):
+    pass
+
+
+def model_card(run: RunDirectory, summary: dict[str, Any], model: ClassifierModel) -> dict[str, Any]:
+    artifact = run.best_checkpoint.read_bytes()
+    metrics = model.metadata["metrics"]
+    return {
+        "name": summary["name"],
+        "version": hashlib.sha256(artifact).hexdigest()[:12],
+        "sha256": hashlib.sha256(artifact).hexdigest(),
+        "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source_run": run.path.name,
+        "network": {"name": model.network_name, "args": model.network_args},
+        "parameters": model.parameter_count,
+        "size_bytes": len(artifact),
+        "classes": list(model.class_names),
+        "metrics": {
+            "best_epoch": summary["best_epoch"],
+            "val_loss": metrics["val_loss"],
+            "val_accuracy": metrics["val_accuracy"],
+            "test_loss": summary["test"]["loss"],
+            "test_accuracy": summary["test"]["accuracy"],
+        },
+        "training_seconds": summary["train_seconds"],
+        "data": summary["data"],
+        "config": model.metadata["config"],
+        "git_commit": summary["environment"]["git_commit"],
+        "environment": summary["environment"],
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    metrics = card["metrics"]
+    checksums = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in card["data"]["checksums"].items())
+    return f"""# Model card: {card["name"]} ({card["version"]})
+
+Fashion-MNIST apparel classifier, promoted {card["promoted_at"]} from run `{card["source_run"]}`.
+
+| | |
+| --- | --- |
+| network | `{card["network"]["name"]}` `{json.dumps(card["network"]["args"])}` |
+| parameters | {card["parameters"]:,} |
+| artifact size | {card["size_bytes"] / 1e6:.2f} MB (`model.pt`, sha256 `{card["sha256"]}`) |
+| test accuracy | {metrics["test_accuracy"]:.2%} (loss {metrics["test_loss"]:.4f}, official test set) |
+| validation accuracy | {metrics["val_accuracy"]:.2%} (loss {metrics["val_loss"]:.4f}) |
+| best epoch | {metrics["best_epoch"]} |
+| training time | {card["training_seconds"] / 60:.1f} min on {card["environment"]["device"]} |
+| git commit | `{card["git_commit"]}` |
+| torch | {card["environment"]["torch"]} |
+
+Classes: {", ".join(card["classes"])}.
+
+| data file | sha256 |
+| --- | --- |
+{checksums}
+
+The full configuration is in `model_card.json`.
+"""
+
+
+def promote(
+    run_path: Path, weights_dir: Path = WEIGHTS_DIR, min_test_accuracy: float = DEFAULT_MIN_TEST_ACCURACY
+) -> dict[str, Any]:
+    run = RunDirectory(run_path)
+    if not run.summary_path.exists():
+        raise PromotionError(
+            f"{run_path} has no summary.json: the run did not finish (resume it, then promote)"
+        )
+    summary = json.loads(run.summary_path.read_text())
+    accuracy = summary["test"]["accuracy"]
+    if accuracy < min_test_accuracy:
+        raise PromotionError(
+            f"test accuracy {accuracy:.4f} is below the promotion floor {min_test_accuracy:.4f}"
+        )
+    model = ClassifierModel.load(run.best_checkpoint)  # proves the artifact loads on its own
+    card = model_card(run, summary, model)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(weights_dir / "model.pt") as tmp_path:
+        shutil.copyfile(run.best_checkpoint, tmp_path)
+    run.write_json(weights_dir / "model_card.json", card)
+    run.write_text(weights_dir / "MODEL_CARD.md", card_markdown(card))
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--min-test-accuracy", type=float, default=DEFAULT_MIN_TEST_ACCURACY)
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
+    args = parser.parse_args(argv)
+    try:
+        card = promote(args.run_dir, args.weights_dir, args.min_test_accuracy)
+    except (PromotionError, ArtifactError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"promoted {card['name']} {card['version']} (test accuracy {card['metrics']['test_accuracy']:.4f})")
+    print(f"artifact:   {args.weights_dir / 'model.pt'}")
+    print(f"model card: {args.weights_dir / 'MODEL_CARD.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

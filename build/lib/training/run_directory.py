@@ -1,0 +1,94 @@
+"""A run's directory: resolved config, log, per-epoch metrics, checkpoints and summary, in one place."""
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from text_recognizer.atomic import atomic_path
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    path: Path
+
+    @classmethod
+    def create(cls, runs_dir: Path, name: str) -> "RunDirectory":
+        """A new timestamped directory `runs_dir/<UTC time>-<name>`, never reusing an existing one."""
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", *(f"-{n}" for n in range(2, 1000))):
+            path = runs_dir / f"{stamp}-{name}{suffix}"
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return cls(path)
+        raise FileExistsError(f"no free run directory name for {stamp}-{name} in {runs_dir}")
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """The model artifact of the epoch with the lowest validation loss."""
+        return self.path / "checkpoints" / "best.pt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """The full training state after the latest epoch, for `--resume`."""
+        return self.path / "checkpoints" / "last.pt"
+
+    def write_text(self, path: Path, text: str) -> None:
+        with atomic_path(path) as tmp_path:
+            tmp_path.write_text(text)
+
+    def write_json(self, path: Path, payload: dict[str, Any]) -> None:
+        self.write_text(path, json.dumps(payload, indent=2) + "\n")
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        lines = self.metrics_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def keep_metrics_through(self, epoch: int) -> None:
+        """On resume, drop records of epochs after the checkpoint (written before a kill)."""
+        kept = [record for record in self.read_metrics() if record["epoch"] <= epoch]
+        self.write_text(self.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
+
+    def attach_logger(self, name: str) -> logging.Logger:
+        """Log concise lines to the terminal and timestamped ones to `train.log` (appending on resume)."""
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        log_file = logging.FileHandler(self.log_path)
+        log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(console)
+        logger.addHandler(log_file)
+        return logger

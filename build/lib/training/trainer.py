@@ -1,0 +1,298 @@
+"""The training loop: epochs, validation, early stopping, best and last checkpoints, resume, summary.
+
+Model selection and early stopping look at the validation split only; the test split is evaluated once,
+on the best checkpoint, after training.
+"""
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from text_recognizer.datasets.fashion_mnist import DatasetSplits, load_fashion_mnist
+from text_recognizer.models.classifier import ClassifierModel, load_safely, save_atomically
+from training.config import ConfigError, RunConfig, SchedulerConfig, load_config
+from training.environment import environment
+from training.run_directory import RunDirectory
+from training.runtime import configure_threads, select_device, set_seeds
+
+
+@dataclass
+class Progress:
+    """Where training stands: the best epoch so far by validation loss, and epochs since it improved."""
+
+    best_epoch: int = 0
+    best_val_loss: float = math.inf
+    best_val_accuracy: float = 0.0
+    epochs_without_improvement: int = 0
+
+    def update(self, epoch: int, val_loss: float, val_accuracy: float, min_delta: float) -> bool:
+        if val_loss < self.best_val_loss - min_delta:
+            self.best_epoch, self.best_val_loss, self.best_val_accuracy = epoch, val_loss, val_accuracy
+            self.epochs_without_improvement = 0
+            return True
+        self.epochs_without_improvement += 1
+        return False
+
+    def exhausted(self, patience: int | None) -> bool:
+        return patience is not None and self.epochs_without_improvement >= patience
+
+
+def shuffled_batches(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, epoch: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Full batches in an order fixed by (seed, epoch) alone, so a resumed run sees the same order."""
+    epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    order = torch.randperm(labels.numel(), generator=torch.Generator().manual_seed(epoch_seed))
+    order = order.to(images.device)
+    for start in range(0, labels.numel() - batch_size + 1, batch_size):
+        indices = order[start : start + batch_size]
+        yield images[indices], labels[indices]
+
+
+def build_optimizer(config: RunConfig, model: ClassifierModel) -> torch.optim.Optimizer:
+    settings = config.optimizer
+    parameters = model.network.parameters()
+    if settings.name == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+        )
+    optimizer_class = torch.optim.Adam if settings.name == "adam" else torch.optim.AdamW
+    return optimizer_class(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+
+
+def build_scheduler(
+    settings: SchedulerConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """A per-batch learning-rate schedule spanning the configured number of epochs."""
+    total_steps = steps_per_epoch * epochs
+    if settings.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if settings.name == "onecycle":
+        max_lr = optimizer.param_groups[0]["lr"]
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=settings.warmup_fraction
+        )
+    if settings.name == "step":
+        step_size = settings.step_epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=settings.gamma)
+    return None
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Trainer:
+    """Runs one configured training job inside one run directory, from scratch or from `last.pt`."""
+
+    def __init__(self, config: RunConfig, run: RunDirectory) -> None:
+        self.config = config
+        self.run = run
+        self.log = run.attach_logger("training")
+        set_seeds(config.seed)
+        self.threads = configure_threads(config.num_threads)
+        self.device = select_device(config.device)
+        self.data: DatasetSplits = load_fashion_mnist(
+            val_size=config.data.val_size,
+            train_size=config.data.train_size,
+            split_seed=config.data.split_seed,
+            mirror=config.data.mirror,
+        )
+        self.steps_per_epoch = len(self.data.train) // config.trainer.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"trainer.batch_size {config.trainer.batch_size} exceeds the {len(self.data.train)} "
+                "training images"
+            )
+        self.model = ClassifierModel(
+            config.network.name,
+            config.network.args,
+            self.data.input_shape,
+            self.data.class_names,
+            self.data.normalization,
+            metadata=self.artifact_metadata(),
+        ).to(self.device)
+        self.optimizer = build_optimizer(config, self.model)
+        self.scheduler = build_scheduler(
+            config.scheduler, self.optimizer, self.steps_per_epoch, config.trainer.epochs
+        )
+        self.progress = Progress()
+        self.epochs_completed = 0
+
+    def artifact_metadata(self) -> dict[str, Any]:
+        """Provenance stored in every checkpoint; deterministic, so identical runs give identical files."""
+        return {
+            "run_name": self.config.name,
+            "config": self.config.model_dump(mode="json", exclude={"runs_dir"}),  # where, not what
+            "data": {
+                "dataset": self.config.data.dataset,
+                "checksums": self.data.checksums,
+                "train_images": len(self.data.train),
+                "val_images": len(self.data.val),
+            },
+            "metrics": {},
+        }
+
+    def training_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "model": self.model.artifact(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "epochs_completed": self.epochs_completed,
+            "progress": asdict(self.progress),
+            "rng": {"torch": torch.get_rng_state()},
+        }
+        if self.device.type == "cuda":
+            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def restore(self, checkpoint_path: Path) -> None:
+        state = load_safely(checkpoint_path)
+        self.model.network.load_state_dict(state["model"]["state_dict"])
+        self.model.metadata = json.loads(state["model"]["description"])["metadata"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epochs_completed = state["epochs_completed"]
+        self.progress = Progress(**state["progress"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.run.keep_metrics_through(self.epochs_completed)
+        self.log.info(
+            "resumed %s after epoch %d (best epoch %d, val loss %.4f)",
+            self.run.path,
+            self.epochs_completed,
+            self.progress.best_epoch,
+            self.progress.best_val_loss,
+        )
+
+    def fit(self) -> dict[str, Any]:
+        config = self.config.trainer
+        train, val = self.data.train, self.data.val
+        train_images, train_labels = train.images.to(self.device), train.labels.to(self.device)
+        self.log.info(
+            "training %s (%s, %d parameters) on %s with %d thread(s): %d train / %d val images, run %s",
+            self.config.name,
+            self.config.network.name,
+            self.model.parameter_count,
+            self.device,
+            self.threads,
+            len(train),
+            len(val),
+            self.run.path,
+        )
+        for epoch in range(self.epochs_completed + 1, config.epochs + 1):
+            if self.progress.exhausted(config.patience):
+                self.log.info(
+                    "early stop: no val-loss improvement for %d epochs",
+                    self.progress.epochs_without_improvement,
+                )
+                break
+            started = time.perf_counter()
+            batches = shuffled_batches(train_images, train_labels, config.batch_size, self.config.seed, epoch)
+            fit = self.model.fit_epoch(batches, self.optimizer, self.scheduler, config.label_smoothing)
+            fit_seconds = time.perf_counter() - started
+            validation = self.model.evaluate(val.images, val.labels)
+            improved = self.progress.update(
+                epoch, validation["loss"], validation["accuracy"], config.min_delta
+            )
+            self.epochs_completed = epoch
+            record = {
+                "epoch": epoch,
+                "train_loss": fit.loss,
+                "train_accuracy": fit.accuracy,
+                "val_loss": validation["loss"],
+                "val_accuracy": validation["accuracy"],
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "epoch_seconds": time.perf_counter() - started,
+                "images_per_second": fit.images / fit_seconds,
+                "best": improved,
+            }
+            self.run.append_metrics(record)
+            if improved:
+                self.model.metadata["metrics"] = {
+                    "epoch": epoch,
+                    "val_loss": validation["loss"],
+                    "val_accuracy": validation["accuracy"],
+                }
+                self.model.save(self.run.best_checkpoint)
+            save_atomically(self.training_state(), self.run.last_checkpoint)
+            self.log.info(
+                "epoch %3d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs  "
+                "%.0f img/s%s",
+                epoch,
+                config.epochs,
+                fit.loss,
+                fit.accuracy,
+                validation["loss"],
+                validation["accuracy"],
+                record["lr"],
+                record["epoch_seconds"],
+                record["images_per_second"],
+                "  *best" if improved else "",
+            )
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Evaluate the best checkpoint on the test split, record it in the artifact and the summary."""
+        best = ClassifierModel.load(self.run.best_checkpoint, self.device)
+        test = best.evaluate(self.data.test.images, self.data.test.labels)
+        best.metadata["metrics"].update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+        best.save(self.run.best_checkpoint)
+        records = self.run.read_metrics()
+        summary = {
+            "name": self.config.name,
+            "run_dir": str(self.run.path),
+            "epochs_completed": self.epochs_completed,
+            "stopped_early": self.epochs_completed < self.config.trainer.epochs,
+            "best_epoch": self.progress.best_epoch,
+            "best_val_loss": self.progress.best_val_loss,
+            "best_val_accuracy": self.progress.best_val_accuracy,
+            "test": test,
+            "parameters": best.parameter_count,
+            "train_seconds": sum(record["epoch_seconds"] for record in records),
+            "best_checkpoint": str(self.run.best_checkpoint),
+            "best_checkpoint_sha256": sha256_of(self.run.best_checkpoint),
+            "last_checkpoint": str(self.run.last_checkpoint),
+            "data": {**best.metadata["data"], "test_images": len(self.data.test)},
+            "environment": environment(self.device, self.threads),
+        }
+        self.run.write_json(self.run.summary_path, summary)
+        self.log.info(
+            "done: best epoch %d (val loss %.4f, val acc %.4f), test accuracy %.4f",
+            self.progress.best_epoch,
+            self.progress.best_val_loss,
+            self.progress.best_val_accuracy,
+            test["accuracy"],
+        )
+        self.log.info("run directory:   %s", self.run.path)
+        self.log.info("best checkpoint: %s", self.run.best_checkpoint)
+        return summary
+
+
+def start_run(config: RunConfig) -> dict[str, Any]:
+    """Train `config` in a new run directory."""
+    select_device(config.device)  # fail before creating anything
+    run = RunDirectory.create(config.runs_dir, config.name)
+    run.write_text(run.config_path, config.to_yaml())
+    return Trainer(config, run).fit()
+
+
+def resume_run(run_path: Path) -> dict[str, Any]:
+    """Continue an interrupted run from its last checkpoint, with the config it recorded."""
+    run = RunDirectory(run_path)
+    if not run.config_path.exists():
+        raise ConfigError(f"{run_path} is not a run directory (no config.yaml)")
+    trainer = Trainer(load_config(run.config_path), run)
+    if run.last_checkpoint.exists():
+        trainer.restore(run.last_checkpoint)
+    return trainer.fit()

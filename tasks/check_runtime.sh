@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# What the Docker image does, without Docker: install the runtime into a fresh virtual environment
+# (tasks/install_runtime.sh), start the service from it outside the source tree, probe it, stop it.
+set -euo pipefail
+source "$(dirname "$0")/_environment.sh"
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+bash "$ROOT/tasks/install_runtime.sh" "$work/venv" "$ROOT"
+port="$("$work/venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cd "$work"  # import the installed package, not the checkout
+"$work/venv/bin/python" -m api.serve --port "$port" > "$work/server.log" 2>&1 &
+server_pid=$!
+url="http://127.0.0.1:$port"
+for _ in $(seq 1 120); do
+  curl -fsS "$url/health/ready" > /dev/null 2>&1 && break
+  sleep 0.5
+done
+"$VENV_PYTHON" -c "
+import sys; sys.path.insert(0, '$ROOT')
+from tests.support.product_photos import product_photo
+from text_recognizer.datasets.idx import read_idx
+from pathlib import Path
+image = read_idx(Path('$ROOT/tests/fixtures/fashion_mnist/t10k-images-idx3-ubyte.gz'))[0].numpy()
+Path('$work/boot.jpg').write_bytes(product_photo(image, seed=0))
+"
+echo "probe: $(curl -fsS "$url/health/live")"
+echo "probe: $(curl -fsS "$url/health/ready")"
+prediction="$(curl -fsS -F "file=@$work/boot.jpg" "$url/v1/predict")"
+echo "probe: $prediction"
+echo "$prediction" | grep -q '"category":"Ankle boot"' || { echo "unexpected prediction"; cat "$work/server.log"; exit 1; }
+status="$(curl -s -o /dev/null -w '%{http_code}' -F "file=@$ROOT/README.md" "$url/v1/predict")"
+[ "$status" = 400 ] || { echo "expected 400 for a non-image, got $status"; exit 1; }
+echo "check_runtime: the runtime environment installs, serves and answers"

@@ -1,0 +1,57 @@
+"""The service as it is deployed: a real uvicorn process on a loopback port, probed over HTTP."""
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from text_recognizer.datasets.idx import read_idx
+
+from .conftest import FIXTURES_DIR
+from .support.live_server import LiveServer
+from .support.product_photos import product_photo
+from .test_photo_preprocessing import bomb_png, truncated_jpeg
+
+TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer.start(
+        tmp_path_factory.mktemp("server") / "server.log", env={"APPAREL_MAX_UPLOAD_BYTES": "300000"}
+    )
+    yield live
+    live.stop()
+
+
+def test_serves_predictions_and_survives_bad_input(server: LiveServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/health/live").json() == {"status": "ok"}
+        bad_uploads = [
+            b"",
+            b"GIF89a but not really",
+            truncated_jpeg(),
+            bomb_png(60_000, 60_000),
+            b"\x00" * 400_000,
+        ]
+        for data in bad_uploads:
+            response = client.post("/v1/predict", files={"file": ("x.jpg", data)})
+            assert 400 <= response.status_code < 500 and "error" in response.json()
+        response = client.post(
+            "/v1/predict", files={"file": ("shoe.jpg", product_photo(TEST_IMAGES[0], seed=0))}
+        )
+        assert response.status_code == 200 and response.json()["category"] == "Ankle boot"
+        assert client.get("/health/ready").status_code == 200
+        request_id = client.get("/health/live", headers={"X-Request-ID": "probe-42"}).headers["X-Request-ID"]
+    assert request_id == "probe-42"
+    assert "[probe-42]" in server.log_path.read_text()
+
+
+def test_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    live = LiveServer.start(tmp_path / "server.log")
+    # uvicorn shuts down, then re-raises the signal so the exit status reports it.
+    assert live.stop() in (0, -signal.SIGTERM)
+    log = live.log_path.read_text()
+    assert "Application shutdown complete" in log and "Finished server process" in log

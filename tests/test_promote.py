@@ -1,0 +1,75 @@
+"""Promotion of a run to the served artifact, and the consistency of the artifact shipped in the repo."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from api.predictor import Predictor
+from text_recognizer.models import ClassifierModel
+from text_recognizer.paths import PROMOTED_MODEL_PATH
+from training.config import CONFIGS_DIR
+from training.promote import main as promote_main
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, full_data_dir: Path) -> Path:
+    runs_dir = tmp_path_factory.mktemp("runs")
+    command = [sys.executable, "-m", "training.cli", "--config", str(CONFIGS_DIR / "smoke.yaml"),
+               f"runs_dir={runs_dir}", "num_threads=1"]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    (run_dir,) = runs_dir.iterdir()
+    return run_dir
+
+
+@pytest.mark.slow
+def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    assert promote_main([str(smoke_run), "--weights-dir", str(weights), "--min-test-accuracy", "0.5"]) == 0
+    best = smoke_run / "checkpoints" / "best.pt"
+    assert (weights / "model.pt").read_bytes() == best.read_bytes()
+    card = json.loads((weights / "model_card.json").read_text())
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert card["sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
+    assert card["metrics"]["test_accuracy"] == summary["test"]["accuracy"]
+    assert card["network"]["name"] == "cnn" and card["parameters"] == summary["parameters"]
+    assert card["data"]["checksums"] == summary["data"]["checksums"]
+    assert card["git_commit"] == summary["environment"]["git_commit"] and card["config"]["name"] == "smoke"
+    assert card["version"] in (weights / "MODEL_CARD.md").read_text()
+    assert Predictor.load(weights / "model.pt").version == card["version"]
+
+
+@pytest.mark.slow
+def test_refuses_a_run_below_the_accuracy_floor(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        promote_main([str(smoke_run), "--weights-dir", str(tmp_path / "w"), "--min-test-accuracy", "0.99"])
+        == 2
+    )
+    assert "below the promotion floor 0.9900" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_refuses_an_unfinished_run(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(smoke_run, unfinished)
+    (unfinished / "summary.json").unlink()
+    assert promote_main([str(unfinished), "--weights-dir", str(tmp_path / "w")]) == 2
+    assert "has no summary.json: the run did not finish" in capsys.readouterr().err
+
+
+def test_shipped_artifact_matches_its_model_card() -> None:
+    card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
+    assert hashlib.sha256(PROMOTED_MODEL_PATH.read_bytes()).hexdigest() == card["sha256"]
+    assert card["metrics"]["test_accuracy"] >= 0.92
+    model = ClassifierModel.load(PROMOTED_MODEL_PATH)
+    assert model.parameter_count == card["parameters"]
+    assert model.metadata["metrics"]["test_accuracy"] == card["metrics"]["test_accuracy"]

@@ -1,0 +1,85 @@
+"""The web page in a real headless Chromium (Debian's), driven by Playwright, against a real server."""
+
+import base64
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from text_recognizer.datasets.idx import read_idx
+
+from .conftest import FIXTURES_DIR
+from .support.live_server import LiveServer
+from .support.product_photos import product_photo
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# CI installs Chromium (.ci/run); elsewhere a missing browser skips rather than fails.
+if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer.start(tmp_path_factory.mktemp("server") / "server.log")
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, server: LiveServer) -> Iterator[Page]:
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    yield page
+    page.close()
+
+
+def test_choosing_a_photo_shows_category_confidence_and_top_3(page: Page, tmp_path: Path) -> None:
+    photo = tmp_path / "boot.jpg"
+    photo.write_bytes(product_photo(TEST_IMAGES[0], seed=0))
+    page.set_input_files("#file-input", str(photo))
+    expect(page.locator("#category")).to_have_text("Ankle boot")
+    expect(page.locator("#confidence")).to_have_text("99.9%")
+    expect(page.locator("#top-k li")).to_have_count(3)
+    expect(page.locator("#preview")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+
+
+def test_dropping_a_photo_classifies_it(page: Page) -> None:
+    encoded = base64.b64encode(product_photo(TEST_IMAGES[1], seed=1, image_format="PNG")).decode()
+    page.evaluate(
+        """(encoded) => {
+            const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "item.png", { type: "image/png" }));
+            document.getElementById("drop-zone").dispatchEvent(
+                new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        }""",
+        encoded,
+    )
+    expect(page.locator("#result")).to_be_visible()
+    expect(page.locator("#category")).not_to_be_empty()
+
+
+def test_a_rejected_file_shows_a_clear_message(page: Page, tmp_path: Path) -> None:
+    text_file = tmp_path / "notes.jpg"
+    text_file.write_text("this is not an image")
+    page.set_input_files("#file-input", str(text_file))
+    expect(page.locator("#error")).to_be_visible()
+    expect(page.locator("#error")).to_contain_text("Rejected: not a readable image")
+    expect(page.locator("#result")).to_be_hidden()

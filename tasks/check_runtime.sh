@@ -5,8 +5,15 @@ set -euo pipefail
 source "$(dirname "$0")/_environment.sh"
 work="$(mktemp -d)"
 server_pid=""
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true  # uvicorn re-raises SIGTERM after a graceful shutdown
+    server_pid=""
+  fi
+}
 cleanup() {
-  [ -n "$server_pid" ] && kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  stop_server
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -36,4 +43,6 @@ echo "probe: $prediction"
 echo "$prediction" | grep -q '"category":"Ankle boot"' || { echo "unexpected prediction"; cat "$work/server.log"; exit 1; }
 status="$(curl -s -o /dev/null -w '%{http_code}' -F "file=@$ROOT/README.md" "$url/v1/predict")"
 [ "$status" = 400 ] || { echo "expected 400 for a non-image, got $status"; exit 1; }
-echo "check_runtime: the runtime environment installs, serves and answers"
+stop_server
+grep -q "Application shutdown complete" "$work/server.log" || { echo "no graceful shutdown"; cat "$work/server.log"; exit 1; }
+echo "check_runtime: the runtime environment installs, serves, answers and shuts down gracefully"

@@ -172,7 +172,10 @@ def test_prometheus_metrics_by_route_status_and_class(client: TestClient) -> Non
     text = client.get("/metrics").text
     assert 'http_requests_total{method="POST",route="/v1/predict",status="200"}' in text
     assert 'http_requests_total{method="POST",route="/v1/predict",status="400"}' in text
-    assert 'http_request_duration_seconds_bucket{le="0.1",method="POST",route="/v1/predict"}' in text
+    assert (
+        'http_request_duration_seconds_bucket{le="0.1",method="POST",route="/v1/predict",status="400"}'
+        in text
+    )
     assert "predictions_total{category=" in text
     assert "prediction_confidence_bucket{le=" in text
 

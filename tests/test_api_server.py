@@ -4,7 +4,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 import pytest
 
 from text_recognizer.datasets.idx import read_idx

@@ -71,7 +71,8 @@ def test_identical_runs_give_bitwise_identical_best_checkpoints(full_data_dir: P
 
 
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_data_dir: Path, tmp_path: Path) -> None:
-    overrides = ("trainer.epochs=4", "scheduler.name=onecycle", "network.args.dropout=0.3")
+    overrides = ("trainer.epochs=4", "scheduler.name=onecycle", "network.args.dropout=0.3",
+                 "augmentation.crop_padding=2", "augmentation.horizontal_flip=true")  # fmt: skip
     reference = train(tmp_path / "reference", *overrides)
 
     runs_dir = tmp_path / "interrupted"

@@ -45,7 +45,7 @@ class Metrics:
         self.latency = Histogram(
             "http_request_duration_seconds",
             "HTTP request latency",
-            ["route", "method"],
+            ["route", "method", "status"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
@@ -81,10 +81,9 @@ def observability_middleware(
             response = await call_next(request)
             elapsed = time.perf_counter() - started
             route = route_template(request)
-            metrics.requests.labels(
-                route=route, method=request.method, status=str(response.status_code)
-            ).inc()
-            metrics.latency.labels(route=route, method=request.method).observe(elapsed)
+            labels = {"route": route, "method": request.method, "status": str(response.status_code)}
+            metrics.requests.labels(**labels).inc()
+            metrics.latency.labels(**labels).observe(elapsed)
             response.headers[REQUEST_ID_HEADER] = request_id_var.get()
             access_log.info(
                 "%s %s -> %d in %.1f ms",

@@ -86,6 +86,14 @@ class SchedulerConfig(Strict):
     warmup_fraction: float = Field(0.25, gt=0, lt=1, description="onecycle: share of steps warming up")
 
 
+class AugmentationConfig(Strict):
+    """Training-time augmentation of each batch (never applied to validation or test images)."""
+
+    crop_padding: int = Field(0, ge=0, le=8, description="random crop after zero-padding by this many pixels")
+    horizontal_flip: bool = False
+    erasing_probability: float = Field(0.0, ge=0, le=1, description="random erasing, per image")
+
+
 class TrainerConfig(Strict):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 128
@@ -104,6 +112,7 @@ class RunConfig(Strict):
     network: NetworkConfig
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    augmentation: AugmentationConfig = AugmentationConfig()
     trainer: TrainerConfig = TrainerConfig()
 
     def to_yaml(self) -> str:

@@ -18,7 +18,8 @@ import torch
 
 from text_recognizer.datasets.fashion_mnist import DatasetSplits, load_fashion_mnist
 from text_recognizer.models.classifier import ClassifierModel, load_safely, save_atomically
-from training.config import ConfigError, RunConfig, SchedulerConfig, load_config
+from training.augmentation import augment
+from training.config import AugmentationConfig, ConfigError, RunConfig, SchedulerConfig, load_config
 from training.environment import environment
 from training.run_directory import RunDirectory
 from training.runtime import configure_threads, select_device, set_seeds
@@ -46,15 +47,21 @@ class Progress:
 
 
 def shuffled_batches(
-    images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, epoch: int
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    augmentation: AugmentationConfig,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Full batches in an order fixed by (seed, epoch) alone, so a resumed run sees the same order."""
+    """Full, augmented batches; order and augmentation depend on (seed, epoch) alone, so a resumed run
+    sees exactly what an uninterrupted one would."""
     epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-    order = torch.randperm(labels.numel(), generator=torch.Generator().manual_seed(epoch_seed))
-    order = order.to(images.device)
+    generator = torch.Generator().manual_seed(epoch_seed)
+    order = torch.randperm(labels.numel(), generator=generator).to(images.device)
     for start in range(0, labels.numel() - batch_size + 1, batch_size):
         indices = order[start : start + batch_size]
-        yield images[indices], labels[indices]
+        yield augment(images[indices], augmentation, generator), labels[indices]
 
 
 def build_optimizer(config: RunConfig, model: ClassifierModel) -> torch.optim.Optimizer:
@@ -198,7 +205,14 @@ class Trainer:
                 )
                 break
             started = time.perf_counter()
-            batches = shuffled_batches(train_images, train_labels, config.batch_size, self.config.seed, epoch)
+            batches = shuffled_batches(
+                train_images,
+                train_labels,
+                config.batch_size,
+                self.config.seed,
+                epoch,
+                self.config.augmentation,
+            )
             fit = self.model.fit_epoch(batches, self.optimizer, self.scheduler, config.label_smoothing)
             fit_seconds = time.perf_counter() - started
             validation = self.model.evaluate(val.images, val.labels)

@@ -1,0 +1,53 @@
+"""Batch augmentation: each transform does what it says, and the same generator state repeats it."""
+
+import torch
+
+from text_recognizer.datasets.idx import read_idx
+from training.augmentation import augment, horizontal_flip, random_crop, random_erasing
+from training.config import AugmentationConfig
+
+from .conftest import FIXTURES_DIR
+
+IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz")[:64]
+
+
+def generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_random_crop_shifts_within_the_padding() -> None:
+    cropped = random_crop(IMAGES, 2, generator())
+    assert cropped.shape == IMAGES.shape and cropped.dtype == torch.uint8
+    for original, shifted in zip(IMAGES, cropped, strict=True):
+        padded = torch.nn.functional.pad(original, (2, 2, 2, 2))
+        windows = [padded[dy : dy + 28, dx : dx + 28] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(shifted, window) for window in windows)
+    assert not torch.equal(cropped, IMAGES)
+
+
+def test_horizontal_flip_mirrors_about_half_the_images() -> None:
+    flipped = horizontal_flip(IMAGES, generator())
+    mirrored = [
+        torch.equal(f, o.flip(-1)) and not torch.equal(f, o) for f, o in zip(flipped, IMAGES, strict=True)
+    ]
+    unchanged = [torch.equal(f, o) for f, o in zip(flipped, IMAGES, strict=True)]
+    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True))
+    assert 16 < sum(mirrored) < 48
+
+
+def test_random_erasing_zeroes_one_rectangle_per_chosen_image() -> None:
+    erased = random_erasing(IMAGES, 1.0, generator())
+    for original, result in zip(IMAGES, erased, strict=True):
+        changed = torch.nonzero(original != result)
+        assert torch.all(result[original != result] == 0)
+        if changed.numel():
+            rows, cols = changed[:, 0], changed[:, 1]
+            assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) <= 0.2 * 28 * 28 + 28
+    assert torch.equal(random_erasing(IMAGES, 0.0, generator()), IMAGES)
+
+
+def test_augmentation_is_repeatable_and_off_by_default() -> None:
+    settings = AugmentationConfig(crop_padding=2, horizontal_flip=True, erasing_probability=0.5)
+    assert torch.equal(augment(IMAGES, settings, generator(3)), augment(IMAGES, settings, generator(3)))
+    assert not torch.equal(augment(IMAGES, settings, generator(3)), augment(IMAGES, settings, generator(4)))
+    assert torch.equal(augment(IMAGES, AugmentationConfig(), generator()), IMAGES)

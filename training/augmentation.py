@@ -1,0 +1,62 @@
+"""Batch augmentation on uint8 image tensors: random crop with padding, horizontal flip, random erasing.
+
+Vectorized over the batch and driven by an explicit generator, so a run (and a resumed run) sees the
+same augmented images for the same seed and epoch.
+"""
+
+import math
+
+import torch
+
+from training.config import AugmentationConfig
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each (H, W) image by up to `padding` pixels in each direction, filling with zeros."""
+    count, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    offsets = torch.randint(0, 2 * padding + 1, (2, count), generator=generator).to(images.device)
+    rows = (torch.arange(height, device=images.device) + offsets[0, :, None])[:, :, None]
+    cols = (torch.arange(width, device=images.device) + offsets[1, :, None])[:, None, :]
+    batch = torch.arange(count, device=images.device)[:, None, None]
+    return padded[batch, rows, cols]
+
+
+def horizontal_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
+    return torch.where(flip[:, None, None], images.flip(-1), images)
+
+
+def random_erasing(
+    images: torch.Tensor,
+    probability: float,
+    generator: torch.Generator,
+    area: tuple[float, float] = (0.02, 0.2),
+) -> torch.Tensor:
+    """Zero a random rectangle (2-20% of the image, aspect 0.3-3.3) in each image with `probability`."""
+    count, height, width = images.shape
+    erase = torch.rand(count, generator=generator) < probability
+    target_area = torch.empty(count).uniform_(*area, generator=generator) * height * width
+    log_ratio = torch.empty(count).uniform_(math.log(0.3), math.log(1 / 0.3), generator=generator)
+    ratio = torch.exp(log_ratio)
+    box_height = torch.sqrt(target_area * ratio).round().clamp(1, height).long()
+    box_width = torch.sqrt(target_area / ratio).round().clamp(1, width).long()
+    top = (torch.rand(count, generator=generator) * (height - box_height + 1)).long()
+    left = (torch.rand(count, generator=generator) * (width - box_width + 1)).long()
+    rows = torch.arange(height)[None, :]
+    cols = torch.arange(width)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < (top + box_height)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + box_width)[:, None])
+    mask = (in_rows[:, :, None] & in_cols[:, None, :] & erase[:, None, None]).to(images.device)
+    return images.masked_fill(mask, 0)
+
+
+def augment(images: torch.Tensor, settings: AugmentationConfig, generator: torch.Generator) -> torch.Tensor:
+    """Apply the configured augmentations to a uint8 (N, H, W) batch."""
+    if settings.crop_padding:
+        images = random_crop(images, settings.crop_padding, generator)
+    if settings.horizontal_flip:
+        images = horizontal_flip(images, generator)
+    if settings.erasing_probability:
+        images = random_erasing(images, settings.erasing_probability, generator)
+    return images

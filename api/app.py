@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from api.errors import ApiError, ErrorBody, documented_errors, error_response, install_error_handlers
 from api.limits import BodySizeLimit
-from api.observability import Metrics, configure_logging, observability_middleware
+from api.observability import Metrics, Observability, configure_logging
 from api.predictor import Prediction, Predictor
 from api.settings import Settings
 from text_recognizer.preprocessing import ImageError
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
         torch.set_num_threads(settings.torch_threads)
-        predictor = Predictor.load(settings.model_path)
+        predictor = Predictor.load(settings.model_path, settings.use_confidence_threshold)
         await run_in_threadpool(predictor.warm_up)
         app.state.predictor = predictor
         logger.info("model %s loaded from %s; ready", predictor.version, settings.model_path)
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit_bytes=settings.max_upload_bytes,
         path_limits={"/v1/predict/batch": settings.max_upload_bytes * settings.max_batch_files},
     )
-    app.middleware("http")(observability_middleware(metrics))  # outermost: sees every response
+    app.add_middleware(Observability, metrics=metrics)  # outermost: sees every response
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def predictor_of(request: Request) -> Predictor:

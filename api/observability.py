@@ -4,10 +4,10 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
-from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-ID"
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -64,36 +64,40 @@ class Metrics:
         self.confidence.observe(confidence)
 
 
-def route_template(request: Request) -> str:
-    """The matched route's path template (`/v1/predict`), not the raw URL, to keep label sets small."""
-    route = request.scope.get("route")
-    return getattr(route, "path", "unmatched")
+class Observability:
+    """Pure ASGI middleware (cheaper than `BaseHTTPMiddleware`): a request id for every request, in its
+    log lines and in the `X-Request-ID` response header; metrics by route template, method and status;
+    one access-log line."""
 
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
 
-def observability_middleware(
-    metrics: Metrics,
-) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        token = request_id_var.set(request_id[:64])
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get(REQUEST_ID_HEADER)
+        request_id = (given or uuid.uuid4().hex)[:64]
+        token = request_id_var.set(request_id)
         started = time.perf_counter()
-        try:
-            response = await call_next(request)
-            elapsed = time.perf_counter() - started
-            route = route_template(request)
-            labels = {"route": route, "method": request.method, "status": str(response.status_code)}
-            metrics.requests.labels(**labels).inc()
-            metrics.latency.labels(**labels).observe(elapsed)
-            response.headers[REQUEST_ID_HEADER] = request_id_var.get()
-            access_log.info(
-                "%s %s -> %d in %.1f ms",
-                request.method,
-                request.url.path,
-                response.status_code,
-                elapsed * 1000,
-            )
-            return response
-        finally:
-            request_id_var.reset(token)
+        status = 500  # what the client gets if the app raises
 
-    return middleware
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            # The router stores the matched route in the scope: label by its template, not the raw URL.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            labels = {"route": route, "method": scope["method"], "status": str(status)}
+            self.metrics.requests.labels(**labels).inc()
+            self.metrics.latency.labels(**labels).observe(elapsed)
+            access_log.info("%s %s -> %d in %.1f ms", scope["method"], scope["path"], status, elapsed * 1000)
+            request_id_var.reset(token)

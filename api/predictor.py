@@ -13,6 +13,7 @@ from text_recognizer.models import ClassifierModel
 from text_recognizer.preprocessing import image_bytes_to_input
 
 MODEL_CARD_NAME = "model_card.json"
+UNSURE = "unsure"
 
 
 class CategoryScore(BaseModel):
@@ -21,9 +22,9 @@ class CategoryScore(BaseModel):
 
 
 class Prediction(BaseModel):
-    category: str
-    class_id: int
-    confidence: float = Field(ge=0, le=1)
+    category: str = Field(description='the predicted class, or "unsure" below the confidence threshold')
+    class_id: int | None = Field(description="index of the predicted class; null when unsure")
+    confidence: float = Field(ge=0, le=1, description="probability of the most likely class")
     top_k: list[CategoryScore]
     model_version: str
 
@@ -33,16 +34,22 @@ class Predictor:
     model: ClassifierModel
     card: dict[str, Any]
     version: str
+    unsure_below: float | None = None
     ready: bool = False
 
     @classmethod
-    def load(cls, model_path: Path) -> "Predictor":
-        """Load the artifact and its model card (beside it); the version is the card's, else a hash."""
+    def load(cls, model_path: Path, use_confidence_threshold: bool = True) -> "Predictor":
+        """Load the artifact and its model card (beside it); the version is the card's, else a hash.
+
+        The card's confidence threshold (chosen on the validation split at promotion) turns predictions
+        below it into "unsure", unless `use_confidence_threshold` is off.
+        """
         model = ClassifierModel.load(model_path)
         card_path = model_path.with_name(MODEL_CARD_NAME)
         card = json.loads(card_path.read_text()) if card_path.exists() else {}
         version = card.get("version") or hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
-        return cls(model=model, card=card, version=version)
+        threshold = card.get("confidence_threshold", {}).get("value") if use_confidence_threshold else None
+        return cls(model=model, card=card, version=version, unsure_below=threshold)
 
     def warm_up(self) -> None:
         """One real prediction before the service calls itself ready."""
@@ -55,8 +62,8 @@ class Predictor:
         scores, indices = predictions.probabilities.topk(k, dim=1)
         return [
             Prediction(
-                category=category,
-                class_id=int(class_id),
+                category=UNSURE if self.is_unsure(confidence) else category,
+                class_id=None if self.is_unsure(confidence) else int(class_id),
                 confidence=float(confidence),
                 top_k=[
                     CategoryScore(category=self.model.class_names[int(i)], confidence=float(s))
@@ -73,6 +80,9 @@ class Predictor:
                 strict=True,
             )
         ]
+
+    def is_unsure(self, confidence: float) -> bool:
+        return self.unsure_below is not None and confidence < self.unsure_below
 
     def predict_bytes(self, data: bytes, top_k: int, max_pixels: int) -> Prediction:
         """Raises `ImageError` for an upload that is not a usable image."""
@@ -93,5 +103,6 @@ class Predictor:
                 "to 28, centre on 28x28, negate light backgrounds (as Fashion-MNIST was made)",
             },
             "metrics": metadata.get("metrics", {}),
+            "unsure_below_confidence": self.unsure_below,
             "data_checksums": metadata.get("data", {}).get("checksums", {}),
         }

@@ -1,7 +1,10 @@
 """The prediction service in-process (FastAPI TestClient, lifespan included): results, errors, docs."""
 
 import io
+import json
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -50,7 +53,7 @@ def test_predict_returns_category_confidence_and_top_k(
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"category", "class_id", "confidence", "top_k", "model_version"}
-    assert body["category"] == expected_categories[0]
+    assert body["category"] == expected_categories[0] and body["class_id"] == 9
     assert len(body["top_k"]) == 3 and body["top_k"][0] == {
         "category": body["category"],
         "confidence": body["confidence"],
@@ -75,9 +78,9 @@ def test_batch_keeps_order_and_isolates_bad_files(client: TestClient, expected_c
     assert response.status_code == 200
     results = response.json()["results"]
     assert [r["filename"] for r in results] == ["a.jpg", "notes.txt", "b.png"]
-    assert results[0]["prediction"]["category"] == expected_categories[2]
+    assert results[0]["prediction"]["top_k"][0]["category"] == expected_categories[2]
     assert results[1]["prediction"] is None and results[1]["error"]["code"] == "invalid_image"
-    assert results[2]["prediction"]["category"] == expected_categories[3]
+    assert results[2]["prediction"]["top_k"][0]["category"] == expected_categories[3]
 
 
 def chunked(data: bytes) -> Iterator[bytes]:
@@ -207,3 +210,39 @@ def test_web_page_is_served_without_external_resources(client: TestClient) -> No
     assert "/static/app.js" in page.text and "http" not in page.text.replace("http-equiv", "")
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/static/style.css").status_code == 200
+
+
+def served_with_threshold(tmp_path: Path, threshold: float, use_threshold: bool = True) -> TestClient:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(PROMOTED_MODEL_PATH, weights / "model.pt")
+    card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
+    card["confidence_threshold"]["value"] = threshold
+    (weights / "model_card.json").write_text(json.dumps(card))
+    settings = Settings(model_path=weights / "model.pt", use_confidence_threshold=use_threshold)
+    return TestClient(create_app(settings))
+
+
+def test_below_the_confidence_threshold_the_answer_is_unsure(tmp_path: Path) -> None:
+    photo = upload(product_photo(TEST_IMAGES[5], seed=5))
+    with served_with_threshold(tmp_path, threshold=1.01) as client:
+        body = client.post("/v1/predict", files=photo).json()
+        assert client.get("/v1/metadata").json()["unsure_below_confidence"] == 1.01
+    assert body["category"] == "unsure" and body["class_id"] is None
+    assert len(body["top_k"]) == 3 and body["top_k"][0]["confidence"] == body["confidence"]
+
+
+def test_the_threshold_can_be_switched_off(tmp_path: Path) -> None:
+    with served_with_threshold(tmp_path, threshold=1.01, use_threshold=False) as client:
+        body = client.post("/v1/predict", files=upload(product_photo(TEST_IMAGES[5], seed=5))).json()
+    assert body["category"] != "unsure" and body["class_id"] is not None
+
+
+def test_settings_from_environment_name_a_bad_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPAREL_MAX_BATCH_FILES", "8")
+    monkeypatch.setenv("APPAREL_USE_CONFIDENCE_THRESHOLD", "false")
+    settings = Settings.from_env()
+    assert settings.max_batch_files == 8 and settings.use_confidence_threshold is False
+    monkeypatch.setenv("APPAREL_MAX_UPLOAD_BYTES", "ten megabytes")
+    with pytest.raises(ValueError, match="APPAREL_MAX_UPLOAD_BYTES='ten megabytes' is not a whole number"):
+        Settings.from_env()

@@ -7,10 +7,10 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from api.local_server import LiveServer
 from text_recognizer.datasets.idx import read_idx
 
 from .conftest import FIXTURES_DIR
-from .support.live_server import LiveServer
 from .support.product_photos import product_photo
 from .test_photo_preprocessing import bomb_png, truncated_jpeg
 

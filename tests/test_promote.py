@@ -40,6 +40,9 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
     assert card["data"]["checksums"] == summary["data"]["checksums"]
     assert card["git_commit"] == summary["environment"]["git_commit"] and card["config"]["name"] == "smoke"
     assert card["version"] in (weights / "MODEL_CARD.md").read_text()
+    threshold = card["confidence_threshold"]
+    assert 0 < threshold["value"] <= 1 and threshold["chosen_on"] == "validation split"
+    assert threshold["val_accuracy_when_sure"] >= threshold["target_accuracy"] or threshold["value"] == 1.0
     assert Predictor.load(weights / "model.pt").version == card["version"]
 
 

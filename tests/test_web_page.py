@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from api.local_server import LiveServer
 from text_recognizer.datasets.idx import read_idx
 
 from .conftest import FIXTURES_DIR
-from .support.live_server import LiveServer
 from .support.product_photos import product_photo
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

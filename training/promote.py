@@ -3,7 +3,8 @@
     promote RUN_DIR [--min-test-accuracy 0.92] [--weights-dir text_recognizer/weights]
 
 Writes `model.pt`, `model_card.json` and `MODEL_CARD.md` (each atomically) and refuses a run whose summary
-is missing or whose test accuracy is below the floor.
+is missing or whose test accuracy is below the floor. The card also carries the confidence threshold,
+chosen on the validation split, below which the service answers "unsure".
 """
 
 import argparse
@@ -15,16 +16,39 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from text_recognizer.atomic import atomic_path
+from text_recognizer.datasets.download import DownloadError
+from text_recognizer.evaluation import confidence_threshold
 from text_recognizer.models import ArtifactError, ClassifierModel
 from text_recognizer.paths import WEIGHTS_DIR
+from training.evaluate import evaluation_split
 from training.run_directory import RunDirectory
 
 DEFAULT_MIN_TEST_ACCURACY = 0.92
+DEFAULT_UNSURE_TARGET_ACCURACY = 0.97
 
 
 class PromotionError(RuntimeError):
     pass
+
+
+def unsure_threshold(model: ClassifierModel, target_accuracy: float) -> dict[str, Any]:
+    """The confidence below which the service answers "unsure", chosen on the validation split so that
+    the predictions it keeps reach `target_accuracy`."""
+    val = evaluation_split(model, "val")
+    confidences, predicted = torch.softmax(model.logits(val.images), dim=1).max(dim=1)
+    correct = predicted == val.labels
+    value = confidence_threshold(confidences, correct, target_accuracy)
+    kept = confidences >= value
+    return {
+        "value": value,
+        "target_accuracy": target_accuracy,
+        "chosen_on": "validation split",
+        "val_coverage": kept.double().mean().item(),
+        "val_accuracy_when_sure": correct[kept].double().mean().item(),
+    }
 
 
 def model_card(run: RunDirectory, summary: dict[str, Any], model: ClassifierModel) -> dict[str, Any]:
@@ -56,7 +80,8 @@ def model_card(run: RunDirectory, summary: dict[str, Any], model: ClassifierMode
 
 
 def card_markdown(card: dict[str, Any]) -> str:
-    metrics = card["metrics"]
+    metrics, threshold = card["metrics"], card["confidence_threshold"]
+    sure, sure_accuracy = f"{threshold['val_coverage']:.1%}", f"{threshold['val_accuracy_when_sure']:.2%}"
     checksums = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in card["data"]["checksums"].items())
     return f"""# Model card: {card["name"]} ({card["version"]})
 
@@ -71,6 +96,8 @@ Fashion-MNIST apparel classifier, promoted {card["promoted_at"]} from run `{card
 | validation accuracy | {metrics["val_accuracy"]:.2%} (loss {metrics["val_loss"]:.4f}) |
 | best epoch | {metrics["best_epoch"]} |
 | training time | {card["training_seconds"] / 60:.1f} min on {card["environment"]["device"]} |
+| "unsure" below confidence | {threshold["value"]:.3f} (chosen on validation: {sure} of images answered, \
+{sure_accuracy} accurate) |
 | git commit | `{card["git_commit"]}` |
 | torch | {card["environment"]["torch"]} |
 
@@ -85,7 +112,10 @@ The full configuration is in `model_card.json`.
 
 
 def promote(
-    run_path: Path, weights_dir: Path = WEIGHTS_DIR, min_test_accuracy: float = DEFAULT_MIN_TEST_ACCURACY
+    run_path: Path,
+    weights_dir: Path = WEIGHTS_DIR,
+    min_test_accuracy: float = DEFAULT_MIN_TEST_ACCURACY,
+    unsure_target_accuracy: float = DEFAULT_UNSURE_TARGET_ACCURACY,
 ) -> dict[str, Any]:
     run = RunDirectory(run_path)
     if not run.summary_path.exists():
@@ -100,6 +130,7 @@ def promote(
         )
     model = ClassifierModel.load(run.best_checkpoint)  # proves the artifact loads on its own
     card = model_card(run, summary, model)
+    card["confidence_threshold"] = unsure_threshold(model, unsure_target_accuracy)
     weights_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(weights_dir / "model.pt") as tmp_path:
         shutil.copyfile(run.best_checkpoint, tmp_path)
@@ -115,10 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--min-test-accuracy", type=float, default=DEFAULT_MIN_TEST_ACCURACY)
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument(
+        "--unsure-target-accuracy",
+        type=float,
+        default=DEFAULT_UNSURE_TARGET_ACCURACY,
+        help="below the confidence at which validation predictions reach this accuracy, serve 'unsure'",
+    )
     args = parser.parse_args(argv)
     try:
-        card = promote(args.run_dir, args.weights_dir, args.min_test_accuracy)
-    except (PromotionError, ArtifactError, FileNotFoundError) as error:
+        card = promote(args.run_dir, args.weights_dir, args.min_test_accuracy, args.unsure_target_accuracy)
+    except (PromotionError, ArtifactError, DownloadError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"promoted {card['name']} {card['version']} (test accuracy {card['metrics']['test_accuracy']:.4f})")

@@ -18,7 +18,8 @@ function showError(message) {
 
 function showPrediction(prediction) {
   errorBox.hidden = true;
-  document.getElementById("category").textContent = prediction.category;
+  document.getElementById("category").textContent =
+    prediction.category === "unsure" ? "Not sure — best guesses:" : prediction.category;
   document.getElementById("confidence").textContent = percent(prediction.confidence);
   document.getElementById("model-version").textContent = prediction.model_version;
   const list = document.getElementById("top-k");

@@ -1,4 +1,4 @@
-"""Start the real service under uvicorn in a subprocess on a free loopback port, and stop it."""
+"""Run the real service under uvicorn in a subprocess on a free loopback port: for tests and benchmarks."""
 
 import os
 import signal

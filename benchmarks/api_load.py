@@ -1,0 +1,97 @@
+"""The API under load: p50/p95/p99 latency and throughput of POST /v1/predict at concurrency 1, 8 and 32
+against a real uvicorn server, with GET /health/live on the same server as the HTTP floor. Zero errors
+allowed. Payloads: a product photo (JPEG, about 300x300) and a Fashion-MNIST-style 28x28 PNG.
+
+    python -m benchmarks.api_load [--requests 300] [--workers 1]
+"""
+
+import argparse
+import asyncio
+import io
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+from PIL import Image
+
+from api.local_server import LiveServer
+from benchmarks.common import median, percentile, print_table, write_result
+from tests.support.product_photos import product_photo
+from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
+
+CONCURRENCY = (1, 8, 32)
+
+
+async def load(url: str, concurrency: int, requests: int, files: dict[str, Any] | None) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors = 0
+    remaining = iter(range(requests))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+
+        async def user() -> None:
+            nonlocal errors
+            for _ in remaining:
+                started = time.perf_counter()
+                response = await (client.post(url, files=files) if files else client.get(url))
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += response.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {
+        "p50_ms": median(latencies),
+        "p95_ms": percentile(latencies, 0.95),
+        "p99_ms": percentile(latencies, 0.99),
+        "requests_per_s": requests / elapsed,
+        "errors": errors,
+    }
+
+
+def payloads() -> dict[str, dict[str, Any]]:
+    image = load_fashion_mnist().test.images[0].numpy()
+    png = io.BytesIO()
+    Image.fromarray(image).save(png, format="PNG")
+    return {
+        "predict photo.jpg": {"file": ("photo.jpg", product_photo(image, seed=10), "image/jpeg")},
+        "predict 28x28.png": {"file": ("item.png", png.getvalue(), "image/png")},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=300, help="requests per route and concurrency level")
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    server = LiveServer.start(Path(tempfile.mkdtemp()) / "server.log", "--workers", str(args.workers))
+    rows = []
+    try:
+        targets = {"GET /health/live (floor)": None, **payloads()}
+        for concurrency in CONCURRENCY:
+            for name, files in targets.items():
+                path = "/health/live" if files is None else "/v1/predict"
+                asyncio.run(load(server.url + path, concurrency, 20, files))  # warm-up
+                result = asyncio.run(load(server.url + path, concurrency, args.requests, files))
+                rows.append({"route": name, "concurrency": concurrency, **result})
+    finally:
+        server.stop()
+    print_table(f"API under load, {args.workers} uvicorn worker(s), {args.requests} requests per row", rows)
+    floor = next(r for r in rows if r["concurrency"] == 1 and r["route"].startswith("GET"))["p50_ms"]
+    for row in rows:
+        if row["concurrency"] == 1 and row["route"].startswith("predict"):
+            gap = row["p50_ms"] - floor
+            print(f"{row['route']}: single-request p50 is {gap:+.2f} ms over the floor (goal <= 2 ms)")
+    errors = sum(row["errors"] for row in rows)
+    print(f"errors: {errors}")
+    write_result("api_load", rows, workers=args.workers, requests_per_row=args.requests, errors=errors)
+    if errors:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Run the benchmarks (not part of the tests): ./tasks/benchmark.sh [training_loop inference api_load time_to_accuracy]
+# Each prints a table and writes benchmarks/results/<name>.json with the machine description.
+# time_to_accuracy trains the default config (~10 min) unless TIME_TO_ACCURACY_RUN names a finished run.
+set -euo pipefail
+source "$(dirname "$0")/_environment.sh"
+"$ROOT/tasks/setup.sh"
+cd "$ROOT"
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(training_loop inference api_load time_to_accuracy)
+for name in "${names[@]}"; do
+  if [ "$name" = time_to_accuracy ] && [ -n "${TIME_TO_ACCURACY_RUN:-}" ]; then
+    "$VENV_PYTHON" -m benchmarks.time_to_accuracy --run "$TIME_TO_ACCURACY_RUN"
+  else
+    "$VENV_PYTHON" -m "benchmarks.$name"
+  fi
+done

@@ -1,0 +1,85 @@
+"""Model behaviour (Made With ML style): invariance, minimum functionality and a directional check,
+on the promoted model and real Fashion-MNIST test images."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from text_recognizer.datasets.fashion_mnist import read_split
+from text_recognizer.models import ClassifierModel
+from text_recognizer.paths import PROMOTED_MODEL_PATH
+
+from .conftest import FIXTURES_DIR
+
+
+@pytest.fixture(scope="module")
+def model() -> ClassifierModel:
+    return ClassifierModel.load(PROMOTED_MODEL_PATH)
+
+
+@pytest.fixture(scope="module")
+def test_images(full_data_dir: Path) -> torch.Tensor:
+    return read_split(full_data_dir, "t10k").images[:1000]
+
+
+def changed_share(model: ClassifierModel, original: torch.Tensor, perturbed: torch.Tensor) -> float:
+    return (model.predict(original).class_ids != model.predict(perturbed).class_ids).double().mean().item()
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buffer))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shift", [(1, 0), (-1, 0), (0, 1), (0, -1)], ids=["down", "up", "right", "left"])
+def test_one_pixel_shift_changes_few_predictions(
+    model: ClassifierModel, test_images: torch.Tensor, shift: tuple[int, int]
+) -> None:
+    share = changed_share(model, test_images, torch.roll(test_images, shift, dims=(1, 2)))
+    assert share <= 0.10, f"a one-pixel shift changed {share:.1%} of 1,000 predictions"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factor", [0.85, 1.15])
+def test_brightness_changes_few_predictions(
+    model: ClassifierModel, test_images: torch.Tensor, factor: float
+) -> None:
+    brighter = (test_images.float() * factor).clamp(0, 255).round().to(torch.uint8)
+    share = changed_share(model, test_images, brighter)
+    assert share <= 0.03, f"brightness x{factor} changed {share:.1%} of 1,000 predictions"
+
+
+@pytest.mark.slow
+def test_jpeg_reencoding_changes_few_predictions(model: ClassifierModel, test_images: torch.Tensor) -> None:
+    reencoded = torch.from_numpy(np.stack([jpeg(image.numpy(), quality=85) for image in test_images]))
+    share = changed_share(model, test_images, reencoded)
+    assert share <= 0.03, f"JPEG re-encoding (quality 85) changed {share:.1%} of 1,000 predictions"
+
+
+def test_minimum_functionality_on_clear_examples_of_every_class(model: ClassifierModel) -> None:
+    """The first ten test images of each class (the committed fixture): each class mostly right."""
+    split = read_split(FIXTURES_DIR, "t10k")
+    predicted = model.predict(split.images).class_ids
+    for label, name in enumerate(model.class_names):
+        in_class = split.labels == label
+        accuracy = (predicted[in_class] == label).double().mean().item()
+        assert accuracy >= 0.7, f"{name}: only {accuracy:.0%} of its clear examples recognised"
+    assert (predicted == split.labels).double().mean().item() >= 0.9
+
+
+def test_occluding_the_item_lowers_confidence_in_its_class(model: ClassifierModel) -> None:
+    """Directional: blacking out the centre of the item should make the model less sure of its class."""
+    split = read_split(FIXTURES_DIR, "t10k")
+    occluded = split.images.clone()
+    occluded[:, 6:22, 6:22] = 0
+    rows = torch.arange(len(split))
+    before = model.predict(split.images).probabilities[rows, split.labels]
+    after = model.predict(occluded).probabilities[rows, split.labels]
+    share = (after < before).double().mean().item()
+    assert share >= 0.7, f"occlusion lowered true-class confidence for only {share:.0%} of images"

@@ -1,0 +1,99 @@
+"""Evaluation: metric definitions, the evaluate command's outputs, and the promoted model's gates
+(accuracy floor on the full test set, single-image latency budget)."""
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from text_recognizer.datasets.fashion_mnist import read_split
+from text_recognizer.evaluation import (
+    calibration,
+    classification_report,
+    confidence_threshold,
+    confusion_matrix,
+)
+from text_recognizer.models import ClassifierModel
+from text_recognizer.paths import PROMOTED_MODEL_PATH
+from training.evaluate import main as evaluate_main
+
+from .conftest import FIXTURES_DIR
+
+ACCURACY_FLOOR = 0.92
+SINGLE_IMAGE_BUDGET_MS = 25.0  # measured about 1 ms on 2 cores; generous for a busy shared machine
+
+
+def test_confusion_matrix_rows_are_true_classes() -> None:
+    labels, predicted = torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 1, 1, 2, 0])
+    assert confusion_matrix(labels, predicted, 3).tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_report_per_class_metrics_and_calibration() -> None:
+    probabilities = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    report = classification_report(probabilities, torch.tensor([0, 0, 1, 1]), ("a", "b"))
+    assert report["accuracy"] == 0.75
+    a, b = report["per_class"]
+    assert (a["precision"], a["recall"], b["precision"], b["recall"]) == (pytest.approx(2 / 3), 1.0, 1.0, 0.5)
+    # Bins: {0.9} all right, {0.8} right, {0.7} right, {0.6} wrong -> |1-0.9|+|1-0.8|+|1-0.7|+|0-0.6|, over 4
+    assert report["expected_calibration_error"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.6) / 4)
+
+
+def test_perfect_calibration_has_zero_error() -> None:
+    confidences = torch.full((10,), 0.8)
+    correct = torch.tensor([True] * 8 + [False] * 2)
+    assert calibration(confidences, correct)[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_confidence_threshold_keeps_the_most_confident_until_the_target() -> None:
+    confidences = torch.tensor([0.99, 0.95, 0.9, 0.8, 0.6, 0.5])
+    correct = torch.tensor([True, True, True, False, True, False])
+    assert confidence_threshold(confidences, correct, 1.0) == pytest.approx(0.9)
+    assert confidence_threshold(confidences, correct, 0.8) == pytest.approx(0.6)
+    assert confidence_threshold(confidences, torch.zeros(6, dtype=torch.bool), 0.5) == 1.0
+
+
+@pytest.fixture(scope="module")
+def promoted() -> ClassifierModel:
+    return ClassifierModel.load(PROMOTED_MODEL_PATH)
+
+
+@pytest.mark.slow
+def test_promoted_model_reaches_its_accuracy_floor(promoted: ClassifierModel, full_data_dir: Path) -> None:
+    test = read_split(full_data_dir, "t10k")
+    accuracy = promoted.evaluate(test.images, test.labels)["accuracy"]
+    assert accuracy >= ACCURACY_FLOOR, f"test accuracy {accuracy:.4f} is below the floor {ACCURACY_FLOOR}"
+
+
+def test_single_image_prediction_is_within_budget(promoted: ClassifierModel) -> None:
+    image = read_split(FIXTURES_DIR, "t10k").images[0]
+    promoted.predict(image)  # warm-up
+    timings = []
+    for _ in range(50):
+        started = time.perf_counter()
+        promoted.predict(image)
+        timings.append((time.perf_counter() - started) * 1000)
+    median = statistics.median(timings)
+    assert median <= SINGLE_IMAGE_BUDGET_MS, (
+        f"median single-image prediction {median:.2f} ms > {SINGLE_IMAGE_BUDGET_MS} ms"
+    )
+
+
+@pytest.mark.slow
+def test_evaluate_command_writes_report_and_rebuilds_the_validation_split(
+    full_data_dir: Path, tmp_path: Path
+) -> None:
+    assert evaluate_main([str(PROMOTED_MODEL_PATH), "--split", "val", "--output", str(tmp_path)]) == 0
+    output = tmp_path / "val"
+    assert sorted(p.name for p in output.iterdir()) == [
+        "confusion_matrix.png", "metrics.json", "mistakes.png", "reliability.png"]  # fmt: skip
+    for plot in output.glob("*.png"):
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    report = json.loads((output / "metrics.json").read_text())
+    card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
+    # The same 5,000 held-out images as in training: the recorded validation accuracy, exactly.
+    assert report["images"] == 5000 and report["accuracy"] == card["metrics"]["val_accuracy"]
+    assert len(report["per_class"]) == 10 and len(report["most_confident_mistakes"]) == 24
+    assert sum(map(sum, report["confusion_matrix"])) == 5000

@@ -1,0 +1,88 @@
+"""Classification metrics from predicted probabilities: per-class precision/recall/F1, the confusion
+matrix, expected calibration error, and the confidence threshold below which a model should say "unsure".
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    lower: float
+    upper: float
+    count: int
+    accuracy: float
+    confidence: float
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts with true classes as rows and predicted classes as columns."""
+    flat = labels.long() * num_classes + predicted.long()
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_metrics(confusion: torch.Tensor, class_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    true_positive = confusion.diag().double()
+    predicted = confusion.sum(dim=0).double()
+    actual = confusion.sum(dim=1).double()
+    precision = true_positive / predicted.clamp(min=1)
+    recall = true_positive / actual.clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    return [
+        {"class": name, "precision": p, "recall": r, "f1": f, "support": int(s)}
+        for name, p, r, f, s in zip(
+            class_names, precision.tolist(), recall.tolist(), f1.tolist(), actual.tolist(), strict=True
+        )
+    ]
+
+
+def calibration(
+    confidences: torch.Tensor, correct: torch.Tensor, bins: int = 15
+) -> tuple[float, list[CalibrationBin]]:
+    """Expected calibration error over equal-width confidence bins, and the bins (for a reliability plot)."""
+    edges = torch.linspace(0, 1, bins + 1)
+    result, error = [], 0.0
+    for lower, upper in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+        in_bin = (confidences > lower) & (confidences <= upper)
+        count = int(in_bin.sum())
+        if count == 0:
+            result.append(CalibrationBin(lower, upper, 0, 0.0, 0.0))
+            continue
+        accuracy = correct[in_bin].double().mean().item()
+        confidence = confidences[in_bin].double().mean().item()
+        error += count / confidences.numel() * abs(accuracy - confidence)
+        result.append(CalibrationBin(lower, upper, count, accuracy, confidence))
+    return error, result
+
+
+def confidence_threshold(confidences: torch.Tensor, correct: torch.Tensor, target_accuracy: float) -> float:
+    """The lowest confidence threshold at which the predictions kept reach `target_accuracy`.
+
+    Meant to be chosen on the validation split: below it, a service answers "unsure".
+    """
+    order = torch.argsort(confidences, descending=True)
+    kept_accuracy = correct[order].double().cumsum(0) / torch.arange(1, order.numel() + 1)
+    meeting = torch.nonzero(kept_accuracy >= target_accuracy).flatten()
+    if meeting.numel() == 0:
+        return 1.0
+    return float(confidences[order][meeting.max()])
+
+
+def classification_report(
+    probabilities: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...]
+) -> dict[str, Any]:
+    confidences, predicted = probabilities.max(dim=1)
+    correct = predicted == labels
+    confusion = confusion_matrix(labels, predicted, len(class_names))
+    ece, bins = calibration(confidences, correct)
+    return {
+        "images": int(labels.numel()),
+        "accuracy": correct.double().mean().item(),
+        "loss": torch.nn.functional.nll_loss(probabilities.clamp(min=1e-12).log(), labels).item(),
+        "expected_calibration_error": ece,
+        "per_class": per_class_metrics(confusion, class_names),
+        "confusion_matrix": confusion.tolist(),
+        "calibration_bins": [asdict(b) for b in bins],
+    }

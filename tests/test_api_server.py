@@ -1,6 +1,7 @@
 """The service as it is deployed: a real uvicorn process on a loopback port, probed over HTTP."""
 
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,10 @@ def test_serves_predictions_and_survives_bad_input(server: LiveServer) -> None:
         assert client.get("/health/ready").status_code == 200
         request_id = client.get("/health/live", headers={"X-Request-ID": "probe-42"}).headers["X-Request-ID"]
     assert request_id == "probe-42"
+    # The access line is written just after the response is sent: allow the server a moment.
+    deadline = time.monotonic() + 5
+    while "[probe-42]" not in server.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "[probe-42]" in server.log_path.read_text()
 
 

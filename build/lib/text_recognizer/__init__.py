@@ -1,1 +1,0 @@
-"""Apparel classifier library: datasets, networks, models and the preprocessing they share."""

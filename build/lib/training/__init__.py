@@ -1,1 +1,0 @@
-"""Config-driven training of `text_recognizer` models: validation, run directories, checkpoints, resume."""

@@ -1,5 +1,6 @@
 """What a run records about where it ran, so a teammate can explain a difference in results."""
 
+import importlib.metadata
 import platform
 import subprocess
 import sys
@@ -52,4 +53,11 @@ def environment(device: torch.device, threads: int) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "threads": threads,
         "git_commit": git_commit(),
+        "packages": installed_packages(),
     }
+
+
+def installed_packages() -> dict[str, str]:
+    """Every installed distribution and its version: what a teammate compares when results differ."""
+    versions = {dist.metadata["Name"].lower(): dist.version for dist in importlib.metadata.distributions()}
+    return dict(sorted(versions.items()))

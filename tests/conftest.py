@@ -1,6 +1,8 @@
 """Shared fixtures: the real Fashion-MNIST files (via the real downloader) and the committed subsets."""
 
 import hashlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,19 @@ FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "fashion_mnist"
 
 # One thread: results do not depend on how busy the shared machine is, and small CPU kernels run fastest.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Runs started by tests (in-process or as subprocesses) track into a throwaway MLflow store."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if previous is None:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,8 @@ def digest(path: Path) -> str:
 def test_smoke_run_writes_a_complete_run_directory(full_data_dir: Path, tmp_path: Path) -> None:
     run_dir = train(tmp_path / "runs")
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "checkpoints", "config.yaml", "metrics.jsonl", "summary.json", "train.log"]  # fmt: skip
+        "checkpoints", "config.yaml", "metrics.jsonl", "mlflow_run_id", "summary.json",
+        "train.log"]  # fmt: skip
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["data"]["train_size"] == 2000 and config["num_threads"] == 1
     (record,) = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

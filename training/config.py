@@ -94,6 +94,13 @@ class AugmentationConfig(Strict):
     erasing_probability: float = Field(0.0, ge=0, le=1, description="random erasing, per image")
 
 
+class TrackingConfig(Strict):
+    """Mirror the run into MLflow (`MLFLOW_TRACKING_URI`, else a local store under mlruns/)."""
+
+    enabled: bool = True
+    experiment: str = "fashion-mnist"
+
+
 class TrainerConfig(Strict):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 128
@@ -114,6 +121,7 @@ class RunConfig(Strict):
     scheduler: SchedulerConfig = SchedulerConfig()
     augmentation: AugmentationConfig = AugmentationConfig()
     trainer: TrainerConfig = TrainerConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

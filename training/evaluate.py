@@ -9,6 +9,7 @@ The validation split is rebuilt exactly as training held it out (size and seed f
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from text_recognizer.datasets.fashion_mnist import Split, load_fashion_mnist
 from text_recognizer.evaluation import classification_report
 from text_recognizer.models import ArtifactError, ClassifierModel
 from training.run_directory import RunDirectory
+from training.tracking import tracker_for_run
 
 MISTAKES_SHOWN = 24
 
@@ -133,6 +135,10 @@ def evaluate(target: Path, split_name: str = "test", output: Path | None = None)
     )
     report.update(model=str(artifact), split=split_name)
     (output / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    tracker = tracker_for_run(target, logging.getLogger("training.evaluate")) if target.is_dir() else None
+    if tracker:
+        tracker.log_artifacts(sorted(output.iterdir()), f"evaluation/{split_name}")
+        tracker.log_metrics({f"{split_name}_ece": report["expected_calibration_error"]})
     report["output"] = str(output)
     return report
 

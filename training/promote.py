@@ -10,6 +10,7 @@ chosen on the validation split, below which the service answers "unsure".
 import argparse
 import hashlib
 import json
+import logging
 import shutil
 import sys
 from datetime import UTC, datetime
@@ -25,9 +26,11 @@ from text_recognizer.models import ArtifactError, ClassifierModel
 from text_recognizer.paths import WEIGHTS_DIR
 from training.evaluate import evaluation_split
 from training.run_directory import RunDirectory
+from training.tracking import tracker_for_run
 
 DEFAULT_MIN_TEST_ACCURACY = 0.92
 DEFAULT_UNSURE_TARGET_ACCURACY = 0.97
+REGISTERED_MODEL_NAME = "apparel-classifier"
 
 
 class PromotionError(RuntimeError):
@@ -134,8 +137,19 @@ def promote(
     weights_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(weights_dir / "model.pt") as tmp_path:
         shutil.copyfile(run.best_checkpoint, tmp_path)
+    tracker = tracker_for_run(run_path, logging.getLogger("training.promote"))
+    if tracker:
+        version = tracker.register_model(REGISTERED_MODEL_NAME, [run.best_checkpoint])
+        if version:
+            card["mlflow"] = {
+                "run_id": tracker.run_id,
+                "registered_model": REGISTERED_MODEL_NAME,
+                "version": version,
+            }
     run.write_json(weights_dir / "model_card.json", card)
     run.write_text(weights_dir / "MODEL_CARD.md", card_markdown(card))
+    if tracker:
+        tracker.log_artifacts([weights_dir / "model_card.json", weights_dir / "MODEL_CARD.md"], "model")
     return card
 
 

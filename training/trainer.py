@@ -20,9 +20,10 @@ from text_recognizer.datasets.fashion_mnist import DatasetSplits, load_fashion_m
 from text_recognizer.models.classifier import ClassifierModel, load_safely, save_atomically
 from training.augmentation import augment
 from training.config import AugmentationConfig, ConfigError, RunConfig, SchedulerConfig, load_config
-from training.environment import environment
+from training.environment import environment, git_commit
 from training.run_directory import RunDirectory
 from training.runtime import configure_threads, select_device, set_seeds
+from training.tracking import Tracker
 
 
 @dataclass
@@ -133,6 +134,7 @@ class Trainer:
         )
         self.progress = Progress()
         self.epochs_completed = 0
+        self.tracker = Tracker(config.tracking.enabled, config.tracking.experiment, self.log)
 
     def artifact_metadata(self) -> dict[str, Any]:
         """Provenance stored in every checkpoint; deterministic, so identical runs give identical files."""
@@ -197,6 +199,16 @@ class Trainer:
             len(val),
             self.run.path,
         )
+        self.tracker.start(
+            self.run.path,
+            params=self.config.model_dump(mode="json", exclude={"runs_dir"}),
+            tags={
+                "config": self.config.name,
+                "dataset": self.config.data.dataset,
+                "git_commit": str(git_commit()),
+                "run_dir": str(self.run.path),
+            },
+        )
         for epoch in range(self.epochs_completed + 1, config.epochs + 1):
             if self.progress.exhausted(config.patience):
                 self.log.info(
@@ -232,6 +244,9 @@ class Trainer:
                 "best": improved,
             }
             self.run.append_metrics(record)
+            self.tracker.log_metrics(
+                {k: v for k, v in record.items() if k not in ("epoch", "best")}, step=epoch
+            )
             if improved:
                 self.model.metadata["metrics"] = {
                     "epoch": epoch,
@@ -281,6 +296,17 @@ class Trainer:
             "environment": environment(self.device, self.threads),
         }
         self.run.write_json(self.run.summary_path, summary)
+        self.tracker.log_metrics(
+            {
+                "test_loss": test["loss"],
+                "test_accuracy": test["accuracy"],
+                "best_val_loss": self.progress.best_val_loss,
+                "best_epoch": self.progress.best_epoch,
+                "parameters": best.parameter_count,
+            }
+        )
+        self.tracker.log_artifacts([self.run.config_path, self.run.metrics_path, self.run.summary_path])
+        self.tracker.finish()
         self.log.info(
             "done: best epoch %d (val loss %.4f, val acc %.4f), test accuracy %.4f",
             self.progress.best_epoch,

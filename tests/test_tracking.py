@@ -1,0 +1,73 @@
+"""MLflow tracking of runs, evaluations and promotions; and training that survives a dead tracking server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from training.config import CONFIGS_DIR
+from training.evaluate import main as evaluate_main
+from training.promote import REGISTERED_MODEL_NAME
+from training.promote import main as promote_main
+from training.tracking import RUN_ID_FILE
+
+pytestmark = pytest.mark.slow
+
+
+def train_smoke(runs_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> tuple[Path, str]:
+    command = [sys.executable, "-m", "training.cli", "--config", str(CONFIGS_DIR / "smoke.yaml"),
+               f"runs_dir={runs_dir}", "num_threads=1", *overrides]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = runs_dir.iterdir()
+    return run_dir, result.stdout + result.stderr
+
+
+def test_run_evaluation_and_promotion_are_tracked(
+    full_data_dir: Path, tmp_path: Path, mlflow_store: str
+) -> None:
+    run_dir, _ = train_smoke(tmp_path / "runs")
+    client = MlflowClient(mlflow_store)
+    run = client.get_run((run_dir / RUN_ID_FILE).read_text().strip())
+    assert run.data.params["optimizer.lr"] == "0.003" and run.data.params["data.train_size"] == "2000"
+    assert run.data.tags["config"] == "smoke" and run.info.status == "FINISHED"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert run.data.metrics["test_accuracy"] == summary["test"]["accuracy"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1]
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+    }
+
+    assert evaluate_main([str(run_dir), "--split", "val"]) == 0
+    evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation/val")}
+    assert "evaluation/val/confusion_matrix.png" in evaluation
+
+    weights = tmp_path / "weights"
+    assert promote_main([str(run_dir), "--weights-dir", str(weights), "--min-test-accuracy", "0.5"]) == 0
+    card = json.loads((weights / "model_card.json").read_text())
+    versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
+    assert card["mlflow"]["version"] in {str(v.version) for v in versions}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {
+        "model/best.pt",
+        "model/model_card.json",
+    }
+
+
+def test_training_finishes_when_the_tracking_server_is_unreachable(
+    full_data_dir: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}  # nothing listens on the discard port
+    run_dir, output = train_smoke(tmp_path / "runs", env=env)
+    assert "tracking failed while starting the MLflow run" in output
+    assert (run_dir / "summary.json").exists() and not (run_dir / RUN_ID_FILE).exists()
+
+
+def test_tracking_can_be_switched_off(full_data_dir: Path, tmp_path: Path) -> None:
+    run_dir, output = train_smoke(tmp_path / "runs", "tracking.enabled=false")
+    assert not (run_dir / RUN_ID_FILE).exists() and "MLflow" not in output

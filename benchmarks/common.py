@@ -12,6 +12,7 @@ import torch
 
 from training.environment import cpu_model, git_commit
 from training.runtime import usable_cores
+from training.table import format_table
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -40,13 +41,7 @@ def median(values: list[float]) -> float:
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
-    columns = list(rows[0])
-    cells = [[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print(f"\n{title}")
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    print(f"\n{title}\n{format_table(rows)}")
 
 
 def write_result(name: str, rows: list[dict[str, Any]], **extra: Any) -> Path:

@@ -3,8 +3,6 @@
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,18 +10,14 @@ import pytest
 from api.predictor import Predictor
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import PROMOTED_MODEL_PATH
-from training.config import CONFIGS_DIR
 from training.promote import main as promote_main
+
+from .support.smoke_training import train_smoke
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory, full_data_dir: Path) -> Path:
-    runs_dir = tmp_path_factory.mktemp("runs")
-    command = [sys.executable, "-m", "training.cli", "--config", str(CONFIGS_DIR / "smoke.yaml"),
-               f"runs_dir={runs_dir}", "num_threads=1"]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True)
-    (run_dir,) = runs_dir.iterdir()
-    return run_dir
+    return train_smoke(tmp_path_factory.mktemp("runs"))[0]
 
 
 @pytest.mark.slow

@@ -1,26 +1,20 @@
 """One-command reproduction: a smoke run repeats byte for byte, and a changed run is reported as such."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from training.config import CONFIGS_DIR
 from training.reproduce import main as reproduce_main
+
+from .support.smoke_training import train_smoke
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def smoke_run(tmp_path: Path, full_data_dir: Path) -> Path:
-    runs_dir = tmp_path / "runs"
-    command = [sys.executable, "-m", "training.cli", "--config", str(CONFIGS_DIR / "smoke.yaml"),
-               f"runs_dir={runs_dir}", "num_threads=1"]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True)
-    (run_dir,) = runs_dir.iterdir()
-    return run_dir
+    return train_smoke(tmp_path / "runs")[0]
 
 
 def test_reproduction_of_a_smoke_run_is_identical(smoke_run: Path, tmp_path: Path) -> None:

@@ -2,29 +2,19 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from training.config import CONFIGS_DIR
 from training.evaluate import main as evaluate_main
 from training.promote import REGISTERED_MODEL_NAME
 from training.promote import main as promote_main
 from training.tracking import RUN_ID_FILE
 
+from .support.smoke_training import train_smoke
+
 pytestmark = pytest.mark.slow
-
-
-def train_smoke(runs_dir: Path, *overrides: str, env: dict[str, str] | None = None) -> tuple[Path, str]:
-    command = [sys.executable, "-m", "training.cli", "--config", str(CONFIGS_DIR / "smoke.yaml"),
-               f"runs_dir={runs_dir}", "num_threads=1", *overrides]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr
-    (run_dir,) = runs_dir.iterdir()
-    return run_dir, result.stdout + result.stderr
 
 
 def test_run_evaluation_and_promotion_are_tracked(

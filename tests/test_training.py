@@ -15,25 +15,17 @@ import yaml
 
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import load_safely
-from training.config import CONFIGS_DIR
 from training.trainer import Progress
+
+from .support.smoke_training import smoke_command, train_smoke
 
 pytestmark = pytest.mark.slow
 
-SMOKE = CONFIGS_DIR / "smoke.yaml"
-
-
-def train_command(runs_dir: Path, *overrides: str, config: Path = SMOKE) -> list[str]:
-    return [sys.executable, "-m", "training.cli", "--config", str(config), f"runs_dir={runs_dir}",
-            "num_threads=1", "device=cpu", *overrides]  # fmt: skip
-
 
 def train(runs_dir: Path, *overrides: str) -> Path:
-    result = subprocess.run(train_command(runs_dir, *overrides), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    (run_dir,) = runs_dir.iterdir()
-    assert f"run directory:   {run_dir}" in result.stdout
-    assert f"best checkpoint: {run_dir / 'checkpoints' / 'best.pt'}" in result.stdout
+    run_dir, output = train_smoke(runs_dir, *overrides)
+    assert f"run directory:   {run_dir}" in output
+    assert f"best checkpoint: {run_dir / 'checkpoints' / 'best.pt'}" in output
     return run_dir
 
 
@@ -77,7 +69,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_data_dir: Path
     reference = train(tmp_path / "reference", *overrides)
 
     runs_dir = tmp_path / "interrupted"
-    process = subprocess.Popen(train_command(runs_dir, *overrides), stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(smoke_command(runs_dir, *overrides), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if list(runs_dir.glob("*/checkpoints/last.pt")):

@@ -1,5 +1,6 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never a partial one."""
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +30,15 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp_path:
+        tmp_path.write_text(text)
+
+
+def write_json_atomically(path: Path, payload: object) -> None:
+    write_text_atomically(path, json.dumps(payload, indent=2) + "\n")
 
 
 def remove_stale_parts(target: Path) -> None:

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from training.table import format_table
+
 COLUMNS = (
     "run",
     "config",
@@ -40,14 +42,6 @@ def collect(runs_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    cells = [[f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS] for row in rows]
-    widths = [max(len(column), *(len(r[i]) for r in cells)) for i, column in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"no finished runs (with summary.json) in {args.runs_dir}", file=sys.stderr)
         return 1
-    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows, decimals=4))
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from text_recognizer.atomic import atomic_path
+from text_recognizer.atomic import atomic_path, write_json_atomically, write_text_atomically
 from text_recognizer.datasets.download import DownloadError
 from text_recognizer.evaluation import confidence_threshold
 from text_recognizer.models import ArtifactError, ClassifierModel
@@ -56,11 +56,12 @@ def unsure_threshold(model: ClassifierModel, target_accuracy: float) -> dict[str
 
 def model_card(run: RunDirectory, summary: dict[str, Any], model: ClassifierModel) -> dict[str, Any]:
     artifact = run.best_checkpoint.read_bytes()
+    digest = hashlib.sha256(artifact).hexdigest()
     metrics = model.metadata["metrics"]
     return {
         "name": summary["name"],
-        "version": hashlib.sha256(artifact).hexdigest()[:12],
-        "sha256": hashlib.sha256(artifact).hexdigest(),
+        "version": digest[:12],
+        "sha256": digest,
         "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "source_run": run.path.name,
         "network": {"name": model.network_name, "args": model.network_args},
@@ -146,8 +147,8 @@ def promote(
                 "registered_model": REGISTERED_MODEL_NAME,
                 "version": version,
             }
-    run.write_json(weights_dir / "model_card.json", card)
-    run.write_text(weights_dir / "MODEL_CARD.md", card_markdown(card))
+    write_json_atomically(weights_dir / "model_card.json", card)
+    write_text_atomically(weights_dir / "MODEL_CARD.md", card_markdown(card))
     if tracker:
         tracker.log_artifacts([weights_dir / "model_card.json", weights_dir / "MODEL_CARD.md"], "model")
     return card

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from text_recognizer.atomic import write_json_atomically
 from text_recognizer.datasets.download import DownloadError
 from training.config import ConfigError, load_config
 from training.run_directory import RunDirectory
@@ -85,7 +86,7 @@ def reproduce(run_path: Path, runs_dir: Path | None = None) -> dict[str, Any]:
     overrides = [f"runs_dir={runs_dir}"] if runs_dir else []
     summary = start_run(load_config(original.config_path, overrides))
     report = compare(original, RunDirectory(Path(summary["run_dir"])))
-    RunDirectory(Path(summary["run_dir"])).write_json(Path(summary["run_dir"]) / "reproduction.json", report)
+    write_json_atomically(Path(summary["run_dir"]) / "reproduction.json", report)
     return report
 
 

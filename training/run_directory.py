@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from text_recognizer.atomic import atomic_path
+from text_recognizer.atomic import write_text_atomically
 
 
 @dataclass(frozen=True)
@@ -55,13 +55,6 @@ class RunDirectory:
         """The full training state after the latest epoch, for `--resume`."""
         return self.path / "checkpoints" / "last.pt"
 
-    def write_text(self, path: Path, text: str) -> None:
-        with atomic_path(path) as tmp_path:
-            tmp_path.write_text(text)
-
-    def write_json(self, path: Path, payload: dict[str, Any]) -> None:
-        self.write_text(path, json.dumps(payload, indent=2) + "\n")
-
     def append_metrics(self, record: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -75,7 +68,7 @@ class RunDirectory:
     def keep_metrics_through(self, epoch: int) -> None:
         """On resume, drop records of epochs after the checkpoint (written before a kill)."""
         kept = [record for record in self.read_metrics() if record["epoch"] <= epoch]
-        self.write_text(self.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
+        write_text_atomically(self.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def attach_logger(self, name: str) -> logging.Logger:
         """Log concise lines to the terminal and timestamped ones to `train.log` (appending on resume)."""

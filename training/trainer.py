@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from text_recognizer.atomic import write_json_atomically, write_text_atomically
 from text_recognizer.datasets.fashion_mnist import DatasetSplits, load_fashion_mnist
 from text_recognizer.models.classifier import ClassifierModel, load_safely, save_atomically
 from training.augmentation import augment
@@ -295,7 +296,7 @@ class Trainer:
             "data": {**best.metadata["data"], "test_images": len(self.data.test)},
             "environment": environment(self.device, self.threads),
         }
-        self.run.write_json(self.run.summary_path, summary)
+        write_json_atomically(self.run.summary_path, summary)
         self.tracker.log_metrics(
             {
                 "test_loss": test["loss"],
@@ -323,7 +324,7 @@ def start_run(config: RunConfig) -> dict[str, Any]:
     """Train `config` in a new run directory."""
     select_device(config.device)  # fail before creating anything
     run = RunDirectory.create(config.runs_dir, config.name)
-    run.write_text(run.config_path, config.to_yaml())
+    write_text_atomically(run.config_path, config.to_yaml())
     return Trainer(config, run).fit()
 
 

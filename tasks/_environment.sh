@@ -4,6 +4,7 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV_PYTHON="$ROOT/.venv/bin/python"
 PIPENV_VERSION_PIN="2026.10.3"
+SETUP_FREE_GB="${SETUP_FREE_GB:-10}"  # disk a first build of .venv needs (torch CUDA build + unpacking)
 export PIPENV_VENV_IN_PROJECT=1 PIPENV_YES=1 PIPENV_NOSPIN=1 PIPENV_VERBOSITY=-1
 export PIPENV_PIPFILE="$ROOT/Pipfile"
 if [ -z "${PIP_INDEX_URL:-}" ]; then

@@ -18,7 +18,19 @@ if [ ! -x .tools/bin/pipenv ]; then
   python3 -m venv .tools
   .tools/bin/python -m pip install --quiet "pipenv==$PIPENV_VERSION_PIN"
 fi
+# torch's CUDA build makes .venv about 6.6 GB, and pip unpacks wheels under TMPDIR first: a full disk
+# would otherwise surface only as pipenv's bare "Package installation failed".
+free_gb() { df -Pk "$1" | awk 'NR == 2 { print int($4 / 1048576) }'; }
+for place in "$ROOT" "${TMPDIR:-/tmp}"; do
+  if [ ! -d .venv/lib ] && [ "$(free_gb "$place")" -lt "$SETUP_FREE_GB" ]; then
+    echo "setup: only $(free_gb "$place") GB free under $place; building .venv needs about $SETUP_FREE_GB GB" >&2
+    exit 1
+  fi
+done
 echo "setup: syncing .venv with Pipfile.lock (a few minutes the first time, seconds after)" >&2
-.tools/bin/pipenv sync --dev
+if ! .tools/bin/pipenv sync --dev; then
+  echo "setup: pipenv sync failed; free space: $(free_gb "$ROOT") GB under $ROOT, $(free_gb "${TMPDIR:-/tmp}") GB under ${TMPDIR:-/tmp}" >&2
+  exit 1
+fi
 echo "$wanted" > "$stamp"
 echo "setup: done; python is $VENV_PYTHON" >&2

@@ -23,7 +23,7 @@ def model() -> ClassifierModel:
 
 @pytest.fixture(scope="module")
 def test_images(full_data_dir: Path) -> torch.Tensor:
-    return read_split(full_data_dir, "t10k").images[:1000]
+    return read_split(full_data_dir, "test").images[:1000]
 
 
 def changed_share(model: ClassifierModel, original: torch.Tensor, perturbed: torch.Tensor) -> float:
@@ -64,7 +64,7 @@ def test_jpeg_reencoding_changes_few_predictions(model: ClassifierModel, test_im
 
 def test_minimum_functionality_on_clear_examples_of_every_class(model: ClassifierModel) -> None:
     """The first ten test images of each class (the committed fixture): each class mostly right."""
-    split = read_split(FIXTURES_DIR, "t10k")
+    split = read_split(FIXTURES_DIR, "test")
     predicted = model.predict(split.images).class_ids
     for label, name in enumerate(model.class_names):
         in_class = split.labels == label
@@ -75,7 +75,7 @@ def test_minimum_functionality_on_clear_examples_of_every_class(model: Classifie
 
 def test_occluding_the_item_lowers_confidence_in_its_class(model: ClassifierModel) -> None:
     """Directional: blacking out the centre of the item should make the model less sure of its class."""
-    split = read_split(FIXTURES_DIR, "t10k")
+    split = read_split(FIXTURES_DIR, "test")
     occluded = split.images.clone()
     occluded[:, 6:22, 6:22] = 0
     rows = torch.arange(len(split))

@@ -22,19 +22,19 @@ def sha256(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
 
 
-@pytest.mark.parametrize(("prefix", "count"), [("train", 300), ("t10k", 100)])
-def test_parses_fixture_idx_files(prefix: str, count: int) -> None:
-    split = read_split(FIXTURES_DIR, prefix)
+@pytest.mark.parametrize(("split_name", "count"), [("train", 300), ("test", 100)])
+def test_parses_fixture_idx_files(split_name: str, count: int) -> None:
+    split = read_split(FIXTURES_DIR, split_name)
     assert split.images.shape == (count, 28, 28) and split.images.dtype == torch.uint8
     assert split.labels.bincount().tolist() == [count // 10] * 10
-    assert sha256(split.images) == FIXTURE_RECORD[prefix]["images_sha256"]
-    assert sha256(split.labels.to(torch.uint8)) == FIXTURE_RECORD[prefix]["labels_sha256"]
+    assert sha256(split.images) == FIXTURE_RECORD[split_name]["images_sha256"]
+    assert sha256(split.labels.to(torch.uint8)) == FIXTURE_RECORD[split_name]["labels_sha256"]
 
 
 def test_fixtures_are_real_images_from_the_official_files(full_data_dir: Path) -> None:
-    for prefix, record in FIXTURE_RECORD.items():
-        full = read_split(full_data_dir, prefix)
-        fixture = read_split(FIXTURES_DIR, prefix)
+    for split_name, record in FIXTURE_RECORD.items():
+        full = read_split(full_data_dir, split_name)
+        fixture = read_split(FIXTURES_DIR, split_name)
         indices = torch.tensor(record["source_indices"])
         assert torch.equal(full.images[indices], fixture.images)
         assert torch.equal(full.labels[indices], fixture.labels)

@@ -62,13 +62,13 @@ def promoted() -> ClassifierModel:
 
 @pytest.mark.slow
 def test_promoted_model_reaches_its_accuracy_floor(promoted: ClassifierModel, full_data_dir: Path) -> None:
-    test = read_split(full_data_dir, "t10k")
+    test = read_split(full_data_dir, "test")
     accuracy = promoted.evaluate(test.images, test.labels)["accuracy"]
     assert accuracy >= ACCURACY_FLOOR, f"test accuracy {accuracy:.4f} is below the floor {ACCURACY_FLOOR}"
 
 
 def test_single_image_prediction_is_within_budget(promoted: ClassifierModel) -> None:
-    image = read_split(FIXTURES_DIR, "t10k").images[0]
+    image = read_split(FIXTURES_DIR, "test").images[0]
     promoted.predict(image)  # warm-up
     timings = []
     for _ in range(50):

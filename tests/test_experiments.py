@@ -11,9 +11,9 @@ from training.experiments import main
 def write_run(runs_dir: Path, name: str, val_loss: float, test_accuracy: float) -> None:
     run = runs_dir / name
     run.mkdir(parents=True)
-    summary = {"name": name.split("-")[-1], "data": {"dataset": "fashion_mnist"}, "best_val_loss": val_loss,
-               "best_val_accuracy": 0.9, "test": {"accuracy": test_accuracy}, "parameters": 1000,
-               "train_seconds": 120.0}  # fmt: skip
+    summary = {"name": name.split("-")[-1], "data": {"dataset": "fashion_mnist", "version": "v2"},
+               "best_val_loss": val_loss, "best_val_accuracy": 0.9, "test": {"accuracy": test_accuracy},
+               "parameters": 1000, "train_seconds": 120.0}  # fmt: skip
     (run / "summary.json").write_text(json.dumps(summary))
 
 
@@ -28,6 +28,7 @@ def test_sorts_by_the_chosen_column(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["--runs-dir", str(tmp_path), "--sort", "test_accuracy", "--descending", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["config"] for row in rows] == ["a", "b"] and rows[0]["train_minutes"] == 2.0
+    assert rows[0]["data"] == "v2"
 
 
 def test_no_finished_runs_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

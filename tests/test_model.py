@@ -56,7 +56,7 @@ def test_fit_epoch_reduces_loss(fitted_model: ClassifierModel) -> None:
 
 
 def test_predict_accepts_single_and_batched_images(fitted_model: ClassifierModel) -> None:
-    images = read_split(FIXTURES_DIR, "t10k").images[:5]
+    images = read_split(FIXTURES_DIR, "test").images[:5]
     batch = fitted_model.predict(images)
     assert batch.class_ids.shape == (5,) and batch.probabilities.shape == (5, 10)
     assert torch.allclose(batch.probabilities.sum(dim=1), torch.ones(5))
@@ -87,7 +87,7 @@ def test_save_load_round_trip_gives_identical_predictions(
     path = tmp_path / "model.pt"
     fitted_model.save(path)
     loaded = ClassifierModel.load(path)
-    images = read_split(FIXTURES_DIR, "t10k").images
+    images = read_split(FIXTURES_DIR, "test").images
     assert torch.equal(loaded.predict(images).probabilities, fitted_model.predict(images).probabilities)
     assert loaded.class_names == CLASSES
     assert loaded.normalization == fitted_model.normalization
@@ -101,7 +101,7 @@ def test_artifact_predicts_without_training_code_config_or_data(
     """Load in a fresh interpreter where `training` cannot be imported and no data or config exists."""
     path = tmp_path / "model.pt"
     fitted_model.save(path)
-    expected = fitted_model.predict(read_split(FIXTURES_DIR, "t10k").images[:8]).categories
+    expected = fitted_model.predict(read_split(FIXTURES_DIR, "test").images[:8]).categories
     script = textwrap.dedent(
         f"""
         import sys

@@ -23,7 +23,7 @@ def test_product_photos_get_the_original_images_predictions(full_data_dir: Path)
 
     Compares the service's top category (what it says before any "unsure" threshold).
     """
-    images = read_split(full_data_dir, "t10k").images[:CASES].numpy()
+    images = read_split(full_data_dir, "test").images[:CASES].numpy()
     expected = ClassifierModel.load(PROMOTED_MODEL_PATH).predict(images).categories
     served = []
     with TestClient(create_app(Settings(max_batch_files=BATCH))) as client:

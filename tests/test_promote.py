@@ -32,8 +32,11 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
     assert card["metrics"]["test_accuracy"] == summary["test"]["accuracy"]
     assert card["network"]["name"] == "cnn" and card["parameters"] == summary["parameters"]
     assert card["data"]["checksums"] == summary["data"]["checksums"]
+    markdown = (weights / "MODEL_CARD.md").read_text()
+    assert card["data"]["version"] == "v1"
+    assert f"| data version | v1 (sha256 `{card['data']['version_hash']}`)" in markdown
     assert card["git_commit"] == summary["environment"]["git_commit"] and card["config"]["name"] == "smoke"
-    assert card["version"] in (weights / "MODEL_CARD.md").read_text()
+    assert card["version"] in markdown
     threshold = card["confidence_threshold"]
     assert 0 < threshold["value"] <= 1 and threshold["chosen_on"] == "validation split"
     assert threshold["val_accuracy_when_sure"] >= threshold["target_accuracy"] or threshold["value"] == 1.0

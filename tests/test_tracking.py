@@ -25,6 +25,7 @@ def test_run_evaluation_and_promotion_are_tracked(
     run = client.get_run((run_dir / RUN_ID_FILE).read_text().strip())
     assert run.data.params["optimizer.lr"] == "0.003" and run.data.params["data.train_size"] == "2000"
     assert run.data.tags["config"] == "smoke" and run.info.status == "FINISHED"
+    assert run.data.tags["data_version"] == "v1" and run.data.params["data.version"] == "v1"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert run.data.metrics["test_accuracy"] == summary["test"]["accuracy"]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1]

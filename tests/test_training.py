@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from text_recognizer.datasets.versions import DataVersion
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import load_safely
 from training.trainer import Progress
@@ -48,6 +49,9 @@ def test_smoke_run_writes_a_complete_run_directory(full_data_dir: Path, tmp_path
     assert summary["data"]["test_images"] == 10000
     assert summary["environment"]["torch"] == torch.__version__
     assert len(summary["data"]["checksums"]) == 4
+    v1 = DataVersion.read("v1")
+    assert (summary["data"]["version"], summary["data"]["version_hash"]) == ("v1", v1.sha256)
+    assert summary["data"]["checksums"] == v1.files
     assert summary["test"]["accuracy"] > 0.6  # one epoch on 2,000 images: far above chance (0.1)
     model = ClassifierModel.load(run_dir / "checkpoints" / "best.pt")
     assert model.metadata["metrics"]["test_accuracy"] == summary["test"]["accuracy"]

@@ -6,12 +6,21 @@ from pathlib import Path
 
 from text_recognizer.datasets.download import DownloadError
 from text_recognizer.datasets.idx import IdxFormatError
+from text_recognizer.datasets.versions import DataVersionError
 from text_recognizer.models.classifier import ArtifactError
 from training.config import CONFIGS_DIR, ConfigError, load_config
 from training.runtime import DeviceError
 from training.trainer import resume_run, start_run
 
-USER_ERRORS = (ConfigError, DeviceError, DownloadError, IdxFormatError, ArtifactError)
+USER_ERRORS = (
+    ConfigError,
+    DeviceError,
+    DownloadError,
+    DataVersionError,
+    FileExistsError,
+    IdxFormatError,
+    ArtifactError,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", type=Path, default=CONFIGS_DIR / "default.yaml", help="YAML config file")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
+    parser.add_argument("--run-dir", type=Path, help="new run directory (default runs/<time>-<name>)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     args = parser.parse_args(argv)
     try:
@@ -31,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             resume_run(args.resume)
         else:
-            start_run(load_config(args.config, args.overrides))
+            start_run(load_config(args.config, args.overrides), args.run_dir)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

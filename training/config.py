@@ -36,6 +36,10 @@ class Strict(BaseModel):
 
 class DataConfig(Strict):
     dataset: Literal["fashion_mnist"] = "fashion_mnist"
+    version: str = Field("v1", description="data version, recorded in data/versions/<version>.dvc")
+    version_hash: str | None = Field(
+        None, pattern="^[0-9a-f]{64}$", description="refuse to train unless the version has this sha256"
+    )
     val_size: PositiveInt = 5000
     train_size: PositiveInt | None = Field(None, description="stratified subset of the training split")
     split_seed: int = Field(0, description="seeds the validation hold-out, apart from the training seed")

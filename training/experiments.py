@@ -31,7 +31,7 @@ def collect(runs_dir: Path) -> list[dict[str, Any]]:
             {
                 "run": summary_path.parent.name,
                 "config": summary["name"],
-                "data": summary["data"]["dataset"],
+                "data": summary["data"].get("version", "-"),  # runs from before data versions: "-"
                 "best_val_loss": summary["best_val_loss"],
                 "best_val_accuracy": summary["best_val_accuracy"],
                 "test_accuracy": summary["test"]["accuracy"],

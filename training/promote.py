@@ -102,6 +102,7 @@ Fashion-MNIST apparel classifier, promoted {card["promoted_at"]} from run `{card
 | training time | {card["training_seconds"] / 60:.1f} min on {card["environment"]["device"]} |
 | "unsure" below confidence | {threshold["value"]:.3f} (chosen on validation: {sure} of images answered, \
 {sure_accuracy} accurate) |
+| data version | {card["data"]["version"]} (sha256 `{card["data"]["version_hash"]}`) |
 | git commit | `{card["git_commit"]}` |
 | torch | {card["environment"]["torch"]} |
 

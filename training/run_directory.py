@@ -29,6 +29,14 @@ class RunDirectory:
             return cls(path)
         raise FileExistsError(f"no free run directory name for {stamp}-{name} in {runs_dir}")
 
+    @classmethod
+    def at(cls, path: Path) -> "RunDirectory":
+        """A run directory at a fixed path (for pipelines); it must not exist yet or be empty."""
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise FileExistsError(f"run directory {path} already exists and is not empty")
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
     @property
     def config_path(self) -> Path:
         return self.path / "config.yaml"

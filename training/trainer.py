@@ -18,6 +18,7 @@ import torch
 
 from text_recognizer.atomic import write_json_atomically, write_text_atomically
 from text_recognizer.datasets.fashion_mnist import DatasetSplits, load_fashion_mnist
+from text_recognizer.datasets.versions import resolve_version
 from text_recognizer.models.classifier import ClassifierModel, load_safely, save_atomically
 from training.augmentation import augment
 from training.config import AugmentationConfig, ConfigError, RunConfig, SchedulerConfig, load_config
@@ -110,6 +111,8 @@ class Trainer:
         self.threads = configure_threads(config.num_threads)
         self.device = select_device(config.device)
         self.data: DatasetSplits = load_fashion_mnist(
+            version=config.data.version,
+            version_hash=config.data.version_hash,
             val_size=config.data.val_size,
             train_size=config.data.train_size,
             split_seed=config.data.split_seed,
@@ -144,6 +147,8 @@ class Trainer:
             "config": self.config.model_dump(mode="json", exclude={"runs_dir"}),  # where, not what
             "data": {
                 "dataset": self.config.data.dataset,
+                "version": self.data.version,
+                "version_hash": self.data.version_hash,
                 "checksums": self.data.checksums,
                 "train_images": len(self.data.train),
                 "val_images": len(self.data.val),
@@ -206,6 +211,8 @@ class Trainer:
             tags={
                 "config": self.config.name,
                 "dataset": self.config.data.dataset,
+                "data_version": self.data.version,
+                "data_version_hash": self.data.version_hash,
                 "git_commit": str(git_commit()),
                 "run_dir": str(self.run.path),
             },
@@ -320,10 +327,11 @@ class Trainer:
         return summary
 
 
-def start_run(config: RunConfig) -> dict[str, Any]:
-    """Train `config` in a new run directory."""
-    select_device(config.device)  # fail before creating anything
-    run = RunDirectory.create(config.runs_dir, config.name)
+def start_run(config: RunConfig, run_path: Path | None = None) -> dict[str, Any]:
+    """Train `config` in a new run directory (`run_path`, else a timestamped one under `runs_dir`)."""
+    select_device(config.device)  # fail before creating anything, wrong data included
+    resolve_version(config.data.version, expected_hash=config.data.version_hash, mirror=config.data.mirror)
+    run = RunDirectory.at(run_path) if run_path else RunDirectory.create(config.runs_dir, config.name)
     write_text_atomically(run.config_path, config.to_yaml())
     return Trainer(config, run).fit()
 

@@ -17,9 +17,10 @@ from text_recognizer.datasets.download import download
 from text_recognizer.datasets.fashion_mnist import MANIFEST_NAME, read_split
 from text_recognizer.datasets.idx import write_idx
 from text_recognizer.datasets.manifest import Manifest
+from text_recognizer.datasets.versions import SPLIT_FILES
 
 FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "fashion_mnist"
-PER_CLASS = {"train": 30, "t10k": 10}
+PER_CLASS = {"train": 30, "test": 10}
 
 
 def first_per_class(labels: torch.Tensor, count: int) -> torch.Tensor:
@@ -41,13 +42,14 @@ def main() -> None:
     source_dir = next(iter(paths.values())).parent
     FIXTURES_DIR.mkdir(parents=True, exist_ok=True)
     record = {}
-    for prefix, count in PER_CLASS.items():
-        split = read_split(source_dir, prefix)
+    for split_name, count in PER_CLASS.items():
+        split = read_split(source_dir, split_name)
         indices = first_per_class(split.labels, count)
         images, labels = split.images[indices], split.labels[indices].to(torch.uint8)
-        write_idx(FIXTURES_DIR / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(FIXTURES_DIR / f"{prefix}-labels-idx1-ubyte.gz", labels)
-        record[prefix] = {
+        images_file, labels_file = SPLIT_FILES[split_name]
+        write_idx(FIXTURES_DIR / images_file, images)
+        write_idx(FIXTURES_DIR / labels_file, labels)
+        record[split_name] = {
             "source_indices": indices.tolist(),
             "images_sha256": tensor_sha256(images),
             "labels_sha256": tensor_sha256(labels),

@@ -1,4 +1,4 @@
-"""Fashion-MNIST in memory: verified download, idx parsing, seeded stratified validation split.
+"""Fashion-MNIST in memory: a verified data version, idx parsing, seeded stratified validation split.
 
 Images stay uint8 tensors (N, 28, 28) end to end; conversion to float happens per batch in
 `text_recognizer.preprocessing`. The test split is exposed for final evaluation only.
@@ -9,14 +9,15 @@ from pathlib import Path
 
 import torch
 
-from text_recognizer.datasets.download import download
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.datasets.splits import stratified_sample
+from text_recognizer.datasets.versions import SPLIT_FILES, resolve_version
 from text_recognizer.preprocessing import Normalization
 
 MANIFEST_NAME = "fashion_mnist"
 INPUT_SHAPE = (1, 28, 28)
+OFFICIAL_VERSION = "v1"
 
 
 @dataclass(frozen=True)
@@ -41,33 +42,36 @@ class DatasetSplits:
     class_names: tuple[str, ...]
     normalization: Normalization
     checksums: dict[str, str]
+    version: str
+    version_hash: str
     input_shape: tuple[int, int, int] = INPUT_SHAPE
 
 
-def read_split(raw_dir: Path, prefix: str) -> Split:
-    images = read_idx(raw_dir / f"{prefix}-images-idx3-ubyte.gz")
-    labels = read_idx(raw_dir / f"{prefix}-labels-idx1-ubyte.gz").long()
+def read_split(directory: Path, split: str) -> Split:
+    images_file, labels_file = SPLIT_FILES[split]
+    images = read_idx(directory / images_file)
+    labels = read_idx(directory / labels_file).long()
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{prefix}: {images.shape[0]} images but {labels.shape[0]} labels")
+        raise ValueError(f"{split}: {images.shape[0]} images but {labels.shape[0]} labels")
     return Split(images, labels)
 
 
 def load_fashion_mnist(
     *,
+    version: str = OFFICIAL_VERSION,
+    version_hash: str | None = None,
     val_size: int = 5000,
     train_size: int | None = None,
     split_seed: int = 0,
     mirror: str | None = None,
     raw_dir: Path | None = None,
 ) -> DatasetSplits:
-    """Download (if needed) and verify the files, then hold out a stratified validation split.
+    """Load a data version (verified byte for byte), then hold out a stratified validation split.
 
     `train_size` keeps a stratified subset of the remaining training images (for smoke runs).
     Normalization statistics come from the training split that is actually trained on.
     """
-    manifest = Manifest.named(MANIFEST_NAME)
-    paths = download(manifest, raw_dir, mirror)
-    directory = next(iter(paths.values())).parent
+    record, directory = resolve_version(version, expected_hash=version_hash, mirror=mirror, raw_dir=raw_dir)
     full_train = read_split(directory, "train")
     val_indices, train_indices = stratified_sample(full_train.labels, val_size, split_seed)
     train = full_train.subset(train_indices)
@@ -77,8 +81,10 @@ def load_fashion_mnist(
     return DatasetSplits(
         train=train,
         val=full_train.subset(val_indices),
-        test=read_split(directory, "t10k"),
-        class_names=manifest.classes,
+        test=read_split(directory, "test"),
+        class_names=Manifest.named(MANIFEST_NAME).classes,
         normalization=Normalization.fit(train.images),
-        checksums=manifest.checksums(),
+        checksums=record.files,
+        version=record.name,
+        version_hash=record.sha256,
     )

@@ -1,0 +1,228 @@
+"""Data versions (DVC): creation from labelled photos, tamper detection, pull, refusal, the pipeline."""
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from text_recognizer.datasets.fashion_mnist import read_split
+from text_recognizer.datasets.versions import VERSIONS_DIR, DataVersion, DataVersionError, resolve_version
+from text_recognizer.preprocessing import image_bytes_to_input
+from training import data_versions
+from training.config import CONFIGS_DIR, load_config
+from training.data_versions import DvcError, create_version, pull_version, verify_versions
+from training.labelled_images import LabelError, from_csv, from_folder
+from training.trainer import start_run
+
+from .conftest import FIXTURES_DIR, REPO_ROOT
+from .support.product_photos import product_photo
+
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+           "Ankle boot")  # fmt: skip
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+def dvc(root: Path, *args: str) -> str:
+    result = subprocess.run([DVC, *args], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path, full_data_dir: Path) -> Path:
+    """A git + DVC repository with a local default remote and the committed v1 record."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    dvc(root, "init", "-q")
+    dvc(root, "remote", "add", "-d", "local", str(tmp_path / "storage"))
+    (root / "data" / "versions").mkdir(parents=True)
+    shutil.copy(VERSIONS_DIR / "v1.dvc", root / "data" / "versions" / "v1.dvc")
+    return root
+
+
+@pytest.fixture
+def shop_photos(tmp_path: Path) -> Path:
+    """Real test images as shop photos in <class>/<image> folders named three ways."""
+    split = read_split(FIXTURES_DIR, "test")
+    folder = tmp_path / "photos"
+    for index, name in [(9, "ankle-boot"), (1, "1"), (8, "Bag")]:
+        (folder / name).mkdir(parents=True)
+        for n, position in enumerate((split.labels == index).nonzero().flatten()[:2].tolist()):
+            photo = product_photo(split.images[position].numpy(), seed=position)
+            (folder / name / f"{n}.jpg").write_bytes(photo)
+    return folder
+
+
+def test_a_version_adds_labelled_photos_through_the_serving_pipeline(repo: Path, shop_photos: Path) -> None:
+    images = from_folder(shop_photos, CLASSES)
+    version = create_version("v2", base="v1", images=images, description="shop photos", root=repo)
+    v1 = DataVersion.read("v1")
+    directory = repo / "data" / "versions" / "v2"
+    train = read_split(directory, "train")
+    assert len(train) == 60006 and version.counts == {"train": 60006, "test": 10000}
+    assert train.labels[-6:].tolist() == [1, 1, 8, 8, 9, 9]  # folders in name order: 1, Bag, ankle-boot
+    photo = (shop_photos / "1" / "0.jpg").read_bytes()
+    assert torch.equal(train.images[60000], torch.from_numpy(image_bytes_to_input(photo)))
+    assert torch.equal(train.images[:60000], read_split(resolve_version("v1")[1], "train").images)
+    assert (
+        version.files["t10k-images-idx3-ubyte.gz"] == v1.files["t10k-images-idx3-ubyte.gz"]
+    )  # test unchanged
+    record = DataVersion.read("v2", repo / "data" / "versions")
+    assert (
+        record == version and record.base == "v1" and record.sources[0] == {"source": "1/0.jpg", "label": 1}
+    )
+    dvc_record = yaml.safe_load((repo / "data" / "versions" / "v2.dvc").read_text())
+    assert dvc_record["outs"][0]["path"] == "v2" and dvc_record["outs"][0]["nfiles"] == 4
+    assert "/v2" in (repo / "data" / "versions" / ".gitignore").read_text().split()
+    assert any((repo.parent / "storage").rglob("*")), "pushed to the default remote"
+    assert all(path.stat().st_mode & 0o222 == 0 for path in directory.iterdir())
+    assert verify_versions([], root=repo) == [
+        f"absent v1: not in {repo / 'data' / 'versions' / 'v1'}; ./tasks/data.sh pull v1",
+        f"ok     v2 ({version.short_hash}): 4 files match",
+    ]
+    same = create_version("v2b", base="v1", images=images, description="again", root=repo, push=False)
+    assert same.sha256 == version.sha256, "content-hashed: the same inputs give the same hash"
+
+
+def test_verify_names_every_changed_byte_and_training_refuses_it(repo: Path, shop_photos: Path) -> None:
+    images = from_folder(shop_photos, CLASSES)[:1]
+    create_version("v2", base="v1", images=images, description="", root=repo, push=False)
+    labels = repo / "data" / "versions" / "v2" / "train-labels-idx1-ubyte.gz"
+    labels.chmod(0o644)
+    data = bytearray(labels.read_bytes())
+    data[-20] ^= 1
+    labels.write_bytes(bytes(data))
+    (repo / "data" / "versions" / "v2" / "notes.txt").write_text("stray")
+    (line,) = verify_versions(["v2"], root=repo)
+    assert line.startswith("FAIL   v2") and "train-labels-idx1-ubyte.gz changed" in line
+    assert "notes.txt is not part of the version" in line
+    with pytest.raises(DataVersionError, match=r"train-labels-idx1-ubyte\.gz changed"):
+        resolve_version("v2", versions_dir=repo / "data" / "versions")
+
+
+def test_an_edited_record_is_detected(repo: Path) -> None:
+    record = repo / "data" / "versions" / "v1.dvc"
+    raw = yaml.safe_load(record.read_text())
+    raw["meta"]["data_version"]["files"]["train-labels-idx1-ubyte.gz"] = "0" * 64
+    record.write_text(yaml.safe_dump(raw))
+    with pytest.raises(DataVersionError, match="edited record"):
+        DataVersion.read("v1", repo / "data" / "versions")
+
+
+def test_replacing_and_csv_input(repo: Path, shop_photos: Path, tmp_path: Path) -> None:
+    table = tmp_path / "labels.csv"
+    table.write_text(f"path,label,replaces\n{shop_photos}/Bag/0.jpg,bag,0\n{shop_photos}/1/0.jpg,Trouser,\n")
+    images = from_csv(table, CLASSES)
+    version = create_version("v3", base="v1", images=images, description="", root=repo, push=False)
+    train = read_split(repo / "data" / "versions" / "v3", "train")
+    assert version.counts["train"] == 60001 and train.labels[0] == 8 and train.labels[-1] == 1
+    assert version.sources[0]["replaces"] == 0
+
+
+def test_bad_input_is_refused_with_a_clear_error_and_leaves_nothing(repo: Path, shop_photos: Path,
+                                                                   tmp_path: Path) -> None:  # fmt: skip
+    images = from_folder(shop_photos, CLASSES)
+    with pytest.raises(DataVersionError, match="must be lowercase"):
+        create_version("V 2", base="v1", images=images, description="", root=repo)
+    with pytest.raises(DataVersionError, match=r"unknown data version 'v7'.*known versions: v1"):
+        create_version("v2", base="v7", images=images, description="", root=repo)
+    with pytest.raises(DataVersionError, match="already exists"):
+        create_version("v1", base="v1", images=images, description="", root=repo)
+    (shop_photos / "hats").mkdir()
+    with pytest.raises(LabelError, match=r"unknown class 'hats'.*9 ankle-boot"):
+        from_folder(shop_photos, CLASSES)
+    (tmp_path / "bad.csv").write_text("file,class\nx.png,1\n")
+    with pytest.raises(LabelError, match="columns path,label"):
+        from_csv(tmp_path / "bad.csv", CLASSES)
+    (tmp_path / "bad.csv").write_text("path,label,replaces\nmissing.png,1,\n")
+    with pytest.raises(LabelError, match=r"missing\.png: cannot read"):
+        from_csv(tmp_path / "bad.csv", CLASSES)
+    (tmp_path / "bad.csv").write_text(f"path,label,replaces\n{shop_photos}/1/0.jpg,1,70000\n")
+    with pytest.raises(LabelError, match="replaces index 70000, but the base has 60000"):
+        create_version(
+            "v2", base="v1", images=from_csv(tmp_path / "bad.csv", CLASSES), description="", root=repo
+        )
+    shutil.rmtree(repo / ".dvc")  # DVC itself fails: the half-made version must vanish
+    with pytest.raises(DvcError, match="dvc add"):
+        create_version("v2", base="v1", images=images[:1], description="", root=repo)
+    assert sorted(p.name for p in (repo / "data" / "versions").iterdir()) == ["v1.dvc"]
+
+
+def test_pull_restores_from_the_remote_or_rebuilds_an_official_release(repo: Path, shop_photos: Path) -> None:
+    create_version("v2", base="v1", images=from_folder(shop_photos, CLASSES)[:1], description="", root=repo)
+    versions = repo / "data" / "versions"
+    data_versions.remove_version_files(versions / "v2")
+    assert pull_version("v2", root=repo) == versions / "v2"
+    assert verify_versions(["v2"], root=repo)[0].startswith("ok")
+    assert pull_version("v1", root=repo) == versions / "v1"  # not on the remote: from the downloader
+    assert verify_versions(["v1"], root=repo)[0].startswith("ok")
+
+
+def test_training_refuses_a_wrong_version_hash_before_creating_anything(tmp_path: Path) -> None:
+    config = load_config(
+        CONFIGS_DIR / "smoke.yaml", [f"runs_dir={tmp_path / 'runs'}", "data.version_hash=" + "f" * 64]
+    )
+    with pytest.raises(DataVersionError, match="does not match data version v1, whose recorded hash is"):
+        start_run(config)
+    config = load_config(CONFIGS_DIR / "smoke.yaml", [f"runs_dir={tmp_path / 'runs'}", "data.version=v9"])
+    with pytest.raises(DataVersionError, match="unknown data version 'v9'"):
+        start_run(config)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_lists_and_verifies_the_committed_versions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert data_versions.main(["list"]) == 0
+    assert "v1       fashion_mnist  6cfc94206146  60000  10000" in capsys.readouterr().out
+    assert data_versions.main(["verify", "v1"]) == 0
+    assert data_versions.main(["add", "v2", "--from", "v1", "--images", "/nonexistent"]) == 2
+    assert "is not a directory of <class>/<image> files" in capsys.readouterr().err
+
+
+@pytest.fixture
+def pipeline_copy(tmp_path: Path) -> Iterator[Path]:
+    """The project's tracked files in a fresh git repository, training the smoke config."""
+    root = tmp_path / "project"
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    for name in listed:
+        if name.split("/")[0] not in {"tests", "notebooks", "benchmarks"} and (REPO_ROOT / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO_ROOT / name, root / name)
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace("configs/default.yaml", "configs/smoke.yaml"))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    yield root
+
+
+@pytest.mark.slow
+def test_dvc_pipeline_runs_download_train_evaluate_and_reruns_only_what_changed(pipeline_copy: Path) -> None:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    env.pop("TEXT_RECOGNIZER_DATA_DIR", None)
+
+    def repro() -> str:
+        result = subprocess.run([DVC, "repro"], cwd=pipeline_copy, capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    first = repro()
+    assert all(f"Running stage '{stage}'" in first for stage in ("download", "train", "evaluate"))
+    metrics = yaml.safe_load((pipeline_copy / "reports/pipeline/test/metrics.json").read_text())
+    assert metrics["accuracy"] > 0.6
+    assert (pipeline_copy / "runs/pipeline/summary.json").exists() and (pipeline_copy / "dvc.lock").exists()
+    assert "Data and pipelines are up to date" in repro()
+    params = pipeline_copy / "params.yaml"
+    params.write_text(params.read_text().replace("reports/pipeline", "reports/again"))
+    third = repro()
+    assert "Running stage 'evaluate'" in third and "Running stage 'train'" not in third
+    assert "Stage 'download' didn't change" in third and "Stage 'train' didn't change" in third

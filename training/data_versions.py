@@ -1,0 +1,271 @@
+"""Create, list, verify, push and pull data versions: `./tasks/data.sh list|verify|add|pull|push`.
+
+A new version is its base's idx files with labelled images appended to (or replacing images of) the
+training split; the test split is never changed, so test accuracy stays comparable across versions.
+The version is written to a hidden staging folder, hashed, renamed into place, made read-only, then
+handed to DVC (`dvc add`, which records it in `data/versions/<name>.dvc`, and `dvc push` to the default
+remote). A failure on the way removes what was made, so no half-built version is left behind.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from text_recognizer.atomic import write_text_atomically
+from text_recognizer.datasets.download import download
+from text_recognizer.datasets.fashion_mnist import MANIFEST_NAME, read_split
+from text_recognizer.datasets.idx import write_idx
+from text_recognizer.datasets.manifest import Manifest
+from text_recognizer.datasets.versions import (
+    SPLIT_FILES,
+    DataVersion,
+    DataVersionError,
+    check_name,
+    content_hash,
+    list_versions,
+    resolve_version,
+    sha256_file,
+)
+from text_recognizer.paths import PROJECT_ROOT
+from training.labelled_images import LabelError, LabelledImage, from_csv, from_folder
+from training.table import format_table
+
+
+class DvcError(RuntimeError):
+    """A DVC command failed; the message carries its output."""
+
+
+def dvc(root: Path, *args: str) -> str:
+    """Run the DVC of this environment in the repository `root`; raise DvcError with its output."""
+    command = [str(Path(sys.executable).parent / "dvc"), *args]
+    result = subprocess.run(
+        command, cwd=root, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"}
+    )
+    if result.returncode != 0:
+        raise DvcError(f"dvc {' '.join(args)} failed:\n{result.stdout}{result.stderr}".rstrip())
+    return result.stdout
+
+
+def versions_dir_of(root: Path) -> Path:
+    return root / "data" / "versions"
+
+
+def combine(base_dir: Path, images: list[LabelledImage]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The base training split with `images` applied (replacements in place, the rest appended)."""
+    base = read_split(base_dir, "train")
+    pixels, labels = base.images.clone(), base.labels.clone()
+    appended = [image for image in images if image.replaces is None]
+    for image in images:
+        if image.replaces is not None:
+            if image.replaces >= len(base):
+                raise LabelError(
+                    f"{image.source}: replaces index {image.replaces}, but the base has {len(base)} images"
+                )
+            pixels[image.replaces] = torch.from_numpy(image.pixels)
+            labels[image.replaces] = image.label
+    if appended:
+        pixels = torch.cat([pixels, torch.from_numpy(np.stack([i.pixels for i in appended]))])
+        labels = torch.cat([labels, torch.tensor([i.label for i in appended])])
+    return pixels, labels
+
+
+def copy_split(source: Path, staging: Path, split: str) -> None:
+    for name in SPLIT_FILES[split]:
+        shutil.copyfile(source / name, staging / name)
+
+
+def stage_version(staging: Path, source_dir: Path, images: list[LabelledImage]) -> None:
+    """Write the version's files: the source's, with `images` applied to the training split."""
+    staging.mkdir(parents=True)
+    copy_split(source_dir, staging, "test")
+    if not images:  # an official release, byte for byte
+        copy_split(source_dir, staging, "train")
+        return
+    pixels, labels = combine(source_dir, images)
+    images_file, labels_file = SPLIT_FILES["train"]
+    write_idx(staging / images_file, pixels)
+    write_idx(staging / labels_file, labels.to(torch.uint8))
+
+
+def create_version(
+    name: str,
+    *,
+    base: str | None,
+    images: list[LabelledImage],
+    description: str,
+    root: Path = PROJECT_ROOT,
+    origin: str | None = None,
+    push: bool = True,
+) -> DataVersion:
+    """Build version `name`: `base` plus `images`, or the release `origin` as is; record it in DVC."""
+    versions_dir = versions_dir_of(root)
+    check_name(name)
+    target = versions_dir / name
+    record_path = DataVersion.record_path(name, versions_dir)
+    if record_path.exists() or target.exists():
+        raise DataVersionError(f"data version {name} already exists ({record_path}); versions are immutable")
+    if origin is not None:
+        source_dir = next(iter(download(Manifest.named(origin)).values())).parent
+    elif base is None or not images:
+        raise DataVersionError("a new version needs a base version and images to add or replace")
+    else:
+        source_dir = resolve_version(base, versions_dir=versions_dir)[1]
+    staging = versions_dir / f".{name}.part"
+    remove_version_files(staging)
+    try:
+        stage_version(staging, source_dir, images)
+        files = {path.name: sha256_file(path) for path in sorted(staging.iterdir())}
+        version = DataVersion(
+            name=name,
+            files=files,
+            sha256=content_hash(files),
+            base=base,
+            origin=origin,
+            description=description,
+            counts={split: len(read_split(staging, split)) for split in SPLIT_FILES},
+            sources=[image.record() for image in images],
+        )
+        for path in staging.iterdir():
+            path.chmod(0o444)
+        staging.rename(target)
+        dvc(root, "add", str(target.relative_to(root)))
+        record = yaml.safe_load(record_path.read_text())
+        record["meta"] = version.to_meta()
+        write_text_atomically(record_path, yaml.safe_dump(record, sort_keys=False))
+    except BaseException:
+        remove_version_files(staging)
+        remove_version_files(target)
+        record_path.unlink(missing_ok=True)
+        raise
+    if push:
+        dvc(root, "push", str(record_path.relative_to(root)))
+    return version
+
+
+def remove_version_files(directory: Path) -> None:
+    if directory.exists():
+        directory.chmod(0o755)
+        for path in directory.iterdir():
+            path.chmod(0o644)
+        shutil.rmtree(directory)
+
+
+def pull_version(name: str, root: Path = PROJECT_ROOT) -> Path:
+    """Make `data/versions/<name>/` present and verified: from the DVC remote, else from its origin."""
+    versions_dir = versions_dir_of(root)
+    version = DataVersion.read(name, versions_dir)
+    target = versions_dir / name
+    try:
+        dvc(root, "pull", str(DataVersion.record_path(name, versions_dir).relative_to(root)))
+    except DvcError:
+        if version.origin is None:
+            raise
+        source_dir = resolve_version(name, versions_dir=versions_dir)[1]  # the downloader, verified
+        remove_version_files(target)
+        staging = versions_dir / f".{name}.part"
+        remove_version_files(staging)
+        stage_version(staging, source_dir, [])
+        staging.rename(target)
+    return resolve_version(name, versions_dir=versions_dir)[1]
+
+
+def verify_versions(names: list[str], root: Path = PROJECT_ROOT) -> list[str]:
+    """One line per version; lines starting with FAIL name every changed, missing or extra file."""
+    versions_dir = versions_dir_of(root)
+    versions = [DataVersion.read(n, versions_dir) for n in names] if names else list_versions(versions_dir)
+    lines = []
+    for version in versions:
+        directory = versions_dir / version.name
+        if not directory.is_dir():
+            lines.append(f"absent {version.name}: not in {directory}; ./tasks/data.sh pull {version.name}")
+        elif problems := version.problems(directory, exclusive=True):
+            lines.append(f"FAIL   {version.name} ({version.short_hash}): " + "; ".join(problems))
+        else:
+            lines.append(f"ok     {version.name} ({version.short_hash}): {len(version.files)} files match")
+    return lines
+
+
+def version_rows(root: Path = PROJECT_ROOT) -> list[dict[str, object]]:
+    versions_dir = versions_dir_of(root)
+    return [
+        {
+            "version": v.name,
+            "base": v.base or v.origin or "-",
+            "sha256": v.short_hash,
+            "train": v.counts.get("train", "?"),
+            "test": v.counts.get("test", "?"),
+            "local": "yes" if (versions_dir / v.name).is_dir() else "no",
+            "description": v.description,
+        }
+        for v in list_versions(versions_dir)
+    ]
+
+
+def labelled_images(args: argparse.Namespace) -> list[LabelledImage]:
+    classes = Manifest.named(MANIFEST_NAME).classes
+    if args.images:
+        return from_folder(args.images, classes)
+    if args.csv:
+        return from_csv(args.csv, classes)
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="data.sh", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="table of data versions")
+    verify = commands.add_parser("verify", help="check every byte of local versions against their records")
+    verify.add_argument("names", nargs="*", metavar="NAME")
+    add = commands.add_parser("add", help="create a new, immutable data version")
+    add.add_argument("name", metavar="NAME")
+    source = add.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, metavar="DIR", help="labelled photos in DIR/<class>/<image>")
+    source.add_argument("--csv", type=Path, metavar="FILE", help="CSV with path,label[,replaces]")
+    source.add_argument("--official", metavar="MANIFEST", help="a release as is (fashion_mnist)")
+    add.add_argument("--from", dest="base", metavar="BASE", help="the version to start from")
+    add.add_argument("--description", default="", help="what changed and why")
+    add.add_argument("--no-push", action="store_true", help="do not push to the default DVC remote")
+    for command in ("pull", "push"):
+        commands.add_parser(command, help=f"dvc {command} one version").add_argument("name", metavar="NAME")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            rows = version_rows()
+            print(format_table(rows) if rows else "no data versions (add v1 --official fashion_mnist)")
+        elif args.command == "verify":
+            lines = verify_versions(args.names)
+            print("\n".join(lines))
+            return 1 if any(line.startswith("FAIL") for line in lines) else 0
+        elif args.command == "add":
+            version = create_version(
+                args.name,
+                base=args.base,
+                images=labelled_images(args),
+                description=args.description,
+                origin=args.official,
+                push=not args.no_push,
+            )
+            print(
+                f"created data version {version.name} ({version.sha256}): {version.counts}; "
+                f"commit data/versions/{version.name}.dvc and data/versions/.gitignore"
+            )
+        elif args.command == "pull":
+            print(f"data version {args.name} is in {pull_version(args.name)}, verified")
+        else:
+            dvc(PROJECT_ROOT, "push", f"data/versions/{check_name(args.name)}.dvc")
+            print(f"pushed data version {args.name}")
+    except (DataVersionError, LabelError, DvcError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

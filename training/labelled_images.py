@@ -1,0 +1,101 @@
+"""Labelled images from outside the dataset: a folder of `<class>/<image>` files or a CSV of paths and labels.
+
+Every image goes through the same photo pipeline as serving (`image_bytes_to_input`), so a shop's photo
+becomes the 28x28 Fashion-MNIST-style image the model will see from the API.
+"""
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from text_recognizer.preprocessing import ImageError, image_bytes_to_input
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+
+
+class LabelError(ValueError):
+    """An image source names an unknown class, a missing file or an unreadable image."""
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    pixels: np.ndarray  # uint8 (28, 28)
+    label: int
+    source: str  # where it came from, recorded in the data version
+    replaces: int | None = None  # index into the base training split to overwrite, else appended
+
+    def record(self) -> dict[str, object]:
+        """What the data version records about this image."""
+        entry: dict[str, object] = {"source": self.source, "label": self.label}
+        if self.replaces is not None:
+            entry["replaces"] = self.replaces
+        return entry
+
+
+def slug(text: str) -> str:
+    """Folder-safe class name: "T-shirt/top" -> "t-shirt-top", "Ankle boot" -> "ankle-boot"."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def class_index(label: str, class_names: tuple[str, ...]) -> int:
+    """A label given as an index, the class name or its slug, to the class index."""
+    text = label.strip()
+    if text.isdigit() and int(text) < len(class_names):
+        return int(text)
+    for index, name in enumerate(class_names):
+        if text == name or slug(text) == slug(name):
+            return index
+    choices = ", ".join(f"{i} {slug(name)}" for i, name in enumerate(class_names))
+    raise LabelError(f"unknown class {label!r}; use an index, a class name or one of: {choices}")
+
+
+def read_image(path: Path) -> np.ndarray:
+    try:
+        return image_bytes_to_input(path.read_bytes())
+    except ImageError as error:
+        raise LabelError(f"{path}: {error}") from None
+    except OSError as error:
+        raise LabelError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def from_folder(directory: Path, class_names: tuple[str, ...]) -> list[LabelledImage]:
+    """`directory/<class>/<image>`; the class folder is an index, a class name or its slug."""
+    if not directory.is_dir():
+        raise LabelError(f"{directory} is not a directory of <class>/<image> files")
+    images = []
+    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+        label = class_index(folder.name, class_names)
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(LabelledImage(read_image(path), label, str(path.relative_to(directory))))
+    if not images:
+        raise LabelError(f"{directory} holds no images in <class>/<image> folders")
+    return images
+
+
+def from_csv(path: Path, class_names: tuple[str, ...]) -> list[LabelledImage]:
+    """Columns `path,label` and optionally `replaces` (a training index); paths relative to the CSV."""
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise LabelError(f"{path}: cannot read ({error.strerror})") from None
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise LabelError(f"{path} needs a header with the columns path,label (and optionally replaces)")
+    images = []
+    for line, row in enumerate(rows, start=2):
+        replaces = (row.get("replaces") or "").strip()
+        if replaces and not replaces.isdigit():
+            raise LabelError(f"{path}:{line}: replaces must be a training-image index, got {replaces!r}")
+        try:
+            label = class_index(row["label"], class_names)
+        except LabelError as error:
+            raise LabelError(f"{path}:{line}: {error}") from None
+        image_path = path.parent / row["path"]
+        images.append(
+            LabelledImage(read_image(image_path), label, row["path"], int(replaces) if replaces else None)
+        )
+    return images

@@ -1,5 +1,7 @@
 """The FastAPI application: prediction endpoints, health, metadata, metrics and the web page."""
 
+import functools
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -7,19 +9,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.errors import ApiError, ErrorBody, documented_errors, error_response, install_error_handlers
 from api.limits import BodySizeLimit
-from api.observability import Metrics, Observability, configure_logging
+from api.observability import Metrics, Observability, configure_logging, request_id_var
 from api.predictor import Prediction, Predictor
 from api.settings import Settings
-from text_recognizer.preprocessing import ImageError
+from text_recognizer.datasets.feedback import DuplicateFeedbackError, FeedbackRecord, FeedbackStore
+from text_recognizer.labels import LabelError, class_index
+from text_recognizer.preprocessing import ImageError, decode_image, fashion_mnist_style
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 IMAGE_ERROR_STATUS = {"unsupported_format": 415, "image_too_large": 413}
@@ -38,6 +43,16 @@ class BatchItem(BaseModel):
 class BatchResponse(BaseModel):
     results: list[BatchItem]
     model_version: str
+
+
+class FeedbackReceipt(BaseModel):
+    id: int
+    category: str = Field(description="the correct category, as the sender gave or confirmed it")
+    predicted_category: str = Field(description="what the served model predicted for this image")
+    predicted_confidence: float
+    confirmed: bool = Field(description="the sender agreed with the prediction")
+    model_version: str
+    image_sha256: str
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -75,17 +90,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(503, "not_ready", "the model is still loading")
         return predictor
 
-    async def predict_upload(predictor: Predictor, upload: UploadFile, top_k: int) -> Prediction:
+    async def read_upload(upload: UploadFile) -> bytes:
         if upload.size is not None and upload.size > settings.max_upload_bytes:
             message = (
                 f"{upload.filename or 'the file'} is {upload.size} bytes; limit {settings.max_upload_bytes}"
             )
             raise ApiError(413, "payload_too_large", message)
-        data = await upload.read()
+        return await upload.read()
+
+    @functools.cache
+    def feedback_store() -> FeedbackStore:
+        """Opened on first use, so a prediction-only deployment needs no writable feedback folder."""
+        return FeedbackStore.at(settings.feedback_dir, settings.feedback_db_url or None)
+
+    def rejected(error: ImageError) -> ApiError:
+        return ApiError(IMAGE_ERROR_STATUS.get(error.code, 400), error.code, error.message)
+
+    async def predict_upload(predictor: Predictor, upload: UploadFile, top_k: int) -> Prediction:
+        data = await read_upload(upload)
         try:
             prediction = await run_in_threadpool(predictor.predict_bytes, data, top_k, settings.max_pixels)
         except ImageError as error:
-            raise ApiError(IMAGE_ERROR_STATUS.get(error.code, 400), error.code, error.message) from None
+            raise rejected(error) from None
         metrics.observe_prediction(prediction.category, prediction.confidence)
         return prediction
 
@@ -125,6 +151,66 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     )
                 )
         return BatchResponse(results=results, model_version=predictor.version)
+
+    @app.post(
+        "/v1/feedback",
+        status_code=201,
+        response_model=FeedbackReceipt,
+        responses=documented_errors(400, 409, 413, 415, 422, 503),
+    )
+    async def feedback(
+        request: Request,
+        file: Annotated[UploadFile, File(description="the image the feedback is about")],
+        category: Annotated[
+            str | None, Form(description="the correct category: name, slug (ankle-boot) or index")
+        ] = None,
+        confirm: Annotated[bool, Form(description="true: the prediction was right")] = False,
+    ) -> FeedbackReceipt:
+        """Tell the service the correct category of an image (or confirm its prediction), for retraining."""
+        predictor = predictor_of(request)
+        if (category is None) == (not confirm):
+            raise ApiError(422, "validation_error", "send either category=<correct category> or confirm=true")
+        data = await read_upload(file)
+
+        def decode_and_predict() -> tuple[str, Prediction]:
+            image = decode_image(data, settings.max_pixels)
+            return image.format or "", predictor.predict_arrays([fashion_mnist_style(image)], 1)[0]
+
+        try:
+            image_format, prediction = await run_in_threadpool(decode_and_predict)
+        except ImageError as error:
+            raise rejected(error) from None
+        predicted = prediction.top_k[0]
+        classes = predictor.model.class_names
+        try:
+            label = classes.index(predicted.category) if category is None else class_index(category, classes)
+        except LabelError as error:
+            raise ApiError(422, "unknown_category", str(error)) from None
+
+        def store(*args: Any, **fields: Any) -> FeedbackRecord:
+            return feedback_store().add(*args, **fields)
+
+        try:
+            record = await run_in_threadpool(
+                store,
+                data,
+                hashlib.sha256(data).hexdigest(),
+                image_format,
+                label=label,
+                category=classes[label],
+                predicted_category=predicted.category,
+                predicted_confidence=predicted.confidence,
+                confirmed=classes[label] == predicted.category,
+                model_version=predictor.version,
+                request_id=request_id_var.get(),
+            )
+        except DuplicateFeedbackError as error:
+            raise ApiError(409, "duplicate_feedback", str(error)) from None
+        except (OSError, SQLAlchemyError) as error:
+            logger.exception("feedback could not be stored")
+            raise ApiError(503, "feedback_unavailable", "feedback storage is unavailable; try again later") from None
+        metrics.observe_feedback(record.confirmed)
+        return FeedbackReceipt.model_validate(record, from_attributes=True)
 
     @app.get("/health/live")
     async def live() -> dict[str, str]:

@@ -15,6 +15,7 @@ STATUS_CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
@@ -83,8 +84,9 @@ def documented_errors(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Bad input: empty file, not an image, corrupt or truncated image, too many files",
         413: "Upload larger than the size limit, or image with more pixels than the limit",
+        409: "Feedback for this image was already recorded",
         415: "An image format other than JPEG, PNG, WebP, BMP or GIF",
-        422: "Missing `file` field or an invalid query parameter",
-        503: "The model is not loaded yet",
+        422: "Missing `file` field, an invalid parameter, or an unknown category",
+        503: "The model is not loaded yet, or feedback storage is unavailable",
     }
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in status_codes}

@@ -59,6 +59,16 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.feedback = Counter(
+            "feedback_total",
+            "Feedback received; confirmed=false means the prediction was corrected",
+            ["confirmed"],
+            registry=self.registry,
+        )
+
+    def observe_feedback(self, confirmed: bool) -> None:
+        self.feedback.labels(confirmed=str(confirmed).lower()).inc()
+
     def observe_prediction(self, category: str, confidence: float) -> None:
         self.predictions.labels(category=category).inc()
         self.confidence.observe(confidence)

@@ -4,6 +4,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from text_recognizer.datasets.feedback import DEFAULT_FEEDBACK_DIR
 from text_recognizer.paths import PROMOTED_MODEL_PATH
 from text_recognizer.preprocessing import DEFAULT_MAX_PIXELS
 
@@ -22,6 +23,10 @@ class Settings:
     torch_threads: int = 1
     # Answer "unsure" below the model card's confidence threshold (chosen on the validation split).
     use_confidence_threshold: bool = True
+    # Feedback (POST /v1/feedback): images under this folder, rows in SQLite there unless a database URL
+    # (any SQLAlchemy URL, e.g. postgresql://...) is given; shared by all workers.
+    feedback_dir: Path = DEFAULT_FEEDBACK_DIR
+    feedback_db_url: str = ""
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -37,8 +42,10 @@ class Settings:
 
 def parse(name: str, raw: str) -> object:
     """An environment value as the type of the setting it sets, or an error naming the variable."""
-    if name == "model_path":
+    if name in ("model_path", "feedback_dir"):
         return Path(raw)
+    if name == "feedback_db_url":
+        return raw
     if name == "use_confidence_threshold":
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
             raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: use true or false")

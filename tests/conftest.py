@@ -2,6 +2,9 @@
 
 import hashlib
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +13,11 @@ import torch
 
 from text_recognizer.datasets.download import download
 from text_recognizer.datasets.manifest import FileSpec, Manifest
+from text_recognizer.datasets.versions import VERSIONS_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "fashion_mnist"
+DVC = str(Path(sys.executable).parent / "dvc")
 
 # One thread: results do not depend on how busy the shared machine is, and small CPU kernels run fastest.
 torch.set_num_threads(1)
@@ -61,3 +66,16 @@ def fixture_manifest() -> Manifest:
         classes=Manifest.named("fashion_mnist").classes,
         files=files,
     )
+
+
+@pytest.fixture
+def dvc_repo(tmp_path: Path, full_data_dir: Path) -> Path:
+    """A git + DVC repository with a local default remote and the committed v1 record."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    for command in (["init", "-q"], ["remote", "add", "-d", "local", str(tmp_path / "storage")]):
+        subprocess.run([DVC, *command], cwd=root, check=True, capture_output=True)
+    (root / "data" / "versions").mkdir(parents=True)
+    shutil.copy(VERSIONS_DIR / "v1.dvc", root / "data" / "versions" / "v1.dvc")
+    return root

@@ -12,39 +12,20 @@ import torch
 import yaml
 
 from text_recognizer.datasets.fashion_mnist import read_split
-from text_recognizer.datasets.versions import VERSIONS_DIR, DataVersion, DataVersionError, resolve_version
+from text_recognizer.datasets.versions import DataVersion, DataVersionError, resolve_version
+from text_recognizer.labels import LabelError
 from text_recognizer.preprocessing import image_bytes_to_input
 from training import data_versions
 from training.config import CONFIGS_DIR, load_config
 from training.data_versions import DvcError, create_version, pull_version, verify_versions
-from training.labelled_images import LabelError, from_csv, from_folder
+from training.labelled_images import from_csv, from_folder
 from training.trainer import start_run
 
-from .conftest import FIXTURES_DIR, REPO_ROOT
+from .conftest import DVC, FIXTURES_DIR, REPO_ROOT
 from .support.product_photos import product_photo
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot")  # fmt: skip
-DVC = str(Path(sys.executable).parent / "dvc")
-
-
-def dvc(root: Path, *args: str) -> str:
-    result = subprocess.run([DVC, *args], cwd=root, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
-@pytest.fixture
-def repo(tmp_path: Path, full_data_dir: Path) -> Path:
-    """A git + DVC repository with a local default remote and the committed v1 record."""
-    root = tmp_path / "repo"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    dvc(root, "init", "-q")
-    dvc(root, "remote", "add", "-d", "local", str(tmp_path / "storage"))
-    (root / "data" / "versions").mkdir(parents=True)
-    shutil.copy(VERSIONS_DIR / "v1.dvc", root / "data" / "versions" / "v1.dvc")
-    return root
 
 
 @pytest.fixture
@@ -60,11 +41,11 @@ def shop_photos(tmp_path: Path) -> Path:
     return folder
 
 
-def test_a_version_adds_labelled_photos_through_the_serving_pipeline(repo: Path, shop_photos: Path) -> None:
+def test_a_version_adds_labelled_photos_via_the_serving_pipeline(dvc_repo: Path, shop_photos: Path) -> None:
     images = from_folder(shop_photos, CLASSES)
-    version = create_version("v2", base="v1", images=images, description="shop photos", root=repo)
+    version = create_version("v2", base="v1", images=images, description="shop photos", root=dvc_repo)
     v1 = DataVersion.read("v1")
-    directory = repo / "data" / "versions" / "v2"
+    directory = dvc_repo / "data" / "versions" / "v2"
     train = read_split(directory, "train")
     assert len(train) == 60006 and version.counts == {"train": 60006, "test": 10000}
     assert train.labels[-6:].tolist() == [1, 1, 8, 8, 9, 9]  # folders in name order: 1, Bag, ankle-boot
@@ -74,67 +55,67 @@ def test_a_version_adds_labelled_photos_through_the_serving_pipeline(repo: Path,
     assert (
         version.files["t10k-images-idx3-ubyte.gz"] == v1.files["t10k-images-idx3-ubyte.gz"]
     )  # test unchanged
-    record = DataVersion.read("v2", repo / "data" / "versions")
+    record = DataVersion.read("v2", dvc_repo / "data" / "versions")
     assert (
         record == version and record.base == "v1" and record.sources[0] == {"source": "1/0.jpg", "label": 1}
     )
-    dvc_record = yaml.safe_load((repo / "data" / "versions" / "v2.dvc").read_text())
+    dvc_record = yaml.safe_load((dvc_repo / "data" / "versions" / "v2.dvc").read_text())
     assert dvc_record["outs"][0]["path"] == "v2" and dvc_record["outs"][0]["nfiles"] == 4
-    assert "/v2" in (repo / "data" / "versions" / ".gitignore").read_text().split()
-    assert any((repo.parent / "storage").rglob("*")), "pushed to the default remote"
+    assert "/v2" in (dvc_repo / "data" / "versions" / ".gitignore").read_text().split()
+    assert any((dvc_repo.parent / "storage").rglob("*")), "pushed to the default remote"
     assert all(path.stat().st_mode & 0o222 == 0 for path in directory.iterdir())
-    assert verify_versions([], root=repo) == [
-        f"absent v1: not in {repo / 'data' / 'versions' / 'v1'}; ./tasks/data.sh pull v1",
+    assert verify_versions([], root=dvc_repo) == [
+        f"absent v1: not in {dvc_repo / 'data' / 'versions' / 'v1'}; ./tasks/data.sh pull v1",
         f"ok     v2 ({version.short_hash}): 4 files match",
     ]
-    same = create_version("v2b", base="v1", images=images, description="again", root=repo, push=False)
+    same = create_version("v2b", base="v1", images=images, description="again", root=dvc_repo, push=False)
     assert same.sha256 == version.sha256, "content-hashed: the same inputs give the same hash"
 
 
-def test_verify_names_every_changed_byte_and_training_refuses_it(repo: Path, shop_photos: Path) -> None:
+def test_verify_names_every_changed_byte_and_training_refuses_it(dvc_repo: Path, shop_photos: Path) -> None:
     images = from_folder(shop_photos, CLASSES)[:1]
-    create_version("v2", base="v1", images=images, description="", root=repo, push=False)
-    labels = repo / "data" / "versions" / "v2" / "train-labels-idx1-ubyte.gz"
+    create_version("v2", base="v1", images=images, description="", root=dvc_repo, push=False)
+    labels = dvc_repo / "data" / "versions" / "v2" / "train-labels-idx1-ubyte.gz"
     labels.chmod(0o644)
     data = bytearray(labels.read_bytes())
     data[-20] ^= 1
     labels.write_bytes(bytes(data))
-    (repo / "data" / "versions" / "v2" / "notes.txt").write_text("stray")
-    (line,) = verify_versions(["v2"], root=repo)
+    (dvc_repo / "data" / "versions" / "v2" / "notes.txt").write_text("stray")
+    (line,) = verify_versions(["v2"], root=dvc_repo)
     assert line.startswith("FAIL   v2") and "train-labels-idx1-ubyte.gz changed" in line
     assert "notes.txt is not part of the version" in line
     with pytest.raises(DataVersionError, match=r"train-labels-idx1-ubyte\.gz changed"):
-        resolve_version("v2", versions_dir=repo / "data" / "versions")
+        resolve_version("v2", versions_dir=dvc_repo / "data" / "versions")
 
 
-def test_an_edited_record_is_detected(repo: Path) -> None:
-    record = repo / "data" / "versions" / "v1.dvc"
+def test_an_edited_record_is_detected(dvc_repo: Path) -> None:
+    record = dvc_repo / "data" / "versions" / "v1.dvc"
     raw = yaml.safe_load(record.read_text())
     raw["meta"]["data_version"]["files"]["train-labels-idx1-ubyte.gz"] = "0" * 64
     record.write_text(yaml.safe_dump(raw))
     with pytest.raises(DataVersionError, match="edited record"):
-        DataVersion.read("v1", repo / "data" / "versions")
+        DataVersion.read("v1", dvc_repo / "data" / "versions")
 
 
-def test_replacing_and_csv_input(repo: Path, shop_photos: Path, tmp_path: Path) -> None:
+def test_replacing_and_csv_input(dvc_repo: Path, shop_photos: Path, tmp_path: Path) -> None:
     table = tmp_path / "labels.csv"
     table.write_text(f"path,label,replaces\n{shop_photos}/Bag/0.jpg,bag,0\n{shop_photos}/1/0.jpg,Trouser,\n")
     images = from_csv(table, CLASSES)
-    version = create_version("v3", base="v1", images=images, description="", root=repo, push=False)
-    train = read_split(repo / "data" / "versions" / "v3", "train")
+    version = create_version("v3", base="v1", images=images, description="", root=dvc_repo, push=False)
+    train = read_split(dvc_repo / "data" / "versions" / "v3", "train")
     assert version.counts["train"] == 60001 and train.labels[0] == 8 and train.labels[-1] == 1
     assert version.sources[0]["replaces"] == 0
 
 
-def test_bad_input_is_refused_with_a_clear_error_and_leaves_nothing(repo: Path, shop_photos: Path,
+def test_bad_input_is_refused_with_a_clear_error_and_leaves_nothing(dvc_repo: Path, shop_photos: Path,
                                                                    tmp_path: Path) -> None:  # fmt: skip
     images = from_folder(shop_photos, CLASSES)
     with pytest.raises(DataVersionError, match="must be lowercase"):
-        create_version("V 2", base="v1", images=images, description="", root=repo)
+        create_version("V 2", base="v1", images=images, description="", root=dvc_repo)
     with pytest.raises(DataVersionError, match=r"unknown data version 'v7'.*known versions: v1"):
-        create_version("v2", base="v7", images=images, description="", root=repo)
+        create_version("v2", base="v7", images=images, description="", root=dvc_repo)
     with pytest.raises(DataVersionError, match="already exists"):
-        create_version("v1", base="v1", images=images, description="", root=repo)
+        create_version("v1", base="v1", images=images, description="", root=dvc_repo)
     (shop_photos / "hats").mkdir()
     with pytest.raises(LabelError, match=r"unknown class 'hats'.*9 ankle-boot"):
         from_folder(shop_photos, CLASSES)
@@ -147,22 +128,24 @@ def test_bad_input_is_refused_with_a_clear_error_and_leaves_nothing(repo: Path, 
     (tmp_path / "bad.csv").write_text(f"path,label,replaces\n{shop_photos}/1/0.jpg,1,70000\n")
     with pytest.raises(LabelError, match="replaces index 70000, but the base has 60000"):
         create_version(
-            "v2", base="v1", images=from_csv(tmp_path / "bad.csv", CLASSES), description="", root=repo
+            "v2", base="v1", images=from_csv(tmp_path / "bad.csv", CLASSES), description="", root=dvc_repo
         )
-    shutil.rmtree(repo / ".dvc")  # DVC itself fails: the half-made version must vanish
+    shutil.rmtree(dvc_repo / ".dvc")  # DVC itself fails: the half-made version must vanish
     with pytest.raises(DvcError, match="dvc add"):
-        create_version("v2", base="v1", images=images[:1], description="", root=repo)
-    assert sorted(p.name for p in (repo / "data" / "versions").iterdir()) == ["v1.dvc"]
+        create_version("v2", base="v1", images=images[:1], description="", root=dvc_repo)
+    assert sorted(p.name for p in (dvc_repo / "data" / "versions").iterdir()) == ["v1.dvc"]
 
 
-def test_pull_restores_from_the_remote_or_rebuilds_an_official_release(repo: Path, shop_photos: Path) -> None:
-    create_version("v2", base="v1", images=from_folder(shop_photos, CLASSES)[:1], description="", root=repo)
-    versions = repo / "data" / "versions"
+def test_pull_restores_from_the_remote_or_rebuilds_a_release(dvc_repo: Path, shop_photos: Path) -> None:
+    create_version(
+        "v2", base="v1", images=from_folder(shop_photos, CLASSES)[:1], description="", root=dvc_repo
+    )
+    versions = dvc_repo / "data" / "versions"
     data_versions.remove_version_files(versions / "v2")
-    assert pull_version("v2", root=repo) == versions / "v2"
-    assert verify_versions(["v2"], root=repo)[0].startswith("ok")
-    assert pull_version("v1", root=repo) == versions / "v1"  # not on the remote: from the downloader
-    assert verify_versions(["v1"], root=repo)[0].startswith("ok")
+    assert pull_version("v2", root=dvc_repo) == versions / "v2"
+    assert verify_versions(["v2"], root=dvc_repo)[0].startswith("ok")
+    assert pull_version("v1", root=dvc_repo) == versions / "v1"  # not on the remote: from the downloader
+    assert verify_versions(["v1"], root=dvc_repo)[0].startswith("ok")
 
 
 def test_training_refuses_a_wrong_version_hash_before_creating_anything(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 import base64
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +23,15 @@ if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
 TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
+TEST_LABELS = read_idx(FIXTURES_DIR / "t10k-labels-idx1-ubyte.gz").tolist()
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer.start(tmp_path_factory.mktemp("server") / "server.log")
+    folder = tmp_path_factory.mktemp("server")
+    live = LiveServer.start(folder / "server.log", env={"APPAREL_FEEDBACK_DIR": str(folder / "feedback")})
     yield live
     live.stop()
 
@@ -58,6 +61,23 @@ def test_choosing_a_photo_shows_category_confidence_and_top_3(page: Page, tmp_pa
     expect(page.locator("#top-k li")).to_have_count(3)
     expect(page.locator("#preview")).to_be_visible()
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+
+
+def test_a_person_corrects_a_wrong_prediction_and_cannot_send_it_twice(page: Page, tmp_path: Path) -> None:
+    photo = tmp_path / "trousers.jpg"
+    photo.write_bytes(product_photo(TEST_IMAGES[TEST_LABELS.index(1)], seed=7))
+    page.set_input_files("#file-input", str(photo))
+    expect(page.locator("#category")).to_have_text("Trouser")
+    page.select_option("#correct-category", "Dress")
+    page.click("#send-correction")
+    expect(page.locator("#feedback-status")).to_have_text(
+        re.compile(r"Thank you: recorded as Dress \(feedback #\d+\)")
+    )
+    expect(page.locator("#feedback")).to_be_hidden()
+    page.set_input_files("#file-input", str(photo))  # the same photo again: the service refuses a duplicate
+    expect(page.locator("#feedback")).to_be_visible()
+    page.click("#confirm")
+    expect(page.locator("#feedback-status")).to_contain_text("Not recorded: this image already has feedback")
 
 
 def test_dropping_a_photo_classifies_it(page: Page) -> None:

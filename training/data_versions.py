@@ -21,6 +21,7 @@ import yaml
 from text_recognizer.atomic import write_text_atomically
 from text_recognizer.datasets.download import download
 from text_recognizer.datasets.fashion_mnist import MANIFEST_NAME, read_split
+from text_recognizer.datasets.feedback import DEFAULT_FEEDBACK_DIR, FeedbackStore
 from text_recognizer.datasets.idx import write_idx
 from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.datasets.versions import (
@@ -33,8 +34,9 @@ from text_recognizer.datasets.versions import (
     resolve_version,
     sha256_file,
 )
+from text_recognizer.labels import LabelError
 from text_recognizer.paths import PROJECT_ROOT
-from training.labelled_images import LabelError, LabelledImage, from_csv, from_folder
+from training.labelled_images import LabelledImage, from_csv, from_feedback, from_folder
 from training.table import format_table
 
 
@@ -214,6 +216,8 @@ def labelled_images(args: argparse.Namespace) -> list[LabelledImage]:
         return from_folder(args.images, classes)
     if args.csv:
         return from_csv(args.csv, classes)
+    if args.feedback:
+        return from_feedback(FeedbackStore.at(args.feedback, args.feedback_db))
     return []
 
 
@@ -228,8 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     source = add.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, metavar="DIR", help="labelled photos in DIR/<class>/<image>")
     source.add_argument("--csv", type=Path, metavar="FILE", help="CSV with path,label[,replaces]")
+    source.add_argument(
+        "--feedback",
+        type=Path,
+        nargs="?",
+        const=DEFAULT_FEEDBACK_DIR,
+        metavar="DIR",
+        help="feedback sent to the API (default data/feedback; --feedback-db for another database)",
+    )
     source.add_argument("--official", metavar="MANIFEST", help="a release as is (fashion_mnist)")
     add.add_argument("--from", dest="base", metavar="BASE", help="the version to start from")
+    add.add_argument("--feedback-db", metavar="URL", help="SQLAlchemy URL of the feedback database")
     add.add_argument("--description", default="", help="what changed and why")
     add.add_argument("--no-push", action="store_true", help="do not push to the default DVC remote")
     for command in ("pull", "push"):

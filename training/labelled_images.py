@@ -1,23 +1,20 @@
-"""Labelled images from outside the dataset: a folder of `<class>/<image>` files or a CSV of paths and labels.
+"""Labelled images from outside the dataset: `<class>/<image>` folders, a CSV of paths and labels, feedback.
 
 Every image goes through the same photo pipeline as serving (`image_bytes_to_input`), so a shop's photo
 becomes the 28x28 Fashion-MNIST-style image the model will see from the API.
 """
 
 import csv
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from text_recognizer.datasets.feedback import FeedbackStore
+from text_recognizer.labels import LabelError, class_index
 from text_recognizer.preprocessing import ImageError, image_bytes_to_input
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
-
-
-class LabelError(ValueError):
-    """An image source names an unknown class, a missing file or an unreadable image."""
 
 
 @dataclass(frozen=True)
@@ -33,23 +30,6 @@ class LabelledImage:
         if self.replaces is not None:
             entry["replaces"] = self.replaces
         return entry
-
-
-def slug(text: str) -> str:
-    """Folder-safe class name: "T-shirt/top" -> "t-shirt-top", "Ankle boot" -> "ankle-boot"."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def class_index(label: str, class_names: tuple[str, ...]) -> int:
-    """A label given as an index, the class name or its slug, to the class index."""
-    text = label.strip()
-    if text.isdigit() and int(text) < len(class_names):
-        return int(text)
-    for index, name in enumerate(class_names):
-        if text == name or slug(text) == slug(name):
-            return index
-    choices = ", ".join(f"{i} {slug(name)}" for i, name in enumerate(class_names))
-    raise LabelError(f"unknown class {label!r}; use an index, a class name or one of: {choices}")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -77,7 +57,10 @@ def from_folder(directory: Path, class_names: tuple[str, ...]) -> list[LabelledI
 
 
 def from_csv(path: Path, class_names: tuple[str, ...]) -> list[LabelledImage]:
-    """Columns `path,label` and optionally `replaces` (a training index); paths relative to the CSV."""
+    """Columns `path,label` and optionally `replaces` (a training index); paths relative to the CSV.
+
+    Rows with an empty label (a labelling queue not finished yet) are skipped.
+    """
     try:
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
@@ -87,6 +70,8 @@ def from_csv(path: Path, class_names: tuple[str, ...]) -> list[LabelledImage]:
         raise LabelError(f"{path} needs a header with the columns path,label (and optionally replaces)")
     images = []
     for line, row in enumerate(rows, start=2):
+        if not (row["label"] or "").strip():
+            continue
         replaces = (row.get("replaces") or "").strip()
         if replaces and not replaces.isdigit():
             raise LabelError(f"{path}:{line}: replaces must be a training-image index, got {replaces!r}")
@@ -98,4 +83,15 @@ def from_csv(path: Path, class_names: tuple[str, ...]) -> list[LabelledImage]:
         images.append(
             LabelledImage(read_image(image_path), label, row["path"], int(replaces) if replaces else None)
         )
+    return images
+
+
+def from_feedback(store: FeedbackStore) -> list[LabelledImage]:
+    """Every feedback image with the category its sender gave (or confirmed), oldest first."""
+    images = [
+        LabelledImage(read_image(record.image_path), record.label, f"feedback:{record.id}")
+        for record in store.all()
+    ]
+    if not images:
+        raise LabelError(f"no feedback stored in {store.engine.url}")
     return images

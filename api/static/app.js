@@ -1,10 +1,46 @@
-// The web page: choose or drop an image, preview it, send it to /v1/predict, show the top-3 as bars.
+// The web page: choose or drop an image, preview it, send it to /v1/predict, show the top-3 as bars;
+// then let the person confirm or correct the prediction (/v1/feedback).
 const input = document.getElementById("file-input");
 const dropZone = document.getElementById("drop-zone");
 const preview = document.getElementById("preview");
 const statusLine = document.getElementById("status");
 const result = document.getElementById("result");
 const errorBox = document.getElementById("error");
+const feedbackForm = document.getElementById("feedback");
+const feedbackStatus = document.getElementById("feedback-status");
+const correctCategory = document.getElementById("correct-category");
+let currentFile = null;
+
+async function loadCategories() {
+  const response = await fetch("/v1/metadata");
+  if (!response.ok) return;
+  const { classes } = await response.json();
+  correctCategory.append(
+    ...classes.map((name) => {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name;
+      return option;
+    }),
+  );
+}
+
+async function sendFeedback(fields) {
+  const form = new FormData();
+  form.append("file", currentFile);
+  for (const [key, value] of Object.entries(fields)) form.append(key, value);
+  feedbackStatus.textContent = "Sending…";
+  try {
+    const response = await fetch("/v1/feedback", { method: "POST", body: form });
+    const body = await response.json();
+    feedbackStatus.textContent = response.ok
+      ? `Thank you: recorded as ${body.category} (feedback #${body.id}).`
+      : `Not recorded: ${body.error ? body.error.message : `request failed (${response.status})`}`;
+    if (response.ok) feedbackForm.hidden = true;
+  } catch (error) {
+    feedbackStatus.textContent = `Could not reach the service: ${error.message}`;
+  }
+}
 
 function percent(value) {
   return `${(value * 100).toFixed(1)}%`;
@@ -41,10 +77,14 @@ function showPrediction(prediction) {
       return item;
     }),
   );
+  feedbackForm.hidden = false;
+  feedbackStatus.textContent = "";
+  correctCategory.value = "";
   result.hidden = false;
 }
 
 async function classify(file) {
+  currentFile = file;
   preview.src = URL.createObjectURL(file);
   preview.hidden = false;
   document.getElementById("drop-hint").hidden = true;
@@ -68,6 +108,7 @@ async function classify(file) {
 
 input.addEventListener("change", () => {
   if (input.files.length) classify(input.files[0]);
+  input.value = ""; // choosing the same file again must classify it again
 });
 dropZone.addEventListener("dragover", (event) => {
   event.preventDefault();
@@ -79,3 +120,9 @@ dropZone.addEventListener("drop", (event) => {
   dropZone.classList.remove("dragging");
   if (event.dataTransfer.files.length) classify(event.dataTransfer.files[0]);
 });
+document.getElementById("confirm").addEventListener("click", () => sendFeedback({ confirm: "true" }));
+feedbackForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sendFeedback({ category: correctCategory.value });
+});
+loadCategories();

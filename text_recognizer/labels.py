@@ -1,0 +1,24 @@
+"""Class labels as people write them: an index, the class name, or its folder-safe slug."""
+
+import re
+
+
+class LabelError(ValueError):
+    """A label, image source or labelled file is unusable; the message names it."""
+
+
+def slug(text: str) -> str:
+    """Folder-safe class name: "T-shirt/top" -> "t-shirt-top", "Ankle boot" -> "ankle-boot"."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def class_index(label: str, class_names: tuple[str, ...]) -> int:
+    """A label given as an index, the class name or its slug, to the class index."""
+    text = label.strip()
+    if text.isdigit() and int(text) < len(class_names):
+        return int(text)
+    for index, name in enumerate(class_names):
+        if text == name or slug(text) == slug(name):
+            return index
+    choices = ", ".join(f"{i} {slug(name)}" for i, name in enumerate(class_names))
+    raise LabelError(f"unknown class {label!r}; use an index, a class name or one of: {choices}")

@@ -206,9 +206,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         except DuplicateFeedbackError as error:
             raise ApiError(409, "duplicate_feedback", str(error)) from None
-        except (OSError, SQLAlchemyError) as error:
+        except (OSError, SQLAlchemyError):
             logger.exception("feedback could not be stored")
-            raise ApiError(503, "feedback_unavailable", "feedback storage is unavailable; try again later") from None
+            raise ApiError(
+                503, "feedback_unavailable", "feedback storage is unavailable; try again later"
+            ) from None
         metrics.observe_feedback(record.confirmed)
         return FeedbackReceipt.model_validate(record, from_attributes=True)
 

@@ -25,6 +25,7 @@ from text_recognizer.datasets.download import DownloadError
 from text_recognizer.datasets.fashion_mnist import Split, load_fashion_mnist
 from text_recognizer.evaluation import classification_report
 from text_recognizer.models import ArtifactError, ClassifierModel
+from training.image_grid import save_image_grid
 from training.run_directory import RunDirectory
 from training.tracking import tracker_for_run
 
@@ -41,6 +42,7 @@ def resolve(target: Path) -> tuple[Path, Path]:
 def evaluation_split(model: ClassifierModel, split: str) -> Split:
     data_config = model.metadata.get("config", {}).get("data", {})
     data = load_fashion_mnist(
+        version=data_config.get("version", "v1"),  # the validation split is held out of this version
         val_size=data_config.get("val_size", 5000),
         split_seed=data_config.get("split_seed", 0),
         mirror=data_config.get("mirror"),
@@ -94,28 +96,21 @@ def plot_mistakes(
     confidences, predicted = probabilities.max(dim=1)
     wrong = torch.nonzero(predicted != split.labels).flatten()
     worst = wrong[torch.argsort(confidences[wrong], descending=True)][:MISTAKES_SHOWN]
-    columns = 6
-    rows = max(1, (len(worst) + columns - 1) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.9, rows * 2.2), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    listed = []
-    for axis, index in zip(axes.flat, worst.tolist(), strict=False):
-        true_name, predicted_name = class_names[int(split.labels[index])], class_names[int(predicted[index])]
-        axis.imshow(split.images[index].numpy(), cmap="gray")
-        axis.set_title(f"true {true_name}\npred {predicted_name} {confidences[index]:.0%}", fontsize=8)
-        listed.append(
-            {
-                "index": index,
-                "true": true_name,
-                "predicted": predicted_name,
-                "confidence": float(confidences[index]),
-            }
-        )
-    figure.suptitle(f"{title}: most confident mistakes")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    listed = [
+        {
+            "index": index,
+            "true": class_names[int(split.labels[index])],
+            "predicted": class_names[int(predicted[index])],
+            "confidence": float(confidences[index]),
+        }
+        for index in worst.tolist()
+    ]
+    save_image_grid(
+        [split.images[item["index"]].numpy() for item in listed],
+        [f"true {m['true']}\npred {m['predicted']} {m['confidence']:.0%}" for m in listed],
+        path,
+        f"{title}: most confident mistakes",
+    )
     return listed
 
 

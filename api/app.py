@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.batching import MicroBatcher
 from api.errors import ApiError, ErrorBody, documented_errors, error_response, install_error_handlers
 from api.limits import BodySizeLimit
 from api.observability import Metrics, Observability, configure_logging, request_id_var
@@ -24,7 +25,7 @@ from api.predictor import Prediction, Predictor
 from api.settings import Settings
 from text_recognizer.datasets.feedback import DuplicateFeedbackError, FeedbackRecord, FeedbackStore
 from text_recognizer.labels import LabelError, class_index
-from text_recognizer.preprocessing import ImageError, decode_image, fashion_mnist_style
+from text_recognizer.preprocessing import ImageError, decode_image, fashion_mnist_style, image_bytes_to_input
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 IMAGE_ERROR_STATUS = {"unsupported_format": 415, "image_too_large": 413}
@@ -66,8 +67,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         predictor = Predictor.load(settings.model_path, settings.use_confidence_threshold)
         await run_in_threadpool(predictor.warm_up)
         app.state.predictor = predictor
+        batcher = None
+        if settings.batch_wait_ms > 0:
+            batcher = MicroBatcher(
+                predictor.predict_arrays,
+                settings.batch_wait_ms / 1000,
+                settings.batch_max_size,
+                metrics.observe_batch,
+            )
+            batcher.start()
+        app.state.batcher = batcher
         logger.info("model %s loaded from %s; ready", predictor.version, settings.model_path)
         yield
+        if batcher is not None:
+            await batcher.stop()
 
     app = FastAPI(
         title="Apparel classifier",
@@ -106,10 +119,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def rejected(error: ImageError) -> ApiError:
         return ApiError(IMAGE_ERROR_STATUS.get(error.code, 400), error.code, error.message)
 
-    async def predict_upload(predictor: Predictor, upload: UploadFile, top_k: int) -> Prediction:
+    async def predict_upload(
+        request: Request, predictor: Predictor, upload: UploadFile, top_k: int
+    ) -> Prediction:
         data = await read_upload(upload)
+        batcher: MicroBatcher | None = request.app.state.batcher
         try:
-            prediction = await run_in_threadpool(predictor.predict_bytes, data, top_k, settings.max_pixels)
+            if batcher is None:  # one hop to the thread pool: decode and predict there
+                prediction = await run_in_threadpool(
+                    predictor.predict_bytes, data, top_k, settings.max_pixels
+                )
+            else:
+                pixels = await run_in_threadpool(image_bytes_to_input, data, settings.max_pixels)
+                prediction = await batcher.predict(pixels, top_k)
         except ImageError as error:
             raise rejected(error) from None
         metrics.observe_prediction(prediction.category, prediction.confidence)
@@ -122,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         top_k: TopK = settings.default_top_k,
     ) -> Prediction:
         """Classify one uploaded image."""
-        return await predict_upload(predictor_of(request), file, top_k)
+        return await predict_upload(request, predictor_of(request), file, top_k)
 
     @app.post(
         "/v1/predict/batch", response_model=BatchResponse, responses=documented_errors(400, 413, 422, 503)
@@ -142,7 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         results = []
         for upload in files:
             try:
-                prediction = await predict_upload(predictor, upload, top_k)
+                prediction = await predict_upload(request, predictor, upload, top_k)
                 results.append(BatchItem(filename=upload.filename, prediction=prediction))
             except ApiError as error:
                 results.append(

@@ -59,12 +59,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.batch_size = Histogram(
+            "prediction_batch_size",
+            "Images per forward pass when micro-batching is on",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         self.feedback = Counter(
             "feedback_total",
             "Feedback received; confirmed=false means the prediction was corrected",
             ["confirmed"],
             registry=self.registry,
         )
+
+    def observe_batch(self, size: int) -> None:
+        self.batch_size.observe(size)
 
     def observe_feedback(self, confirmed: bool) -> None:
         self.feedback.labels(confirmed=str(confirmed).lower()).inc()

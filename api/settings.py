@@ -23,6 +23,10 @@ class Settings:
     torch_threads: int = 1
     # Answer "unsure" below the model card's confidence threshold (chosen on the validation split).
     use_confidence_threshold: bool = True
+    # Micro-batching: wait up to this long for concurrent /v1/predict requests to share one forward
+    # pass (0 = off: each request runs alone), at most `batch_max_size` images per pass.
+    batch_wait_ms: float = 0.0
+    batch_max_size: int = 32
     # Feedback (POST /v1/feedback): images under this folder, rows in SQLite there unless a database URL
     # (any SQLAlchemy URL, e.g. postgresql://...) is given; shared by all workers.
     feedback_dir: Path = DEFAULT_FEEDBACK_DIR
@@ -50,6 +54,11 @@ def parse(name: str, raw: str) -> object:
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
             raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: use true or false")
         return raw.lower() in ("1", "true", "yes")
+    if name == "batch_wait_ms":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number of milliseconds") from None
     try:
         return int(raw)
     except ValueError:

@@ -7,7 +7,7 @@ source "$(dirname "$0")/_environment.sh"
 "$ROOT/tasks/setup.sh"
 cd "$ROOT"
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(training_loop inference api_load time_to_accuracy)
+[ ${#names[@]} -gt 0 ] || names=(training_loop inference api_load micro_batching time_to_accuracy)
 for name in "${names[@]}"; do
   if [ "$name" = time_to_accuracy ] && [ -n "${TIME_TO_ACCURACY_RUN:-}" ]; then
     "$VENV_PYTHON" -m benchmarks.time_to_accuracy --run "$TIME_TO_ACCURACY_RUN"

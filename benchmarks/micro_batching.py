@@ -1,0 +1,48 @@
+"""Throughput of POST /v1/predict at concurrency 32 with micro-batching off and on, 1 and 2 workers.
+
+    python -m benchmarks.micro_batching [--requests 600] [--setups 1:0,1:2,1:5,2:0,2:5]
+
+Each setup WORKERS:WAIT_MS (APPAREL_BATCH_WAIT_MS; 0 = off) gets its own server, in turn, in one run.
+"""
+
+import argparse
+import asyncio
+import tempfile
+from pathlib import Path
+
+from api.local_server import LiveServer
+from benchmarks.api_load import load, payloads
+from benchmarks.common import print_table, write_result
+
+CONCURRENCY = 32
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=600)
+    parser.add_argument("--setups", default="1:0,1:2,1:5,2:0,2:5", help="WORKERS:WAIT_MS, comma-separated")
+    args = parser.parse_args()
+    rows = []
+    targets = payloads()
+    for setup in args.setups.split(","):
+        workers, wait = setup.split(":")
+        log = Path(tempfile.mkdtemp()) / "server.log"
+        server = LiveServer.start(log, "--workers", workers, env={"APPAREL_BATCH_WAIT_MS": wait})
+        try:
+            for name, files in targets.items():
+                asyncio.run(load(server.url + "/v1/predict", CONCURRENCY, 64, files))  # warm-up
+                result = asyncio.run(load(server.url + "/v1/predict", CONCURRENCY, args.requests, files))
+                rows.append({"workers": int(workers), "batch_wait_ms": float(wait), "route": name, **result})
+        finally:
+            server.stop()
+    print_table(f"micro-batching at concurrency {CONCURRENCY}, {args.requests} requests per row", rows)
+    errors = sum(row["errors"] for row in rows)
+    write_result("micro_batching", rows, requests_per_row=args.requests, errors=errors)
+    if errors:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

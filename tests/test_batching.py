@@ -1,0 +1,79 @@
+"""Micro-batching: concurrent requests share forward passes, each gets its own (identical) answer."""
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.batching import MicroBatcher
+from api.predictor import Prediction
+from api.settings import Settings
+from text_recognizer.datasets.idx import read_idx
+
+from .conftest import FIXTURES_DIR
+from .support.product_photos import product_photo
+from .test_api import upload
+
+IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
+REQUESTS = 24
+
+
+def post_all(client: TestClient, photos: list[bytes]) -> list[dict[str, object]]:
+    def post(index: int) -> dict[str, object]:
+        response = client.post(f"/v1/predict?top_k={1 + index % 4}", files=upload(photos[index]))
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    with ThreadPoolExecutor(max_workers=REQUESTS) as pool:
+        return list(pool.map(post, range(REQUESTS)))
+
+
+def test_concurrent_requests_are_batched_and_answered_as_if_alone() -> None:
+    photos = [product_photo(IMAGES[i], seed=i) for i in range(REQUESTS)]
+    with TestClient(create_app(Settings())) as client:
+        alone = post_all(client, photos)
+    with TestClient(create_app(Settings(batch_wait_ms=50, batch_max_size=8))) as client:
+        batched = post_all(client, photos)
+        metrics = client.get("/metrics").text
+    for one, other in zip(alone, batched, strict=True):
+        assert one["category"] == other["category"] and len(one["top_k"]) == len(other["top_k"])  # type: ignore[arg-type]
+        assert other["confidence"] == pytest.approx(one["confidence"], abs=1e-5)
+    count = float(
+        next(
+            line.split()[1] for line in metrics.splitlines() if line.startswith("prediction_batch_size_count")
+        )
+    )
+    total = float(
+        next(line.split()[1] for line in metrics.splitlines() if line.startswith("prediction_batch_size_sum"))
+    )
+    assert total == REQUESTS and count < REQUESTS, "some requests shared a forward pass"
+    assert 'prediction_batch_size_bucket{le="8.0"} ' + f"{count}" in metrics, "never more than 8 per pass"
+
+
+def test_a_failed_pass_fails_only_its_own_requests() -> None:
+    calls: list[int] = []
+
+    def predict(images: list[np.ndarray], top_k: int) -> list[Prediction]:
+        calls.append(len(images))
+        if len(calls) == 1:
+            raise RuntimeError("broken batch")
+        return [
+            Prediction(category="Bag", class_id=8, confidence=0.9, top_k=[], model_version="x")
+            for _ in images
+        ]
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(predict, max_wait_s=0.05, max_size=4)
+        batcher.start()
+        image = np.zeros((28, 28), dtype=np.uint8)
+        first = await asyncio.gather(*(batcher.predict(image, 1) for _ in range(3)), return_exceptions=True)
+        assert all(isinstance(result, RuntimeError) for result in first)
+        second = await asyncio.gather(*(batcher.predict(image, 1) for _ in range(6)))
+        assert [result.category for result in second] == ["Bag"] * 6
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [3, 4, 2], "groups of at most max_size, the loop survives a failure"

@@ -78,8 +78,11 @@ class RunDirectory:
         kept = [record for record in self.read_metrics() if record["epoch"] <= epoch]
         write_text_atomically(self.metrics_path, "".join(json.dumps(record) + "\n" for record in kept))
 
-    def attach_logger(self, name: str) -> logging.Logger:
-        """Log concise lines to the terminal and timestamped ones to `train.log` (appending on resume)."""
+    def attach_logger(self, name: str, primary: bool = True) -> logging.Logger:
+        """Log concise lines to the terminal and timestamped ones to `train.log` (appending on resume).
+
+        `primary=False` for training processes other than rank 0: no file, warnings only on the terminal.
+        """
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)
         logger.propagate = False
@@ -88,8 +91,10 @@ class RunDirectory:
             handler.close()
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(logging.Formatter("%(message)s"))
-        log_file = logging.FileHandler(self.log_path)
-        log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        console.setLevel(logging.INFO if primary else logging.WARNING)
         logger.addHandler(console)
-        logger.addHandler(log_file)
+        if primary:
+            log_file = logging.FileHandler(self.log_path)
+            log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logger.addHandler(log_file)
         return logger

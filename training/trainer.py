@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from text_recognizer.atomic import write_json_atomically, write_text_atomically
 from text_recognizer.datasets.fashion_mnist import DatasetSplits, load_fashion_mnist
 from text_recognizer.datasets.versions import resolve_version
-from text_recognizer.models.classifier import ClassifierModel, load_safely, save_atomically
+from text_recognizer.models.classifier import ClassifierModel, EpochMetrics, load_safely, save_atomically
 from training.augmentation import augment
 from training.config import AugmentationConfig, ConfigError, RunConfig, SchedulerConfig, load_config
+from training.distributed import SINGLE_PROCESS, Distributed
 from training.environment import environment, git_commit
 from training.run_directory import RunDirectory
 from training.runtime import configure_threads, select_device, set_seeds
@@ -49,6 +51,10 @@ class Progress:
         return patience is not None and self.epochs_without_improvement >= patience
 
 
+def derived_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
 def shuffled_batches(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -56,15 +62,21 @@ def shuffled_batches(
     seed: int,
     epoch: int,
     augmentation: AugmentationConfig,
+    distributed: Distributed = SINGLE_PROCESS,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Full, augmented batches; order and augmentation depend on (seed, epoch) alone, so a resumed run
-    sees exactly what an uninterrupted one would."""
-    epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-    generator = torch.Generator().manual_seed(epoch_seed)
-    order = torch.randperm(labels.numel(), generator=generator).to(images.device)
+    sees exactly what an uninterrupted one would. With several processes, every process walks the same
+    global batches and keeps its own shard of each (`batch_size` stays the global batch size)."""
+    order_generator = torch.Generator().manual_seed(derived_seed(seed, epoch))
+    augment_generator = (
+        torch.Generator().manual_seed(derived_seed(seed, epoch, distributed.rank))
+        if distributed.enabled
+        else order_generator
+    )
+    order = torch.randperm(labels.numel(), generator=order_generator).to(images.device)
     for start in range(0, labels.numel() - batch_size + 1, batch_size):
-        indices = order[start : start + batch_size]
-        yield augment(images[indices], augmentation, generator), labels[indices]
+        indices = distributed.shard(order[start : start + batch_size])
+        yield augment(images[indices], augmentation, augment_generator), labels[indices]
 
 
 def build_optimizer(config: RunConfig, model: ClassifierModel) -> torch.optim.Optimizer:
@@ -103,13 +115,16 @@ def sha256_of(path: Path) -> str:
 class Trainer:
     """Runs one configured training job inside one run directory, from scratch or from `last.pt`."""
 
-    def __init__(self, config: RunConfig, run: RunDirectory) -> None:
+    def __init__(
+        self, config: RunConfig, run: RunDirectory, distributed: Distributed = SINGLE_PROCESS
+    ) -> None:
         self.config = config
         self.run = run
-        self.log = run.attach_logger("training")
+        self.dist = distributed
+        self.log = run.attach_logger("training", primary=distributed.is_main)
         set_seeds(config.seed)
-        self.threads = configure_threads(config.num_threads)
-        self.device = select_device(config.device)
+        self.threads = configure_threads(config.num_threads, distributed.local_world_size)
+        self.device = select_device(config.device, distributed.local_rank)
         self.data: DatasetSplits = load_fashion_mnist(
             version=config.data.version,
             version_hash=config.data.version_hash,
@@ -138,7 +153,14 @@ class Trainer:
         )
         self.progress = Progress()
         self.epochs_completed = 0
-        self.tracker = Tracker(config.tracking.enabled, config.tracking.experiment, self.log)
+        self.tracker = Tracker(
+            config.tracking.enabled and distributed.is_main, config.tracking.experiment, self.log
+        )
+        # Gradients are averaged across processes by DDP; the wrapped module shares the model's weights.
+        self.training_network: torch.nn.Module = self.model.network
+        if distributed.enabled:
+            devices = None if self.device.index is None else [self.device.index]
+            self.training_network = DistributedDataParallel(self.model.network, device_ids=devices)
 
     def artifact_metadata(self) -> dict[str, Any]:
         """Provenance stored in every checkpoint; deterministic, so identical runs give identical files."""
@@ -181,7 +203,8 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.run.keep_metrics_through(self.epochs_completed)
+        if self.dist.is_main:
+            self.run.keep_metrics_through(self.epochs_completed)
         self.log.info(
             "resumed %s after epoch %d (best epoch %d, val loss %.4f)",
             self.run.path,
@@ -224,6 +247,8 @@ class Trainer:
                     self.progress.epochs_without_improvement,
                 )
                 break
+            if self.dist.enabled:  # dropout differs per process, and a resumed run repeats it exactly
+                torch.manual_seed(derived_seed(self.config.seed, epoch, self.dist.rank))
             started = time.perf_counter()
             batches = shuffled_batches(
                 train_images,
@@ -232,10 +257,16 @@ class Trainer:
                 self.config.seed,
                 epoch,
                 self.config.augmentation,
+                self.dist,
             )
-            fit = self.model.fit_epoch(batches, self.optimizer, self.scheduler, config.label_smoothing)
+            fit = self.model.fit_epoch(
+                batches, self.optimizer, self.scheduler, config.label_smoothing, self.training_network
+            )
+            fit = self.reduced(fit.loss, fit.accuracy, fit.images)
             fit_seconds = time.perf_counter() - started
-            validation = self.model.evaluate(val.images, val.labels)
+            shard = self.model.evaluate(self.dist.shard(val.images), self.dist.shard(val.labels))
+            reduced = self.reduced(shard["loss"], shard["accuracy"], len(self.dist.shard(val.labels)))
+            validation = {"loss": reduced.loss, "accuracy": reduced.accuracy}
             improved = self.progress.update(
                 epoch, validation["loss"], validation["accuracy"], config.min_delta
             )
@@ -251,18 +282,20 @@ class Trainer:
                 "images_per_second": fit.images / fit_seconds,
                 "best": improved,
             }
-            self.run.append_metrics(record)
-            self.tracker.log_metrics(
-                {k: v for k, v in record.items() if k not in ("epoch", "best")}, step=epoch
-            )
             if improved:
                 self.model.metadata["metrics"] = {
                     "epoch": epoch,
                     "val_loss": validation["loss"],
                     "val_accuracy": validation["accuracy"],
                 }
-                self.model.save(self.run.best_checkpoint)
-            save_atomically(self.training_state(), self.run.last_checkpoint)
+            if self.dist.is_main:
+                self.run.append_metrics(record)
+                self.tracker.log_metrics(
+                    {k: v for k, v in record.items() if k not in ("epoch", "best")}, step=epoch
+                )
+                if improved:
+                    self.model.save(self.run.best_checkpoint)
+                save_atomically(self.training_state(), self.run.last_checkpoint)
             self.log.info(
                 "epoch %3d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  lr %.2e  %.1fs  "
                 "%.0f img/s%s",
@@ -279,8 +312,17 @@ class Trainer:
             )
         return self.finish()
 
+    def reduced(self, loss: float, accuracy: float, count: int) -> EpochMetrics:
+        """Means over all processes' shards, weighted by shard size."""
+        loss_sum, correct, total = self.dist.sum([loss * count, accuracy * count, count], self.device)
+        return EpochMetrics(loss_sum / total, correct / total, int(total))
+
     def finish(self) -> dict[str, Any]:
-        """Evaluate the best checkpoint on the test split, record it in the artifact and the summary."""
+        """Rank 0 evaluates the best checkpoint on the test split and writes the summary; all return it."""
+        summary = self.summarize() if self.dist.is_main else None
+        return self.dist.from_main(summary) or {}
+
+    def summarize(self) -> dict[str, Any]:
         best = ClassifierModel.load(self.run.best_checkpoint, self.device)
         test = best.evaluate(self.data.test.images, self.data.test.labels)
         best.metadata["metrics"].update(test_loss=test["loss"], test_accuracy=test["accuracy"])
@@ -302,6 +344,7 @@ class Trainer:
             "last_checkpoint": str(self.run.last_checkpoint),
             "data": {**best.metadata["data"], "test_images": len(self.data.test)},
             "environment": environment(self.device, self.threads),
+            "distributed": {"processes": self.dist.world_size, "backend": self.dist.backend},
         }
         write_json_atomically(self.run.summary_path, summary)
         self.tracker.log_metrics(
@@ -327,13 +370,45 @@ class Trainer:
         return summary
 
 
+def check_divisible(config: RunConfig, distributed: Distributed) -> None:
+    if config.trainer.batch_size % distributed.world_size:
+        raise ConfigError(
+            f"trainer.batch_size {config.trainer.batch_size} (the global batch) must be divisible by the "
+            f"{distributed.world_size} training processes"
+        )
+
+
 def start_run(config: RunConfig, run_path: Path | None = None) -> dict[str, Any]:
-    """Train `config` in a new run directory (`run_path`, else a timestamped one under `runs_dir`)."""
-    select_device(config.device)  # fail before creating anything, wrong data included
-    resolve_version(config.data.version, expected_hash=config.data.version_hash, mirror=config.data.mirror)
-    run = RunDirectory.at(run_path) if run_path else RunDirectory.create(config.runs_dir, config.name)
-    write_text_atomically(run.config_path, config.to_yaml())
-    return Trainer(config, run).fit()
+    """Train `config` in a new run directory (`run_path`, else a timestamped one under `runs_dir`).
+
+    Under torchrun, rank 0 checks the data and creates the directory; every process then trains.
+    """
+    distributed = Distributed.from_env()
+    check_divisible(config, distributed)
+    distributed.start(select_device(config.device, distributed.local_rank).type)  # fails before anything
+    try:
+        outcome: str | Exception | None = None
+        if distributed.is_main:
+            try:
+                resolve_version(
+                    config.data.version, expected_hash=config.data.version_hash, mirror=config.data.mirror
+                )
+                run = (
+                    RunDirectory.at(run_path)
+                    if run_path
+                    else RunDirectory.create(config.runs_dir, config.name)
+                )
+                write_text_atomically(run.config_path, config.to_yaml())
+                outcome = str(run.path)
+            except Exception as error:
+                outcome = error
+        outcome = distributed.from_main(outcome)  # the other processes fail with rank 0's error, not hang
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert outcome is not None
+        return Trainer(config, RunDirectory(Path(outcome)), distributed).fit()
+    finally:
+        distributed.stop()
 
 
 def resume_run(run_path: Path) -> dict[str, Any]:
@@ -341,7 +416,14 @@ def resume_run(run_path: Path) -> dict[str, Any]:
     run = RunDirectory(run_path)
     if not run.config_path.exists():
         raise ConfigError(f"{run_path} is not a run directory (no config.yaml)")
-    trainer = Trainer(load_config(run.config_path), run)
-    if run.last_checkpoint.exists():
-        trainer.restore(run.last_checkpoint)
-    return trainer.fit()
+    config = load_config(run.config_path)
+    distributed = Distributed.from_env()
+    check_divisible(config, distributed)
+    distributed.start(select_device(config.device, distributed.local_rank).type)
+    try:
+        trainer = Trainer(config, run, distributed)
+        if run.last_checkpoint.exists():
+            trainer.restore(run.last_checkpoint)
+        return trainer.fit()
+    finally:
+        distributed.stop()

@@ -112,15 +112,21 @@ class ClassifierModel:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         label_smoothing: float = 0.0,
+        network: nn.Module | None = None,
     ) -> EpochMetrics:
-        """One pass over `batches` of (uint8 images, labels); the scheduler steps once per batch."""
-        self.network.train()
+        """One pass over `batches` of (uint8 images, labels); the scheduler steps once per batch.
+
+        `network` runs the passes instead of `self.network` when it wraps it (DistributedDataParallel
+        synchronising gradients across processes); the weights are the same tensors.
+        """
+        network = network or self.network
+        network.train()
         total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         seen = 0
         for images, labels in batches:
             labels = labels.to(self.device)
-            logits = self.network(self.network_input(images))
+            logits = network(self.network_input(images))
             loss = nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

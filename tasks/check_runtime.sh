@@ -21,7 +21,7 @@ trap cleanup EXIT
 bash "$ROOT/tasks/install_runtime.sh" "$work/venv" "$ROOT"
 port="$("$work/venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 cd "$work"  # import the installed package, not the checkout
-"$work/venv/bin/python" -m api.serve --port "$port" > "$work/server.log" 2>&1 &
+APPAREL_FEEDBACK_DIR="$work/feedback" "$work/venv/bin/python" -m api.serve --port "$port" > "$work/server.log" 2>&1 &
 server_pid=$!
 url="http://127.0.0.1:$port"
 for _ in $(seq 1 120); do
@@ -41,6 +41,9 @@ echo "probe: $(curl -fsS "$url/health/ready")"
 prediction="$(curl -fsS -F "file=@$work/boot.jpg" "$url/v1/predict")"
 echo "probe: $prediction"
 echo "$prediction" | grep -q '"category":"Ankle boot"' || { echo "unexpected prediction"; cat "$work/server.log"; exit 1; }
+receipt="$(curl -fsS -F "file=@$work/boot.jpg" -F category=sandal "$url/v1/feedback")"
+echo "probe: $receipt"
+echo "$receipt" | grep -q '"category":"Sandal"' && [ -n "$(ls "$work/feedback/images"/*/)" ] || { echo "feedback not stored"; cat "$work/server.log"; exit 1; }
 status="$(curl -s -o /dev/null -w '%{http_code}' -F "file=@$ROOT/README.md" "$url/v1/predict")"
 [ "$status" = 400 ] || { echo "expected 400 for a non-image, got $status"; exit 1; }
 stop_server

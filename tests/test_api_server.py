@@ -1,5 +1,6 @@
 """The service as it is deployed: a real uvicorn process on a loopback port, probed over HTTP."""
 
+import asyncio
 import signal
 import time
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ import httpx2 as httpx
 import pytest
 
 from api.local_server import LiveServer
+from text_recognizer.datasets.feedback import FeedbackStore
 from text_recognizer.datasets.idx import read_idx
 
 from .conftest import FIXTURES_DIR
@@ -60,3 +62,34 @@ def test_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     assert live.stop() in (0, -signal.SIGTERM)
     log = live.log_path.read_text()
     assert "Application shutdown complete" in log and "Finished server process" in log
+
+
+def test_two_workers_behind_one_port_share_the_feedback_database(tmp_path: Path) -> None:
+    feedback = tmp_path / "feedback"
+    env = {"APPAREL_FEEDBACK_DIR": str(feedback), "APPAREL_BATCH_WAIT_MS": "3"}
+    live = LiveServer.start(tmp_path / "server.log", "--workers", "2", env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while live.log_path.read_text().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, live.log_path.read_text()
+            time.sleep(0.2)
+        photos = [product_photo(TEST_IMAGES[i], seed=100 + i) for i in range(16)]
+
+        async def send_all() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+                predictions = [client.post("/v1/predict", files={"file": ("p.jpg", p)}) for p in photos]
+                feedback_posts = [
+                    client.post("/v1/feedback", files={"file": ("p.jpg", p)}, data={"confirm": "true"})
+                    for p in photos
+                ]
+                return list(await asyncio.gather(*predictions, *feedback_posts))
+
+        responses = asyncio.run(send_all())
+        assert [r.status_code for r in responses] == [200] * 16 + [201] * 16
+        assert sorted(r.json()["id"] for r in responses[16:]) == list(range(1, 17))
+    finally:
+        live.stop()
+    pids = {line.split("[")[1].split("]")[0] for line in live.log_path.read_text().splitlines()
+            if "Started server process" in line}  # fmt: skip
+    assert len(pids) >= 2, "two worker processes (plus the supervisor) served the port"
+    assert len(FeedbackStore.at(feedback).all()) == 16

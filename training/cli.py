@@ -4,23 +4,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from text_recognizer.datasets.download import DownloadError
-from text_recognizer.datasets.idx import IdxFormatError
-from text_recognizer.datasets.versions import DataVersionError
-from text_recognizer.models.classifier import ArtifactError
 from training.config import CONFIGS_DIR, ConfigError, load_config
-from training.runtime import DeviceError
+from training.errors import USER_ERRORS
 from training.trainer import resume_run, start_run
-
-USER_ERRORS = (
-    ConfigError,
-    DeviceError,
-    DownloadError,
-    DataVersionError,
-    FileExistsError,
-    IdxFormatError,
-    ArtifactError,
-)
 
 
 def main(argv: list[str] | None = None) -> int:

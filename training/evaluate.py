@@ -23,6 +23,7 @@ import torch
 
 from text_recognizer.datasets.download import DownloadError
 from text_recognizer.datasets.fashion_mnist import Split, load_fashion_mnist
+from text_recognizer.datasets.versions import DataVersionError
 from text_recognizer.evaluation import classification_report
 from text_recognizer.models import ArtifactError, ClassifierModel
 from training.image_grid import save_image_grid
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print_report(evaluate(args.target, args.split, args.output))
-    except (ArtifactError, DownloadError, FileNotFoundError) as error:
+    except (ArtifactError, DataVersionError, DownloadError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from text_recognizer.atomic import atomic_path, write_json_atomically, write_text_atomically
-from text_recognizer.datasets.download import DownloadError
 from text_recognizer.evaluation import confidence_threshold
-from text_recognizer.models import ArtifactError, ClassifierModel
+from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import WEIGHTS_DIR
+from training.errors import USER_ERRORS
 from training.evaluate import evaluation_split
 from training.run_directory import RunDirectory
 from training.tracking import tracker_for_run
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         card = promote(args.run_dir, args.weights_dir, args.min_test_accuracy, args.unsure_target_accuracy)
-    except (PromotionError, ArtifactError, DownloadError, FileNotFoundError) as error:
+    except (PromotionError, FileNotFoundError, *USER_ERRORS) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"promoted {card['name']} {card['version']} (test accuracy {card['metrics']['test_accuracy']:.4f})")

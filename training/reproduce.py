@@ -4,8 +4,9 @@
 
 Trains the recorded config (seed, data split, threads, everything) into a new run directory, then
 compares: the best checkpoint's sha256, the summary metrics and every epoch's validation loss, and the
-environment (python, torch, numpy, platform, device, threads, package versions) that would explain a
-difference.
+environment (python, torch, numpy, platform, device, threads, package versions, data version and files,
+number of training processes) that would explain a difference. The data version's recorded hash is
+required of the repeated run.
 """
 
 import argparse
@@ -15,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from text_recognizer.atomic import write_json_atomically
-from text_recognizer.datasets.download import DownloadError
+from text_recognizer.datasets.versions import resolve_version
 from training.config import ConfigError, load_config
+from training.errors import USER_ERRORS
 from training.run_directory import RunDirectory
-from training.runtime import DeviceError
 from training.trainer import start_run
 
 ENVIRONMENT_KEYS = (
@@ -50,6 +51,25 @@ def environment_differences(original: dict[str, Any], repeated: dict[str, Any]) 
     return differences
 
 
+def data_differences(original: dict[str, Any], repeated: dict[str, Any]) -> list[str]:
+    """The data version, its hash, every file's sha256, and how many processes shared the training."""
+    differences = [
+        f"{key}: {original['data'].get(key)!r} -> {repeated['data'].get(key)!r}"
+        for key in ("version", "version_hash", "train_images", "val_images")
+        if original["data"].get(key) != repeated["data"].get(key)
+    ]
+    before, after = original["data"].get("checksums", {}), repeated["data"].get("checksums", {})
+    differences += [
+        f"file {name}: {before.get(name)} -> {after.get(name)}"
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    ]
+    processes = [summary.get("distributed", {}).get("processes", 1) for summary in (original, repeated)]
+    if processes[0] != processes[1]:
+        differences.append(f"training processes: {processes[0]} -> {processes[1]}")
+    return differences
+
+
 def compare(original: RunDirectory, repeated: RunDirectory) -> dict[str, Any]:
     first = json.loads(original.summary_path.read_text())
     second = json.loads(repeated.summary_path.read_text())
@@ -75,7 +95,8 @@ def compare(original: RunDirectory, repeated: RunDirectory) -> dict[str, Any]:
         },
         "metric_differences": metric_differences,
         "epochs_with_different_val_loss": epochs,
-        "environment_differences": environment_differences(first["environment"], second["environment"]),
+        "environment_differences": environment_differences(first["environment"], second["environment"])
+        + data_differences(first, second),
     }
 
 
@@ -84,7 +105,12 @@ def reproduce(run_path: Path, runs_dir: Path | None = None) -> dict[str, Any]:
     if not original.summary_path.exists():
         raise ConfigError(f"{run_path} has no summary.json: only a finished run can be reproduced")
     overrides = [f"runs_dir={runs_dir}"] if runs_dir else []
-    summary = start_run(load_config(original.config_path, overrides))
+    config = load_config(original.config_path, overrides)
+    recorded_hash = json.loads(original.summary_path.read_text())["data"].get("version_hash")
+    # The same bytes or a clear refusal, never silently other data (checked, not written into the
+    # config: the config is part of the checkpoint, whose bytes are compared).
+    resolve_version(config.data.version, expected_hash=recorded_hash, mirror=config.data.mirror)
+    summary = start_run(config)
     report = compare(original, RunDirectory(Path(summary["run_dir"])))
     write_json_atomically(Path(summary["run_dir"]) / "reproduction.json", report)
     return report
@@ -117,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = reproduce(args.run_dir, args.runs_dir)
-    except (ConfigError, DeviceError, DownloadError) as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print_report(report)

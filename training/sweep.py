@@ -28,9 +28,8 @@ import optuna
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-from text_recognizer.datasets.download import DownloadError
 from training.config import ConfigError, load_config
-from training.runtime import DeviceError
+from training.errors import USER_ERRORS
 from training.trainer import start_run
 
 
@@ -165,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         output = run_sweep(load_sweep(args.sweep), args.sweeps_dir)
-    except (ConfigError, DeviceError, DownloadError) as error:
+    except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"leaderboard: {output / 'leaderboard.md'}")

@@ -1,0 +1,18 @@
+"""The errors a command reports as one line (exit status 2) instead of a traceback: the user's to fix."""
+
+from text_recognizer.datasets.download import DownloadError
+from text_recognizer.datasets.idx import IdxFormatError
+from text_recognizer.datasets.versions import DataVersionError
+from text_recognizer.models.classifier import ArtifactError
+from training.config import ConfigError
+from training.runtime import DeviceError
+
+USER_ERRORS = (
+    ConfigError,
+    DeviceError,
+    DownloadError,
+    DataVersionError,
+    FileExistsError,
+    IdxFormatError,
+    ArtifactError,
+)

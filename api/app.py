@@ -3,6 +3,7 @@
 import functools
 import hashlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -111,10 +112,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(413, "payload_too_large", message)
         return await upload.read()
 
+    store_lock = threading.Lock()
+
     @functools.cache
-    def feedback_store() -> FeedbackStore:
-        """Opened on first use, so a prediction-only deployment needs no writable feedback folder."""
+    def open_feedback_store() -> FeedbackStore:
         return FeedbackStore.at(settings.feedback_dir, settings.feedback_db_url or None)
+
+    def feedback_store() -> FeedbackStore:
+        """Opened on first use (once per worker), so a prediction-only deployment needs no writable
+        feedback folder."""
+        with store_lock:
+            return open_feedback_store()
 
     def rejected(error: ImageError) -> ApiError:
         return ApiError(IMAGE_ERROR_STATUS.get(error.code, 400), error.code, error.message)

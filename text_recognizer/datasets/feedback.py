@@ -26,7 +26,7 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from text_recognizer.atomic import atomic_path
 from text_recognizer.paths import PROJECT_ROOT
@@ -78,8 +78,13 @@ class FeedbackStore:
         self.images_dir = images_dir
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url)
-        metadata.create_all(self.engine)
+        # SQLite: writers from several worker processes wait for each other instead of failing.
+        sqlite_options = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+        self.engine: Engine = create_engine(url, **sqlite_options)
+        try:
+            metadata.create_all(self.engine)
+        except OperationalError:  # another worker created the table between check and create
+            metadata.create_all(self.engine)  # checks first again: now a no-op, or the real error
 
     @classmethod
     def at(cls, directory: Path, url: str | None = None) -> "FeedbackStore":

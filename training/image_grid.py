@@ -13,7 +13,7 @@ COLUMNS = 6
 
 def save_image_grid(images: list[np.ndarray], captions: list[str], path: Path, title: str) -> None:
     rows = max(1, (len(images) + COLUMNS - 1) // COLUMNS)
-    figure, axes = plt.subplots(rows, COLUMNS, figsize=(COLUMNS * 1.9, rows * 2.2), squeeze=False)
+    figure, axes = plt.subplots(rows, COLUMNS, figsize=(COLUMNS * 1.9, rows * 2.6), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, caption in zip(axes.flat, images, captions, strict=False):

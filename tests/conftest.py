@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from text_recognizer.datasets.download import download
+from text_recognizer.datasets.download import download_dir
 from text_recognizer.datasets.manifest import FileSpec, Manifest
 from text_recognizer.datasets.versions import VERSIONS_DIR
 
@@ -39,8 +39,7 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def full_data_dir() -> Path:
     """The four official files, verified; fetched once from FASHION_MNIST_MIRROR or the official URLs."""
-    paths = download(Manifest.named("fashion_mnist"))
-    return next(iter(paths.values())).parent
+    return download_dir(Manifest.named("fashion_mnist"))
 
 
 def spec_for(path: Path) -> FileSpec:

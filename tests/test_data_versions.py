@@ -146,6 +146,12 @@ def test_pull_restores_from_the_remote_or_rebuilds_a_release(dvc_repo: Path, sho
     assert verify_versions(["v2"], root=dvc_repo)[0].startswith("ok")
     assert pull_version("v1", root=dvc_repo) == versions / "v1"  # not on the remote: from the downloader
     assert verify_versions(["v1"], root=dvc_repo)[0].startswith("ok")
+    damaged = versions / "v1" / "t10k-labels-idx1-ubyte.gz"
+    damaged.chmod(0o644)
+    damaged.write_bytes(b"damaged")
+    assert verify_versions(["v1"], root=dvc_repo)[0].startswith("FAIL")
+    assert pull_version("v1", root=dvc_repo) == versions / "v1"  # a damaged copy is replaced, not trusted
+    assert verify_versions(["v1"], root=dvc_repo)[0].startswith("ok")
 
 
 def test_training_refuses_a_wrong_version_hash_before_creating_anything(tmp_path: Path) -> None:

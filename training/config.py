@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from text_recognizer.datasets.versions import OFFICIAL_VERSION
 from text_recognizer.networks import NETWORKS, network_arguments
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -36,7 +37,7 @@ class Strict(BaseModel):
 
 class DataConfig(Strict):
     dataset: Literal["fashion_mnist"] = "fashion_mnist"
-    version: str = Field("v1", description="data version, recorded in data/versions/<version>.dvc")
+    version: str = Field(OFFICIAL_VERSION, description="data version, recorded in data/versions/<name>.dvc")
     version_hash: str | None = Field(
         None, pattern="^[0-9a-f]{64}$", description="refuse to train unless the version has this sha256"
     )

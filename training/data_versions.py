@@ -19,10 +19,10 @@ import torch
 import yaml
 
 from text_recognizer.atomic import write_text_atomically
-from text_recognizer.datasets.download import download
+from text_recognizer.datasets.download import download_dir
 from text_recognizer.datasets.fashion_mnist import MANIFEST_NAME, read_split
 from text_recognizer.datasets.feedback import DEFAULT_FEEDBACK_DIR, FeedbackStore
-from text_recognizer.datasets.idx import write_idx
+from text_recognizer.datasets.idx import read_idx, write_idx
 from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.datasets.versions import (
     SPLIT_FILES,
@@ -114,7 +114,7 @@ def create_version(
     if record_path.exists() or target.exists():
         raise DataVersionError(f"data version {name} already exists ({record_path}); versions are immutable")
     if origin is not None:
-        source_dir = next(iter(download(Manifest.named(origin)).values())).parent
+        source_dir = download_dir(Manifest.named(origin))
     elif base is None or not images:
         raise DataVersionError("a new version needs a base version and images to add or replace")
     else:
@@ -131,7 +131,7 @@ def create_version(
             base=base,
             origin=origin,
             description=description,
-            counts={split: len(read_split(staging, split)) for split in SPLIT_FILES},
+            counts={split: len(read_idx(staging / labels)) for split, (_, labels) in SPLIT_FILES.items()},
             sources=[image.record() for image in images],
         )
         for path in staging.iterdir():
@@ -169,8 +169,8 @@ def pull_version(name: str, root: Path = PROJECT_ROOT) -> Path:
     except DvcError:
         if version.origin is None:
             raise
+        remove_version_files(target)  # a damaged local copy must not stand in for the origin's files
         source_dir = resolve_version(name, versions_dir=versions_dir)[1]  # the downloader, verified
-        remove_version_files(target)
         staging = versions_dir / f".{name}.part"
         remove_version_files(staging)
         stage_version(staging, source_dir, [])

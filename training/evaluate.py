@@ -23,7 +23,7 @@ import torch
 
 from text_recognizer.datasets.download import DownloadError
 from text_recognizer.datasets.fashion_mnist import Split, load_fashion_mnist
-from text_recognizer.datasets.versions import DataVersionError
+from text_recognizer.datasets.versions import OFFICIAL_VERSION, DataVersionError
 from text_recognizer.evaluation import classification_report
 from text_recognizer.models import ArtifactError, ClassifierModel
 from training.image_grid import save_image_grid
@@ -43,7 +43,7 @@ def resolve(target: Path) -> tuple[Path, Path]:
 def evaluation_split(model: ClassifierModel, split: str) -> Split:
     data_config = model.metadata.get("config", {}).get("data", {})
     data = load_fashion_mnist(
-        version=data_config.get("version", "v1"),  # the validation split is held out of this version
+        version=data_config.get("version", OFFICIAL_VERSION),  # the validation split comes from it
         val_size=data_config.get("val_size", 5000),
         split_seed=data_config.get("split_seed", 0),
         mirror=data_config.get("mirror"),

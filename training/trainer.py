@@ -217,6 +217,7 @@ class Trainer:
         config = self.config.trainer
         train, val = self.data.train, self.data.val
         train_images, train_labels = train.images.to(self.device), train.labels.to(self.device)
+        val_images, val_labels = self.dist.shard(val.images), self.dist.shard(val.labels)  # this process's
         self.log.info(
             "training %s (%s, %d parameters) on %s with %d thread(s): %d train / %d val images, run %s",
             self.config.name,
@@ -264,8 +265,8 @@ class Trainer:
             )
             fit = self.reduced(fit.loss, fit.accuracy, fit.images)
             fit_seconds = time.perf_counter() - started
-            shard = self.model.evaluate(self.dist.shard(val.images), self.dist.shard(val.labels))
-            reduced = self.reduced(shard["loss"], shard["accuracy"], len(self.dist.shard(val.labels)))
+            shard = self.model.evaluate(val_images, val_labels)
+            reduced = self.reduced(shard["loss"], shard["accuracy"], len(val_labels))
             validation = {"loss": reduced.loss, "accuracy": reduced.accuracy}
             improved = self.progress.update(
                 epoch, validation["loss"], validation["accuracy"], config.min_delta

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from text_recognizer.datasets.download import download
+from text_recognizer.datasets.download import download_dir
 from text_recognizer.datasets.fashion_mnist import MANIFEST_NAME, read_split
 from text_recognizer.datasets.idx import write_idx
 from text_recognizer.datasets.manifest import Manifest
@@ -38,8 +38,7 @@ def main() -> None:
     )
     parser.add_argument("--mirror", help="directory, file:// or http(s) URL holding the official files")
     args = parser.parse_args()
-    paths = download(Manifest.named(MANIFEST_NAME), mirror=args.mirror)
-    source_dir = next(iter(paths.values())).parent
+    source_dir = download_dir(Manifest.named(MANIFEST_NAME), mirror=args.mirror)
     FIXTURES_DIR.mkdir(parents=True, exist_ok=True)
     record = {}
     for split_name, count in PER_CLASS.items():

@@ -12,12 +12,11 @@ import torch
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.datasets.splits import stratified_sample
-from text_recognizer.datasets.versions import SPLIT_FILES, resolve_version
+from text_recognizer.datasets.versions import OFFICIAL_VERSION, SPLIT_FILES, resolve_version
 from text_recognizer.preprocessing import Normalization
 
 MANIFEST_NAME = "fashion_mnist"
 INPUT_SHAPE = (1, 28, 28)
-OFFICIAL_VERSION = "v1"
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ from typing import Any
 
 import yaml
 
-from text_recognizer.datasets.download import download
+from text_recognizer.datasets.download import download_dir
 from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.paths import PROJECT_ROOT
 
 VERSIONS_DIR = PROJECT_ROOT / "data" / "versions"
+OFFICIAL_VERSION = "v1"  # the official Fashion-MNIST release; the default of configs and loaders
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -146,8 +147,7 @@ def resolve_version(
                 f"data version {name} is not present in {directory}; "
                 f"fetch it with ./tasks/data.sh pull {name}"
             )
-        paths = download(Manifest.named(version.origin), raw_dir, mirror)
-        directory = next(iter(paths.values())).parent
+        directory = download_dir(Manifest.named(version.origin), raw_dir, mirror)
     problems = version.problems(directory, exclusive=exclusive)
     if problems:
         raise DataVersionError(

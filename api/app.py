@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.batching import MicroBatcher
 from api.errors import ApiError, ErrorBody, documented_errors, error_response, install_error_handlers
@@ -32,6 +33,25 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 IMAGE_ERROR_STATUS = {"unsupported_format": 415, "image_too_large": 413}
 logger = logging.getLogger("api")
 
+
+MISSING_FILE = (
+    "send the image as multipart form field 'file', or as the request body with Content-Type image/..."
+)
+IMAGE_FORMATS = "JPEG, PNG, WebP, BMP or GIF image of one item"
+SINGLE_IMAGE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary", "description": IMAGE_FORMATS}},
+            }
+        },
+        "image/*": {"schema": {"type": "string", "format": "binary", "description": IMAGE_FORMATS}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
 
 TopK = Annotated[int, Query(ge=1, le=10, description="how many categories to rank in `top_k`")]
 
@@ -104,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(503, "not_ready", "the model is still loading")
         return predictor
 
-    async def read_upload(upload: UploadFile) -> bytes:
+    async def read_upload(upload: StarletteUpload) -> bytes:
         if upload.size is not None and upload.size > settings.max_upload_bytes:
             message = (
                 f"{upload.filename or 'the file'} is {upload.size} bytes; limit {settings.max_upload_bytes}"
@@ -127,10 +147,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def rejected(error: ImageError) -> ApiError:
         return ApiError(IMAGE_ERROR_STATUS.get(error.code, 400), error.code, error.message)
 
-    async def predict_upload(
-        request: Request, predictor: Predictor, upload: UploadFile, top_k: int
-    ) -> Prediction:
-        data = await read_upload(upload)
+    async def uploaded_image(request: Request) -> bytes:
+        """The image of a single-image request: a multipart `file` field, or the whole body when it is
+        sent raw (`Content-Type: image/...` or `application/octet-stream`), which skips multipart
+        encoding and parsing on both sides."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
+            async with request.form(max_files=1, max_fields=16) as form:
+                upload = form.get("file")
+                if not isinstance(upload, StarletteUpload):  # FastAPI's UploadFile subclasses it
+                    raise ApiError(422, "missing_file", MISSING_FILE)
+                return await read_upload(upload)
+        if content_type.startswith("image/") or content_type == "application/octet-stream":
+            data = await request.body()  # streamed under BodySizeLimit, which allows multipart framing
+            if len(data) > settings.max_upload_bytes:
+                message = f"the image is {len(data)} bytes; limit {settings.max_upload_bytes}"
+                raise ApiError(413, "payload_too_large", message)
+            return data
+        if not content_type and not await request.body():
+            raise ApiError(422, "missing_file", MISSING_FILE)
+        raise ApiError(415, "unsupported_media_type", f"Content-Type {content_type!r}: {MISSING_FILE}")
+
+    async def predict_data(request: Request, predictor: Predictor, data: bytes, top_k: int) -> Prediction:
         batcher: MicroBatcher | None = request.app.state.batcher
         try:
             if batcher is None:  # one hop to the thread pool: decode and predict there
@@ -145,14 +183,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.observe_prediction(prediction.category, prediction.confidence)
         return prediction
 
-    @app.post("/v1/predict", response_model=Prediction, responses=documented_errors(400, 413, 415, 422, 503))
-    async def predict(
-        request: Request,
-        file: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP or GIF image of one item")],
-        top_k: TopK = settings.default_top_k,
-    ) -> Prediction:
-        """Classify one uploaded image."""
-        return await predict_upload(request, predictor_of(request), file, top_k)
+    @app.post(
+        "/v1/predict",
+        response_model=Prediction,
+        responses=documented_errors(400, 413, 415, 422, 503),
+        openapi_extra={"requestBody": SINGLE_IMAGE_BODY},
+    )
+    async def predict(request: Request, top_k: TopK = settings.default_top_k) -> Prediction:
+        """Classify one image, sent as the multipart field `file` or as the raw request body."""
+        predictor = predictor_of(request)
+        return await predict_data(request, predictor, await uploaded_image(request), top_k)
 
     @app.post(
         "/v1/predict/batch", response_model=BatchResponse, responses=documented_errors(400, 413, 422, 503)
@@ -172,7 +212,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         results = []
         for upload in files:
             try:
-                prediction = await predict_upload(request, predictor, upload, top_k)
+                prediction = await predict_data(request, predictor, await read_upload(upload), top_k)
                 results.append(BatchItem(filename=upload.filename, prediction=prediction))
             except ApiError as error:
                 results.append(

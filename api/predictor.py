@@ -45,6 +45,7 @@ class Predictor:
         below it into "unsure", unless `use_confidence_threshold` is off.
         """
         model = ClassifierModel.load(model_path)
+        model.fold_batch_norm()
         card_path = model_path.with_name(MODEL_CARD_NAME)
         card = json.loads(card_path.read_text()) if card_path.exists() else {}
         version = card.get("version") or hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]

@@ -1,6 +1,7 @@
 """The API under load: p50/p95/p99 latency and throughput of POST /v1/predict at concurrency 1, 8 and 32
 against a real uvicorn server, with GET /health/live on the same server as the HTTP floor. Zero errors
-allowed. Payloads: a product photo (JPEG, about 300x300) and a Fashion-MNIST-style 28x28 PNG.
+allowed. Payloads: a product photo (JPEG, about 300x300) and a Fashion-MNIST-style 28x28 PNG, each as a
+multipart upload and as a raw body (`Content-Type: image/...`), which skips multipart on both sides.
 
     python -m benchmarks.api_load [--requests 300] [--workers 1]
 """
@@ -24,7 +25,8 @@ from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 CONCURRENCY = (1, 8, 32)
 
 
-async def load(url: str, concurrency: int, requests: int, files: dict[str, Any] | None) -> dict[str, Any]:
+async def load(url: str, concurrency: int, requests: int, body: dict[str, Any] | None) -> dict[str, Any]:
+    """`body`: httpx keyword arguments of a POST (`files=` or `content=`); None for a GET."""
     latencies: list[float] = []
     errors = 0
     remaining = iter(range(requests))
@@ -35,7 +37,7 @@ async def load(url: str, concurrency: int, requests: int, files: dict[str, Any] 
             nonlocal errors
             for _ in remaining:
                 started = time.perf_counter()
-                response = await (client.post(url, files=files) if files else client.get(url))
+                response = await (client.post(url, **body) if body else client.get(url))
                 latencies.append((time.perf_counter() - started) * 1000)
                 errors += response.status_code != 200
 
@@ -55,10 +57,15 @@ def payloads() -> dict[str, dict[str, Any]]:
     image = load_fashion_mnist().test.images[0].numpy()
     png = io.BytesIO()
     Image.fromarray(image).save(png, format="PNG")
-    return {
-        "predict photo.jpg": {"file": ("photo.jpg", product_photo(image, seed=10), "image/jpeg")},
-        "predict 28x28.png": {"file": ("item.png", png.getvalue(), "image/png")},
+    images = {
+        "photo.jpg": (product_photo(image, seed=10), "image/jpeg"),
+        "28x28.png": (png.getvalue(), "image/png"),
     }
+    bodies: dict[str, dict[str, Any]] = {}
+    for name, (data, content_type) in images.items():
+        bodies[f"predict {name}"] = {"files": {"file": (name, data, content_type)}}
+        bodies[f"predict {name} raw"] = {"content": data, "headers": {"Content-Type": content_type}}
+    return bodies
 
 
 def main() -> None:
@@ -73,10 +80,10 @@ def main() -> None:
     try:
         targets = {"GET /health/live (floor)": None, **payloads()}
         for concurrency in CONCURRENCY:
-            for name, files in targets.items():
-                path = "/health/live" if files is None else "/v1/predict"
-                asyncio.run(load(server.url + path, concurrency, 20, files))  # warm-up
-                result = asyncio.run(load(server.url + path, concurrency, args.requests, files))
+            for name, body in targets.items():
+                path = "/health/live" if body is None else "/v1/predict"
+                asyncio.run(load(server.url + path, concurrency, 20, body))  # warm-up
+                result = asyncio.run(load(server.url + path, concurrency, args.requests, body))
                 rows.append({"route": name, "concurrency": concurrency, **result})
     finally:
         server.stop()

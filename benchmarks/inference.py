@@ -1,5 +1,6 @@
 """In-process inference of the promoted model: single-image latency (p50/p99) and batch throughput,
-eager PyTorch vs TorchScript (traced), measured interleaved in one run.
+eager PyTorch, eager with batch-norm folded into the convolutions (what the API serves) and
+TorchScript (traced, optimized for inference), measured interleaved in one run.
 
     python -m benchmarks.inference [--threads 1] [--single 300] [--batch 256]
 """
@@ -46,7 +47,11 @@ def main() -> None:
     with torch.inference_mode():
         traced = torch.jit.optimize_for_inference(torch.jit.trace(model.network, batch_inputs[0]))
         assert torch.allclose(traced(batch_inputs[0]), model.network(batch_inputs[0]), atol=1e-4)
-    variants = {"eager": model.network, "torchscript": traced}
+        model.fold_batch_norm()
+        folded = model.inference_network
+        assert folded is not None
+        assert torch.allclose(folded(batch_inputs[0]), model.network(batch_inputs[0]), atol=1e-4)
+    variants = {"eager": model.network, "eager, batch-norm folded": folded, "torchscript": traced}
     single: dict[str, list[float]] = {name: [] for name in variants}
     batched: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(3):  # interleave, so background load hits both variants alike

@@ -63,6 +63,31 @@ def test_predict_returns_category_confidence_and_top_k(
     assert response.headers["X-Request-ID"]
 
 
+def test_raw_image_body_gives_the_same_answer_as_multipart(client: TestClient) -> None:
+    photo = product_photo(TEST_IMAGES[6], seed=6)
+    multipart_answer = client.post("/v1/predict", files=upload(photo)).json()
+    for content_type in ("image/jpeg", "application/octet-stream"):
+        response = client.post("/v1/predict", content=photo, headers={"Content-Type": content_type})
+        assert response.status_code == 200, response.text
+        assert response.json() == multipart_answer
+
+
+RAW_BODY_ERRORS = {
+    "empty": (b"", "image/png", 400, "empty_file"),
+    "not-an-image": (b"raw bytes", "image/jpeg", 400, "invalid_image"),
+    "truncated": (truncated_jpeg(), "image/jpeg", 400, "corrupt_image"),
+    "over-size-limit": (b"\xff" * 250_000, "image/jpeg", 413, "payload_too_large"),
+    "json": (b'{"image": "..."}', "application/json", 415, "unsupported_media_type"),
+}
+
+
+@pytest.mark.parametrize("case", RAW_BODY_ERRORS, ids=list(RAW_BODY_ERRORS))
+def test_bad_raw_bodies_get_a_4xx_with_the_error_schema(client: TestClient, case: str) -> None:
+    body, content_type, status, code = RAW_BODY_ERRORS[case]
+    response = client.post("/v1/predict", content=body, headers={"Content-Type": content_type})
+    assert_error(response, status, code)
+
+
 def test_top_k_parameter(client: TestClient) -> None:
     response = client.post("/v1/predict?top_k=5", files=upload(product_photo(TEST_IMAGES[1], seed=1)))
     assert len(response.json()["top_k"]) == 5
@@ -138,11 +163,8 @@ def test_malformed_uploads_get_a_4xx_with_the_error_schema(client: TestClient, c
 
 def test_empty_body_and_bad_query(client: TestClient) -> None:
     assert_error(client.post("/v1/predict"), 422, "missing_file")
-    assert_error(
-        client.post("/v1/predict", content=b"raw bytes", headers={"Content-Type": "image/jpeg"}),
-        422,
-        "missing_file",
-    )
+    two_files = [("file", ("a.jpg", b"1", "image/jpeg")), ("file", ("b.jpg", b"2", "image/jpeg"))]
+    assert_error(client.post("/v1/predict", files=two_files), 400, "bad_request")
     photo = upload(product_photo(TEST_IMAGES[0], seed=0))
     assert_error(client.post("/v1/predict?top_k=0", files=photo), 422, "validation_error")
     assert_error(client.post("/v1/predict?top_k=many", files=photo), 422, "validation_error")
@@ -200,6 +222,8 @@ def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
     } <= set(spec["paths"])
     responses = spec["paths"]["/v1/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(responses)
+    body_types = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "image/*", "application/octet-stream"} <= set(body_types)
     assert responses["413"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
     assert client.get("/docs").status_code == 200
 

@@ -67,6 +67,27 @@ def test_predict_accepts_single_and_batched_images(fitted_model: ClassifierModel
 
 
 @pytest.mark.parametrize(
+    ("network", "args"),
+    [("cnn", {"channels": [8, 16], "convs_per_stage": 2}), ("resnet", {"channels": [8, 16]})],
+)
+def test_folded_batch_norm_predicts_the_same_until_training_resumes(network: str, args: dict) -> None:
+    split = read_split(FIXTURES_DIR, "train")
+    torch.manual_seed(0)
+    model = ClassifierModel(network, args, (1, 28, 28), CLASSES, Normalization.fit(split.images))
+    optimizer = torch.optim.SGD(model.network.parameters(), lr=0.05)
+    model.fit_epoch([(split.images[:100], split.labels[:100])], optimizer)  # batch-norm stats move
+    plain = model.logits(split.images)
+    model.fold_batch_norm()
+    folded_network = model.inference_network
+    assert folded_network is not None
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded_network.modules())
+    assert torch.allclose(model.logits(split.images), plain, atol=1e-4)
+    model.fit_epoch([(split.images[:100], split.labels[:100])], optimizer)
+    assert model.inference_network is None  # stale weights are never served
+    assert not torch.allclose(model.logits(split.images), plain, atol=1e-4)
+
+
+@pytest.mark.parametrize(
     ("images", "error", "message"),
     [
         (torch.zeros(2, 28, 28), TypeError, "must be uint8"),

@@ -41,6 +41,8 @@ echo "probe: $(curl -fsS "$url/health/ready")"
 prediction="$(curl -fsS -F "file=@$work/boot.jpg" "$url/v1/predict")"
 echo "probe: $prediction"
 echo "$prediction" | grep -q '"category":"Ankle boot"' || { echo "unexpected prediction"; cat "$work/server.log"; exit 1; }
+raw="$(curl -fsS --data-binary "@$work/boot.jpg" -H 'Content-Type: image/jpeg' "$url/v1/predict")"
+[ "$raw" = "$prediction" ] || { echo "raw-body prediction differs: $raw"; cat "$work/server.log"; exit 1; }
 receipt="$(curl -fsS -F "file=@$work/boot.jpg" -F category=sandal "$url/v1/feedback")"
 echo "probe: $receipt"
 echo "$receipt" | grep -q '"category":"Sandal"' && [ -n "$(ls "$work/feedback/images"/*/)" ] || { echo "feedback not stored"; cat "$work/server.log"; exit 1; }

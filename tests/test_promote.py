@@ -10,6 +10,7 @@ import pytest
 from api.predictor import Predictor
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import PROMOTED_MODEL_PATH
+from training.promote import DEFAULT_MAX_SIZE_MB
 from training.promote import main as promote_main
 
 from .support.smoke_training import train_smoke
@@ -56,6 +57,16 @@ def test_refuses_a_run_below_the_accuracy_floor(
 
 
 @pytest.mark.slow
+def test_refuses_a_model_over_the_size_budget(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "w"
+    assert promote_main([str(smoke_run), "--weights-dir", str(weights), "--max-size-mb", "0.1"]) == 2
+    assert "over the size budget of 0.10 MB" in capsys.readouterr().err
+    assert not weights.exists()
+
+
+@pytest.mark.slow
 def test_refuses_an_unfinished_run(
     smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -69,6 +80,7 @@ def test_refuses_an_unfinished_run(
 def test_shipped_artifact_matches_its_model_card() -> None:
     card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
     assert hashlib.sha256(PROMOTED_MODEL_PATH.read_bytes()).hexdigest() == card["sha256"]
+    assert card["size_bytes"] == PROMOTED_MODEL_PATH.stat().st_size <= DEFAULT_MAX_SIZE_MB * 1e6
     assert card["metrics"]["test_accuracy"] >= 0.92
     model = ClassifierModel.load(PROMOTED_MODEL_PATH)
     assert model.parameter_count == card["parameters"]

@@ -1,9 +1,9 @@
 """Promote a finished run's best checkpoint to the production artifact, with a model card.
 
-    promote RUN_DIR [--min-test-accuracy 0.92] [--weights-dir text_recognizer/weights]
+    promote RUN_DIR [--min-test-accuracy 0.92] [--max-size-mb 1.0] [--weights-dir text_recognizer/weights]
 
 Writes `model.pt`, `model_card.json` and `MODEL_CARD.md` (each atomically) and refuses a run whose summary
-is missing or whose test accuracy is below the floor. The card also carries the confidence threshold,
+is missing, whose test accuracy is below the floor, or whose artifact is over the size budget. The card also carries the confidence threshold,
 chosen on the validation split, below which the service answers "unsure".
 """
 
@@ -30,6 +30,7 @@ from training.tracking import tracker_for_run
 
 DEFAULT_MIN_TEST_ACCURACY = 0.92
 DEFAULT_UNSURE_TARGET_ACCURACY = 0.97
+DEFAULT_MAX_SIZE_MB = 1.0  # the product's model-size budget: the artifact file, weights and card data
 REGISTERED_MODEL_NAME = "apparel-classifier"
 
 
@@ -121,6 +122,7 @@ def promote(
     weights_dir: Path = WEIGHTS_DIR,
     min_test_accuracy: float = DEFAULT_MIN_TEST_ACCURACY,
     unsure_target_accuracy: float = DEFAULT_UNSURE_TARGET_ACCURACY,
+    max_size_mb: float = DEFAULT_MAX_SIZE_MB,
 ) -> dict[str, Any]:
     run = RunDirectory(run_path)
     if not run.summary_path.exists():
@@ -132,6 +134,11 @@ def promote(
     if accuracy < min_test_accuracy:
         raise PromotionError(
             f"test accuracy {accuracy:.4f} is below the promotion floor {min_test_accuracy:.4f}"
+        )
+    size_mb = run.best_checkpoint.stat().st_size / 1e6
+    if size_mb > max_size_mb:
+        raise PromotionError(
+            f"the artifact is {size_mb:.2f} MB, over the size budget of {max_size_mb:.2f} MB"
         )
     model = ClassifierModel.load(run.best_checkpoint)  # proves the artifact loads on its own
     card = model_card(run, summary, model)
@@ -161,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--min-test-accuracy", type=float, default=DEFAULT_MIN_TEST_ACCURACY)
+    parser.add_argument(
+        "--max-size-mb", type=float, default=DEFAULT_MAX_SIZE_MB, help="refuse a larger model.pt"
+    )
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument(
         "--unsure-target-accuracy",
@@ -170,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        card = promote(args.run_dir, args.weights_dir, args.min_test_accuracy, args.unsure_target_accuracy)
+        card = promote(
+            args.run_dir,
+            args.weights_dir,
+            args.min_test_accuracy,
+            args.unsure_target_accuracy,
+            args.max_size_mb,
+        )
     except (PromotionError, FileNotFoundError, *USER_ERRORS) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -61,7 +61,8 @@ def test_refuses_a_model_over_the_size_budget(
     smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     weights = tmp_path / "w"
-    assert promote_main([str(smoke_run), "--weights-dir", str(weights), "--max-size-mb", "0.1"]) == 2
+    arguments = [str(smoke_run), "--weights-dir", str(weights), "--min-test-accuracy", "0.5"]
+    assert promote_main([*arguments, "--max-size-mb", "0.1"]) == 2
     assert "over the size budget of 0.10 MB" in capsys.readouterr().err
     assert not weights.exists()
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Promote a finished run's best checkpoint to text_recognizer/weights/ (the served model), with a model card:
-#   ./tasks/promote.sh RUN_DIR [--min-test-accuracy 0.92]
+#   ./tasks/promote.sh RUN_DIR [--min-test-accuracy 0.94] [--max-size-mb 1.0]
 set -euo pipefail
 source "$(dirname "$0")/_environment.sh"
 "$ROOT/tasks/setup.sh"

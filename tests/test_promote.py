@@ -6,11 +6,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from api.predictor import Predictor
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import PROMOTED_MODEL_PATH
-from training.promote import DEFAULT_MAX_SIZE_MB
+from training.promote import DEFAULT_MAX_SIZE_MB, DEFAULT_MIN_TEST_ACCURACY
 from training.promote import main as promote_main
 
 from .support.smoke_training import train_smoke
@@ -26,10 +27,18 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
     weights = tmp_path / "weights"
     assert promote_main([str(smoke_run), "--weights-dir", str(weights), "--min-test-accuracy", "0.5"]) == 0
     best = smoke_run / "checkpoints" / "best.pt"
-    assert (weights / "model.pt").read_bytes() == best.read_bytes()
+    promoted, trained = ClassifierModel.load(weights / "model.pt"), ClassifierModel.load(best)
+    for name, tensor in trained.network.state_dict().items():
+        assert torch.equal(promoted.network.state_dict()[name], tensor)
+    assert trained.temperature == 1.0 and promoted.temperature != 1.0
     card = json.loads((weights / "model_card.json").read_text())
     summary = json.loads((smoke_run / "summary.json").read_text())
-    assert card["sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
+    assert card["sha256"] == hashlib.sha256((weights / "model.pt").read_bytes()).hexdigest()
+    calibration = card["calibration"]
+    assert (
+        calibration["temperature"] == promoted.temperature and calibration["chosen_on"] == "validation split"
+    )
+    assert calibration["val_ece_after"] < calibration["val_ece_before"]
     assert card["metrics"]["test_accuracy"] == summary["test"]["accuracy"]
     assert card["network"]["name"] == "cnn" and card["parameters"] == summary["parameters"]
     assert card["data"]["checksums"] == summary["data"]["checksums"]
@@ -82,7 +91,7 @@ def test_shipped_artifact_matches_its_model_card() -> None:
     card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
     assert hashlib.sha256(PROMOTED_MODEL_PATH.read_bytes()).hexdigest() == card["sha256"]
     assert card["size_bytes"] == PROMOTED_MODEL_PATH.stat().st_size <= DEFAULT_MAX_SIZE_MB * 1e6
-    assert card["metrics"]["test_accuracy"] >= 0.92
+    assert card["metrics"]["test_accuracy"] >= DEFAULT_MIN_TEST_ACCURACY
     model = ClassifierModel.load(PROMOTED_MODEL_PATH)
     assert model.parameter_count == card["parameters"]
     assert model.metadata["metrics"]["test_accuracy"] == card["metrics"]["test_accuracy"]

@@ -13,10 +13,13 @@ import pytest
 import torch
 import yaml
 
+import training.environment
 from text_recognizer.datasets.versions import DataVersion
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import load_safely
-from training.trainer import Progress
+from training.config import CONFIGS_DIR, load_config
+from training.run_directory import RunDirectory
+from training.trainer import Progress, Trainer
 
 from .support.smoke_training import smoke_command, train_smoke
 
@@ -118,3 +121,15 @@ def test_progress_tracks_best_validation_loss() -> None:
     assert not progress.update(3, 0.49, 0.9, min_delta=0.05)
     assert (progress.best_epoch, progress.epochs_without_improvement) == (1, 2)
     assert progress.exhausted(patience=2) and not progress.exhausted(patience=None)
+
+
+def test_summary_records_the_commit_training_started_from(
+    full_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit made while a long run trains must not be recorded as the code that trained it."""
+    overrides = [f"runs_dir={tmp_path}", "num_threads=1", "device=cpu", "tracking.enabled=false"]
+    config = load_config(CONFIGS_DIR / "smoke.yaml", overrides)
+    monkeypatch.setattr(training.environment, "git_commit", lambda: "commit-at-start")
+    trainer = Trainer(config, RunDirectory.create(config.runs_dir, config.name))
+    monkeypatch.setattr(training.environment, "git_commit", lambda: "commit-made-during-training")
+    assert trainer.fit()["environment"]["git_commit"] == "commit-at-start"

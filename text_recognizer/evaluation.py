@@ -57,6 +57,15 @@ def calibration(
     return error, result
 
 
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Temperature scaling: the T that minimises the cross-entropy of `logits / T` (meant for the
+    validation split). It changes confidences, never which class wins. A grid from 0.1 to 10 in steps of
+    about 0.6% keeps the choice deterministic."""
+    temperatures = torch.logspace(-1, 1, 801, dtype=torch.float64)
+    losses = [torch.nn.functional.cross_entropy(logits.double() / t, labels) for t in temperatures]
+    return float(temperatures[int(torch.stack(losses).argmin())])
+
+
 def confidence_threshold(confidences: torch.Tensor, correct: torch.Tensor, target_accuracy: float) -> float:
     """The lowest confidence threshold at which the predictions kept reach `target_accuracy`.
 

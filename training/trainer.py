@@ -24,7 +24,7 @@ from text_recognizer.models.classifier import ClassifierModel, EpochMetrics, loa
 from training.augmentation import augment
 from training.config import AugmentationConfig, ConfigError, RunConfig, SchedulerConfig, load_config
 from training.distributed import SINGLE_PROCESS, Distributed
-from training.environment import environment, git_commit
+from training.environment import environment
 from training.run_directory import RunDirectory
 from training.runtime import configure_threads, select_device, set_seeds
 from training.tracking import Tracker
@@ -125,6 +125,8 @@ class Trainer:
         set_seeds(config.seed)
         self.threads = configure_threads(config.num_threads, distributed.local_world_size)
         self.device = select_device(config.device, distributed.local_rank)
+        # Recorded as training starts: a commit made while a long run trains must not claim that run.
+        self.environment = environment(self.device, self.threads)
         self.data: DatasetSplits = load_fashion_mnist(
             version=config.data.version,
             version_hash=config.data.version_hash,
@@ -237,7 +239,7 @@ class Trainer:
                 "dataset": self.config.data.dataset,
                 "data_version": self.data.version,
                 "data_version_hash": self.data.version_hash,
-                "git_commit": str(git_commit()),
+                "git_commit": str(self.environment["git_commit"]),
                 "run_dir": str(self.run.path),
             },
         )
@@ -344,7 +346,7 @@ class Trainer:
             "best_checkpoint_sha256": sha256_of(self.run.best_checkpoint),
             "last_checkpoint": str(self.run.last_checkpoint),
             "data": {**best.metadata["data"], "test_images": len(self.data.test)},
-            "environment": environment(self.device, self.threads),
+            "environment": self.environment,
             "distributed": {"processes": self.dist.world_size, "backend": self.dist.backend},
         }
         write_json_atomically(self.run.summary_path, summary)

@@ -43,21 +43,20 @@ class PromotionError(RuntimeError):
 def calibrate(model: ClassifierModel, val: Split) -> dict[str, Any]:
     """Set the model's temperature to the one that fits the validation split best (see
     `fit_temperature`), and report the calibration error before and after."""
-
-    def ece() -> float:
-        confidences, predicted = torch.softmax(model.logits(val.images), dim=1).max(dim=1)
-        return calibration(confidences, predicted == val.labels)[0]
-
     model.temperature = 1.0
-    before = ece()
-    model.temperature = fit_temperature(model.logits(val.images), val.labels)
-    after = ece()
+    logits = model.logits(val.images)
+    model.temperature = fit_temperature(logits, val.labels)
     return {
         "temperature": model.temperature,
         "chosen_on": "validation split",
-        "val_ece_before": before,
-        "val_ece_after": after,
+        "val_ece_before": expected_calibration_error(logits, val.labels),
+        "val_ece_after": expected_calibration_error(logits / model.temperature, val.labels),
     }
+
+
+def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    confidences, predicted = torch.softmax(logits, dim=1).max(dim=1)
+    return calibration(confidences, predicted == labels)[0]
 
 
 def unsure_threshold(model: ClassifierModel, val: Split, target_accuracy: float) -> dict[str, Any]:

@@ -104,6 +104,7 @@ class Predictor:
                 "to 28, centre on 28x28, negate light backgrounds (as Fashion-MNIST was made)",
             },
             "metrics": metadata.get("metrics", {}),
+            "confidence_temperature": self.model.temperature,
             "unsure_below_confidence": self.unsure_below,
             "data_checksums": metadata.get("data", {}).get("checksums", {}),
         }

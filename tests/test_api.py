@@ -189,6 +189,8 @@ def test_health_and_metadata(client: TestClient) -> None:
     assert metadata["classes"][0] == "T-shirt/top" and len(metadata["classes"]) == 10
     assert metadata["input"]["model_input"] == {"shape": [1, 28, 28], "dtype": "uint8"}
     assert metadata["metrics"]["test_accuracy"] >= DEFAULT_MIN_TEST_ACCURACY
+    card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
+    assert metadata["confidence_temperature"] == card["calibration"]["temperature"] != 1.0
     assert len(metadata["data_checksums"]) == 4 and metadata["version"] == ready.json()["model_version"]
 
 

@@ -45,7 +45,7 @@ def test_run_evaluation_and_promotion_are_tracked(
     versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
     assert card["mlflow"]["version"] in {str(v.version) for v in versions}
     assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {
-        "model/best.pt",
+        "model/model.pt",
         "model/model_card.json",
     }
 

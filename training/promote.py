@@ -4,7 +4,8 @@
 
 Writes `model.pt` (the run's weights with a temperature fitted on the validation split, so that
 confidences are calibrated), `model_card.json` and `MODEL_CARD.md`, each atomically. Refuses a run whose
-summary is missing, whose test accuracy is below the floor, or whose artifact is over the size budget.
+summary is missing, whose test accuracy is below the floor, or whose checkpoint is over the size budget
+(the temperature adds a few bytes; a test holds the shipped `model.pt` to the budget too).
 The card also carries the confidence threshold, chosen on the validation split, below which the service
 answers "unsure".
 """
@@ -166,14 +167,17 @@ def promote(
     model = ClassifierModel.load(run.best_checkpoint)  # proves the artifact loads on its own
     val = evaluation_split(model, "val")
     calibration_report = calibrate(model, val)
+    threshold = unsure_threshold(model, val, unsure_target_accuracy)
+    # Everything is computed before the served model is replaced, so a failure leaves the old one whole.
     weights_dir.mkdir(parents=True, exist_ok=True)
-    model.save(weights_dir / "model.pt")  # the run's weights, plus the temperature
-    card = model_card(run, summary, model, (weights_dir / "model.pt").read_bytes())
+    promoted = weights_dir / "model.pt"
+    model.save(promoted)  # the run's weights, plus the temperature
+    card = model_card(run, summary, model, promoted.read_bytes())
     card["calibration"] = calibration_report
-    card["confidence_threshold"] = unsure_threshold(model, val, unsure_target_accuracy)
+    card["confidence_threshold"] = threshold
     tracker = tracker_for_run(run_path, logging.getLogger("training.promote"))
-    if tracker:
-        version = tracker.register_model(REGISTERED_MODEL_NAME, [run.best_checkpoint])
+    if tracker:  # the registered version is the served artifact, temperature included
+        version = tracker.register_model(REGISTERED_MODEL_NAME, [promoted])
         if version:
             card["mlflow"] = {
                 "run_id": tracker.run_id,
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--min-test-accuracy", type=float, default=DEFAULT_MIN_TEST_ACCURACY)
     parser.add_argument(
-        "--max-size-mb", type=float, default=DEFAULT_MAX_SIZE_MB, help="refuse a larger model.pt"
+        "--max-size-mb", type=float, default=DEFAULT_MAX_SIZE_MB, help="refuse a larger checkpoint"
     )
     parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
     parser.add_argument(

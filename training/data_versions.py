@@ -13,18 +13,21 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
 
 from text_recognizer.atomic import write_text_atomically
-from text_recognizer.datasets.download import download_dir
-from text_recognizer.datasets.fashion_mnist import MANIFEST_NAME, read_split
+from text_recognizer.datasets.download import DownloadError, download_dir
+from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.feedback import DEFAULT_FEEDBACK_DIR, FeedbackStore
 from text_recognizer.datasets.idx import read_idx, write_idx
 from text_recognizer.datasets.manifest import Manifest
+from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE
 from text_recognizer.datasets.versions import (
+    FASHION_MNIST,
     SPLIT_FILES,
     DataVersion,
     DataVersionError,
@@ -36,7 +39,14 @@ from text_recognizer.datasets.versions import (
 )
 from text_recognizer.labels import LabelError
 from text_recognizer.paths import PROJECT_ROOT
-from training.labelled_images import LabelledImage, from_csv, from_feedback, from_folder
+from training.labelled_images import (
+    LabelledImage,
+    from_csv,
+    from_feedback,
+    from_folder,
+    from_shop_photos,
+    summarize_shop_photos,
+)
 from training.table import format_table
 
 
@@ -105,8 +115,15 @@ def create_version(
     root: Path = PROJECT_ROOT,
     origin: str | None = None,
     push: bool = True,
+    classes: tuple[str, ...] = (),
+    sources: list[dict[str, Any]] | None = None,
 ) -> DataVersion:
-    """Build version `name`: `base` plus `images`, or the release `origin` as is; record it in DVC."""
+    """Build version `name`: `base` plus `images`, or the release `origin` as is; record it in DVC.
+
+    `classes` names the labels when they differ from Fashion-MNIST's ten (a version with the class
+    "Out of scope"); `sources` records where the images came from when one entry per image would not
+    say it better (a whole split of the shop photos: the files and rules that select it, hashed).
+    """
     versions_dir = versions_dir_of(root)
     check_name(name)
     target = versions_dir / name
@@ -132,7 +149,8 @@ def create_version(
             origin=origin,
             description=description,
             counts={split: len(read_idx(staging / labels)) for split, (_, labels) in SPLIT_FILES.items()},
-            sources=[image.record() for image in images],
+            sources=[image.record() for image in images] if sources is None else sources,
+            classes=list(classes),
         )
         for path in staging.iterdir():
             path.chmod(0o444)
@@ -210,14 +228,23 @@ def version_rows(root: Path = PROJECT_ROOT) -> list[dict[str, object]]:
     ]
 
 
-def labelled_images(args: argparse.Namespace) -> list[LabelledImage]:
-    classes = Manifest.named(MANIFEST_NAME).classes
+def new_version_classes(args: argparse.Namespace) -> tuple[str, ...]:
+    """The base version's classes; adding shop photos adds the class "Out of scope"."""
+    classes = DataVersion.read(args.base).class_names if args.base else Manifest.named(FASHION_MNIST).classes
+    if args.shop_photos and OUT_OF_SCOPE not in classes:
+        classes = (*classes, OUT_OF_SCOPE)
+    return classes
+
+
+def labelled_images(args: argparse.Namespace, classes: tuple[str, ...]) -> list[LabelledImage]:
     if args.images:
         return from_folder(args.images, classes)
     if args.csv:
         return from_csv(args.csv, classes)
     if args.feedback:
         return from_feedback(FeedbackStore.at(args.feedback, args.feedback_db))
+    if args.shop_photos:
+        return from_shop_photos(classes, mirror=args.mirror)
     return []
 
 
@@ -241,6 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         help="feedback sent to the API (default data/feedback; --feedback-db for another database)",
     )
     source.add_argument("--official", metavar="MANIFEST", help="a release as is (fashion_mnist)")
+    source.add_argument(
+        "--shop-photos",
+        action="store_true",
+        help="the training split of the shop photo export, mapped by data/labels/shop_photos_mapping.csv",
+    )
+    add.add_argument("--mirror", help="shop photos: directory or URL of the export (else SHOP_PHOTOS_MIRROR)")
     add.add_argument("--from", dest="base", metavar="BASE", help="the version to start from")
     add.add_argument("--feedback-db", metavar="URL", help="SQLAlchemy URL of the feedback database")
     add.add_argument("--description", default="", help="what changed and why")
@@ -257,13 +290,17 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(lines))
             return 1 if any(line.startswith("FAIL") for line in lines) else 0
         elif args.command == "add":
+            classes = new_version_classes(args)
+            images = labelled_images(args, classes)
             version = create_version(
                 args.name,
                 base=args.base,
-                images=labelled_images(args),
+                images=images,
                 description=args.description,
                 origin=args.official,
                 push=not args.no_push,
+                classes=classes if classes != Manifest.named(FASHION_MNIST).classes else (),
+                sources=summarize_shop_photos(images, classes) if args.shop_photos else None,
             )
             print(
                 f"created data version {version.name} ({version.sha256}): {version.counts}; "
@@ -274,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             dvc(PROJECT_ROOT, "push", f"data/versions/{check_name(args.name)}.dvc")
             print(f"pushed data version {args.name}")
-    except (DataVersionError, LabelError, DvcError) as error:
+    except (DataVersionError, LabelError, DvcError, DownloadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,16 +1,28 @@
-"""Labelled images from outside the dataset: `<class>/<image>` folders, a CSV of paths and labels, feedback.
+"""Labelled images from outside the dataset: `<class>/<image>` folders, a CSV of paths and labels, feedback,
+and the shop photo export's training split.
 
 Every image goes through the same photo pipeline as serving (`image_bytes_to_input`), so a shop's photo
 becomes the 28x28 Fashion-MNIST-style image the model will see from the API.
 """
 
 import csv
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from text_recognizer.datasets.feedback import FeedbackStore
+from text_recognizer.datasets.manifest import Manifest
+from text_recognizer.datasets.shop_photos import (
+    MANIFEST_NAME,
+    MAPPING_PATH,
+    SPLITS_PATH,
+    iter_image_bytes,
+    labelled_photos,
+)
+from text_recognizer.datasets.versions import sha256_file
 from text_recognizer.labels import LabelError, class_index
 from text_recognizer.preprocessing import ImageError, image_bytes_to_input
 
@@ -39,6 +51,47 @@ def read_image(path: Path) -> np.ndarray:
         raise LabelError(f"{path}: {error}") from None
     except OSError as error:
         raise LabelError(f"{path}: cannot read ({error.strerror})") from None
+
+
+SHOP_PHOTOS_PREFIX = "shop_photos:"
+
+
+def from_shop_photos(class_names: tuple[str, ...], mirror: str | None = None) -> list[LabelledImage]:
+    """The export's training-split photos with their mapped classes (excluded ones left out), in
+    `photos.csv` order, through the serving preprocessing. Validation and test photos stay out: they are
+    the photo evaluation sets."""
+    directory, photos = labelled_photos(class_names, splits=("train",), mirror=mirror)
+    labels = {item.photo.image: class_index(item.target, class_names) for item in photos}
+    pixels = {}
+    for name, data in iter_image_bytes(directory, labels):
+        try:
+            pixels[name] = image_bytes_to_input(data)
+        except ImageError as error:
+            raise LabelError(f"{SHOP_PHOTOS_PREFIX}{name}: {error}") from None
+    return [LabelledImage(pixels[name], label, SHOP_PHOTOS_PREFIX + name) for name, label in labels.items()]
+
+
+def summarize_shop_photos(images: list[LabelledImage], class_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The lineage of a version's shop photos in one entry: the hashed files that select and label them
+    (the export's catalogue, the mapping, the splits) and counts, instead of 38,000 per-image entries."""
+    checksums = Manifest.named(MANIFEST_NAME).checksums()
+    per_class = Counter(class_names[image.label] for image in images)
+    per_source = Counter(image.source.removeprefix(SHOP_PHOTOS_PREFIX).split("/")[0] for image in images)
+    return [
+        {
+            "source": "shop_photos",
+            "split": "train",
+            "images": len(images),
+            "per_class": dict(sorted(per_class.items())),
+            "per_source": dict(sorted(per_source.items())),
+            "photos_csv_sha256": checksums["photos.csv"],
+            "mapping": str(MAPPING_PATH.relative_to(MAPPING_PATH.parents[2])),
+            "mapping_sha256": sha256_file(MAPPING_PATH),
+            "splits": str(SPLITS_PATH.relative_to(SPLITS_PATH.parents[2])),
+            "splits_sha256": sha256_file(SPLITS_PATH),
+            "preprocessing": "text_recognizer.preprocessing.image_bytes_to_input",
+        }
+    ]
 
 
 def from_folder(directory: Path, class_names: tuple[str, ...]) -> list[LabelledImage]:

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from text_recognizer.datasets.download import download_dir
-from text_recognizer.datasets.fashion_mnist import MANIFEST_NAME, read_split
+from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.idx import write_idx
 from text_recognizer.datasets.manifest import Manifest
-from text_recognizer.datasets.versions import SPLIT_FILES
+from text_recognizer.datasets.versions import FASHION_MNIST, SPLIT_FILES
 
 FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "fashion_mnist"
 PER_CLASS = {"train": 30, "test": 10}
@@ -38,7 +38,7 @@ def main() -> None:
     )
     parser.add_argument("--mirror", help="directory, file:// or http(s) URL holding the official files")
     args = parser.parse_args()
-    source_dir = download_dir(Manifest.named(MANIFEST_NAME), mirror=args.mirror)
+    source_dir = download_dir(Manifest.named(FASHION_MNIST), mirror=args.mirror)
     FIXTURES_DIR.mkdir(parents=True, exist_ok=True)
     record = {}
     for split_name, count in PER_CLASS.items():

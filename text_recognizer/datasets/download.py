@@ -66,7 +66,8 @@ def source_urls(spec: FileSpec, manifest: Manifest, mirror: str | None) -> list[
     mirror = mirror or os.environ.get(manifest.mirror_env) or None
     if mirror:
         return [join_url(as_url(mirror), spec.name)]
-    return [spec.url, *(join_url(base, spec.name) for base in manifest.mirrors)]
+    urls = [spec.url] if spec.url else []
+    return urls + [join_url(base, spec.name) for base in manifest.mirrors]
 
 
 def as_url(location: str) -> str:
@@ -112,6 +113,7 @@ def ensure_file(
     attempts: int = 3,
     backoff_seconds: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    no_source_hint: str = "",
 ) -> Path:
     """Return the verified path of `spec` in `dest_dir`, fetching it if missing or corrupt."""
     target = dest_dir / spec.name
@@ -122,6 +124,8 @@ def ensure_file(
             logger.info("ok       %s (already present, checksums match)", spec.name)
             return target
         logger.warning("corrupt  %s; fetching it again", problem)
+    if not urls:
+        raise DownloadError(f"{spec.name} is not in {dest_dir} and has no public URL: {no_source_hint}")
     failures: list[str] = []
     for url in urls:
         for attempt in range(1, attempts + 1):
@@ -159,6 +163,7 @@ def download(
             dest_dir,
             attempts=attempts,
             backoff_seconds=backoff_seconds,
+            no_source_hint=f"set {manifest.mirror_env} or pass --mirror (a directory, file:// or URL)",
         )
         for spec in manifest.files
     }
@@ -173,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", default="fashion_mnist", help="manifest name under data/manifests/")
+    parser.add_argument(
+        "--dataset", default="fashion_mnist", help="manifest name under data/manifests/ (or shop_photos)"
+    )
     parser.add_argument("--mirror", help="directory, file:// or http(s) URL holding the files")
     parser.add_argument("--dest", type=Path, help="target directory (default data/raw/<dataset>)")
     args = parser.parse_args(argv)

@@ -10,12 +10,10 @@ from pathlib import Path
 import torch
 
 from text_recognizer.datasets.idx import read_idx
-from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.datasets.splits import stratified_sample
 from text_recognizer.datasets.versions import OFFICIAL_VERSION, SPLIT_FILES, resolve_version
 from text_recognizer.preprocessing import Normalization
 
-MANIFEST_NAME = "fashion_mnist"
 INPUT_SHAPE = (1, 28, 28)
 
 
@@ -81,7 +79,7 @@ def load_fashion_mnist(
         train=train,
         val=full_train.subset(val_indices),
         test=read_split(directory, "test"),
-        class_names=Manifest.named(MANIFEST_NAME).classes,
+        class_names=record.class_names,
         normalization=Normalization.fit(train.images),
         checksums=record.files,
         version=record.name,

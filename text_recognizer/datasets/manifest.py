@@ -10,10 +10,10 @@ from text_recognizer.paths import MANIFESTS_DIR
 @dataclass(frozen=True)
 class FileSpec:
     name: str
-    url: str
     size: int
     md5: str
     sha256: str
+    url: str | None = None  # None: no public URL, the file comes from a mirror only
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Manifest:
             description=raw["description"],
             mirror_env=raw["mirror_env"],
             mirrors=tuple(raw.get("mirrors", ())),
-            classes=tuple(raw["classes"]),
+            classes=tuple(raw.get("classes", ())),
             files=tuple(FileSpec(**spec) for spec in raw["files"]),
         )
 

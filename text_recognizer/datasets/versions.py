@@ -21,6 +21,7 @@ from text_recognizer.paths import PROJECT_ROOT
 
 VERSIONS_DIR = PROJECT_ROOT / "data" / "versions"
 OFFICIAL_VERSION = "v1"  # the official Fashion-MNIST release; the default of configs and loaders
+FASHION_MNIST = "fashion_mnist"  # its manifest
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -64,6 +65,11 @@ class DataVersion:
     description: str = ""
     counts: dict[str, int] = field(default_factory=dict)  # images per split
     sources: list[dict[str, Any]] = field(default_factory=list)  # what was added or replaced, from where
+    classes: list[str] = field(default_factory=list)  # label names by index; empty: Fashion-MNIST's ten
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.classes) or Manifest.named(FASHION_MNIST).classes
 
     @property
     def short_hash(self) -> str:

@@ -1,0 +1,192 @@
+"""Seeded, stratified train/validation/test splits of the shop photos, with no near-duplicate across them.
+
+    python -m text_recognizer.datasets.photo_splits [--mirror DIR_OR_URL] [--seed 0]
+
+Photos are grouped first: identical bytes, or the same picture re-encoded, resized or recoloured, join
+one group (transitively). A near-duplicate is a perceptual hash (64-bit DCT hash of the grayscale image)
+within `CANDIDATE_BITS` of another's, confirmed by the 32x32 grayscale thumbnails differing by at most
+`NEAR_DUPLICATE_MEAN_DIFFERENCE` grey levels on average (the hash alone chains thousands of catalogue
+shots of different products into one group: they share a pose on white). Whole groups are then dealt to
+the splits, stratified by source and source label (not by the mapped class, so that revising the label
+mapping never moves a photo between splits), until each split holds its share of that stratum's photos.
+The result is written to `data/splits/shop_photos.csv` (image, split, and the group's first photo when
+the photo is not alone in its group) and committed: the splits are a record, not recomputed on the fly.
+"""
+
+import argparse
+import csv
+import io
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from text_recognizer.atomic import write_text_atomically
+from text_recognizer.datasets.download import DownloadError, download_dir
+from text_recognizer.datasets.manifest import Manifest
+from text_recognizer.datasets.shop_photos import (
+    MANIFEST_NAME,
+    SPLITS_PATH,
+    Photo,
+    iter_image_bytes,
+    read_photos,
+)
+
+HASH_SIDE = 32  # the image is reduced to 32x32 before the DCT; the lowest 8x8 frequencies make the hash
+CANDIDATE_BITS = 4  # hashes this close (of 64 bits) are compared by their thumbnails
+# Measured on the export: at <= 2.0, pairs are the same shot (colour variants of one product included) and
+# the largest group has 28 photos; at 3.0 different products join and groups reach 139.
+NEAR_DUPLICATE_MEAN_DIFFERENCE = 2.0
+FRACTIONS = {"test": 0.15, "val": 0.15}  # the rest is train
+
+
+def _dct_matrix(size: int) -> np.ndarray:
+    k = np.arange(size)[:, None]
+    n = np.arange(size)[None, :]
+    matrix = np.cos(np.pi * (2 * n + 1) * k / (2 * size)) * np.sqrt(2 / size)
+    matrix[0] /= np.sqrt(2)
+    return matrix
+
+
+DCT = _dct_matrix(HASH_SIDE)
+
+
+def thumbnail(data: bytes) -> np.ndarray:
+    """The 32x32 grayscale thumbnail that the hash and the near-duplicate check compare."""
+    with Image.open(io.BytesIO(data)) as image:
+        gray = image.convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def perceptual_hash(thumb: np.ndarray) -> int:
+    """pHash: signs of a thumbnail's 8x8 lowest DCT frequencies against their median (DC excluded)."""
+    pixels = thumb.astype(np.float64)
+    low = (DCT @ pixels @ DCT.T)[:8, :8].flatten()
+    bits = low > np.median(low[1:])
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def near_pairs(
+    hashes: np.ndarray, max_bits: int = CANDIDATE_BITS, chunk: int = 2048
+) -> list[tuple[int, int]]:
+    """Index pairs (i < j) whose hashes differ in at most `max_bits` bits: exact, by brute force."""
+    pairs = []
+    for start in range(0, len(hashes), chunk):
+        block = hashes[start : start + chunk]
+        distances = np.bitwise_count(block[:, None] ^ hashes[None, :])
+        rows, cols = np.nonzero(distances <= max_bits)
+        keep = cols > rows + start
+        pairs += list(zip((rows[keep] + start).tolist(), cols[keep].tolist(), strict=True))
+    return pairs
+
+
+class UnionFind:
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def find(self, item: int) -> int:
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def union(self, a: int, b: int) -> None:
+        root_a, root_b = self.find(a), self.find(b)
+        if root_a != root_b:
+            self.parent[max(root_a, root_b)] = min(root_a, root_b)
+
+
+def duplicate_groups(photos: list[Photo], thumbnails: np.ndarray) -> list[int]:
+    """For each photo, the index of the first photo of its group (identical bytes or a near-duplicate)."""
+    groups = UnionFind(len(photos))
+    first_with_bytes: dict[str, int] = {}
+    for index, photo in enumerate(photos):
+        groups.union(index, first_with_bytes.setdefault(photo.sha256, index))
+    hashes = np.array([perceptual_hash(thumb) for thumb in thumbnails], dtype=np.uint64)
+    for a, b in near_pairs(hashes):
+        difference = np.abs(thumbnails[a].astype(np.int16) - thumbnails[b]).mean()
+        if difference <= NEAR_DUPLICATE_MEAN_DIFFERENCE:
+            groups.union(a, b)
+    return [groups.find(index) for index in range(len(photos))]
+
+
+def assign_splits(photos: list[Photo], groups: list[int], seed: int) -> list[str]:
+    """Deal whole groups to test, val, then train, per stratum (source, source label of the group's first
+    photo), in a seeded order, each split taking groups until it holds its fraction of the stratum."""
+    members: dict[int, list[int]] = defaultdict(list)
+    for index, group in enumerate(groups):
+        members[group].append(index)
+    strata: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for group in sorted(members):
+        strata[(photos[group].source, photos[group].source_label)].append(group)
+    splits = ["train"] * len(photos)
+    rng = np.random.default_rng(seed)
+    for key in sorted(strata):
+        stratum = strata[key]
+        order = rng.permutation(len(stratum))
+        total = sum(len(members[group]) for group in stratum)
+        quotas = {name: round(fraction * total) for name, fraction in FRACTIONS.items()}
+        filled = dict.fromkeys(FRACTIONS, 0)
+        for position in order.tolist():
+            group = stratum[position]
+            name = next((n for n in FRACTIONS if filled[n] < quotas[n]), "train")
+            filled[name] = filled.get(name, 0) + len(members[group])
+            for index in members[group]:
+                splits[index] = name
+    return splits
+
+
+def make_splits(directory: Path, seed: int = 0) -> list[dict[str, str]]:
+    photos = read_photos(directory)
+    position = {photo.image: index for index, photo in enumerate(photos)}
+    thumbnails = np.zeros((len(photos), HASH_SIDE, HASH_SIDE), dtype=np.uint8)
+    for name, data in iter_image_bytes(directory):
+        thumbnails[position[name]] = thumbnail(data)
+    groups = duplicate_groups(photos, thumbnails)
+    splits = assign_splits(photos, groups, seed)
+    return [
+        {"image": photo.image, "split": split, "group": photos[group].image if group != index else ""}
+        for index, (photo, split, group) in enumerate(zip(photos, splits, groups, strict=True))
+    ]
+
+
+def to_csv(rows: list[dict[str, str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["image", "split", "group"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--mirror", help="directory, file:// or http(s) URL of the export (else SHOP_PHOTOS_MIRROR)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=SPLITS_PATH)
+    args = parser.parse_args(argv)
+    try:
+        directory = download_dir(Manifest.named(MANIFEST_NAME), mirror=args.mirror)
+    except DownloadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    rows = make_splits(directory, args.seed)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(args.output, to_csv(rows))
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        counts[row["split"]] += 1
+    grouped = sum(1 for row in rows if row["group"])
+    print(
+        f"{len(rows)} photos: {dict(counts)}; {grouped} joined a near-duplicate group; written {args.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -98,7 +98,9 @@ def test_evaluate_command_writes_report_and_rebuilds_the_validation_split(
     assert evaluate_main([str(PROMOTED_MODEL_PATH), "--split", "val", "--output", str(tmp_path)]) == 0
     output = tmp_path / "val"
     assert sorted(p.name for p in output.iterdir()) == [
-        "confusion_matrix.png", "metrics.json", "mistakes.png", "reliability.png"]  # fmt: skip
+        "confusion_catalogue.png", "confusion_matrix.png", "confusion_out-of-scope.png",
+        "confusion_phone.png", "confusion_shoes.png", "metrics.json", "mistakes.png",
+        "reliability.png"]  # fmt: skip
     for plot in output.glob("*.png"):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     report = json.loads((output / "metrics.json").read_text())
@@ -107,3 +109,9 @@ def test_evaluate_command_writes_report_and_rebuilds_the_validation_split(
     assert report["images"] == 5000 and report["accuracy"] == card["metrics"]["val_accuracy"]
     assert len(report["per_class"]) == 10 and len(report["most_confident_mistakes"]) == 24
     assert sum(map(sum, report["confusion_matrix"])) == 5000
+    # Every domain is reported apart, with the model card's "unsure" threshold.
+    assert list(report["domains"]) == ["fashion_mnist", "catalogue", "shoes", "phone", "out-of-scope"]
+    assert report["unsure_below"] == card["confidence_threshold"]["value"]
+    assert report["domains"]["fashion_mnist"]["accuracy"] == report["accuracy"]
+    for domain, result in report["domains"].items():
+        assert sum(map(sum, result["confusion_matrix"])) == result["images"] > 0, domain

@@ -1,5 +1,6 @@
 """Classification metrics from predicted probabilities: per-class precision/recall/F1, the confusion
-matrix, expected calibration error, and the confidence threshold below which a model should say "unsure".
+matrix, expected calibration error, the confidence threshold below which a model should say "unsure",
+and what the service would answer on one domain of photos.
 """
 
 from dataclasses import asdict, dataclass
@@ -95,3 +96,53 @@ def classification_report(
         "confusion_matrix": confusion.tolist(),
         "calibration_bins": [asdict(b) for b in bins],
     }
+
+
+def service_answers(
+    probabilities: torch.Tensor, class_names: tuple[str, ...], unsure_below: float | None, out_of_scope: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted class, answered): answered means the service names one of the in-scope classes, that is,
+    the top class is not `out_of_scope` and its confidence reaches `unsure_below`."""
+    confidences, predicted = probabilities.max(dim=1)
+    answered = confidences >= (unsure_below or 0.0)
+    if out_of_scope in class_names:
+        answered &= predicted != class_names.index(out_of_scope)
+    return predicted, answered
+
+
+def domain_report(
+    probabilities: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: tuple[str, ...],
+    unsure_below: float | None,
+    out_of_scope: str,
+) -> dict[str, Any]:
+    """One domain as the service would answer it. For in-scope images: top-1 accuracy, the share answered
+    with a class at the "unsure" threshold and the accuracy of those answers. For out-of-scope images
+    (labelled `out_of_scope`, or -1 for a model without that class): `accuracy` is the share answered
+    "not one of the ten" (out of scope or unsure). Rows of the confusion matrix are the true classes
+    present; columns every class the model has."""
+    predicted, answered = service_answers(probabilities, class_names, unsure_below, out_of_scope)
+    outside = labels < 0
+    if out_of_scope in class_names:
+        outside |= labels == class_names.index(out_of_scope)
+    if outside.any() and not outside.all():
+        raise ValueError("a domain is either all in scope or all out of scope")
+    report: dict[str, Any] = {
+        "images": int(labels.numel()),
+        "unsure_below": unsure_below,
+        "answered_with_a_class": answered.double().mean().item(),
+    }
+    if outside.all():
+        report["accuracy"] = (~answered).double().mean().item()
+        report["confusion_rows"] = [out_of_scope]
+        report["confusion_matrix"] = [torch.bincount(predicted, minlength=len(class_names)).tolist()]
+        return report
+    correct = predicted == labels
+    present = torch.unique(labels).tolist()
+    confusion = confusion_matrix(labels, predicted, len(class_names))
+    report["accuracy"] = correct.double().mean().item()
+    report["accuracy_when_answered"] = correct[answered].double().mean().item() if answered.any() else None
+    report["confusion_rows"] = [class_names[index] for index in present]
+    report["confusion_matrix"] = confusion[present].tolist()
+    return report

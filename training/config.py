@@ -170,8 +170,18 @@ def valid_keys(location: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
-def load_config(path: Path, overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a YAML config, apply overrides, validate. Raises ConfigError with every problem named."""
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` applied section by section (a mapping merges, anything else replaces)."""
+    result = dict(base)
+    for key, value in changes.items():
+        both_sections = isinstance(value, dict) and isinstance(result.get(key), dict)
+        result[key] = merged(result[key], value) if both_sections else value
+    return result
+
+
+def read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a mapping, with `extends: other.yaml` (beside it) resolved: the file's keys are
+    applied over the one it extends, so a config states only what it changes."""
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -181,6 +191,18 @@ def load_config(path: Path, overrides: Sequence[str] = ()) -> RunConfig:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of keys to values")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    parent_path = (path.parent / str(parent)).resolve()
+    if parent_path in seen:
+        raise ConfigError(f"{path}: 'extends' makes a cycle through {parent_path.name}")
+    return merged(read_raw(parent_path, (*seen, path.resolve())), raw)
+
+
+def load_config(path: Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML config, apply overrides, validate. Raises ConfigError with every problem named."""
+    raw = read_raw(path)
     for override in overrides:
         apply_override(raw, override)
     try:

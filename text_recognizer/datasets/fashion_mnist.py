@@ -10,23 +10,14 @@ from pathlib import Path
 import torch
 
 from text_recognizer.datasets.idx import read_idx
+from text_recognizer.datasets.labelled_split import Split
+from text_recognizer.datasets.photo_sets import load_photo_split
 from text_recognizer.datasets.splits import stratified_sample
 from text_recognizer.datasets.versions import OFFICIAL_VERSION, SPLIT_FILES, resolve_version
 from text_recognizer.preprocessing import Normalization
 
 INPUT_SHAPE = (1, 28, 28)
-
-
-@dataclass(frozen=True)
-class Split:
-    images: torch.Tensor  # uint8 (N, 28, 28)
-    labels: torch.Tensor  # int64 (N,)
-
-    def __len__(self) -> int:
-        return self.labels.numel()
-
-    def subset(self, indices: torch.Tensor) -> "Split":
-        return Split(self.images[indices], self.labels[indices])
+OFFICIAL_TRAIN_IMAGES = 60_000  # the release's training images: later versions append after them
 
 
 @dataclass(frozen=True)
@@ -65,19 +56,29 @@ def load_fashion_mnist(
 ) -> DatasetSplits:
     """Load a data version (verified byte for byte), then hold out a stratified validation split.
 
+    The hold-out is drawn from the release's own 60,000 training images, never from images a later
+    version appended. A version with shop photos validates on the photo validation split too (converted by
+    the serving preprocessing; see `photo_sets`); its test split is Fashion-MNIST's, and the photo test
+    split is read apart, once, after training.
     `train_size` keeps a stratified subset of the remaining training images (for smoke runs).
     Normalization statistics come from the training split that is actually trained on.
     """
     record, directory = resolve_version(version, expected_hash=version_hash, mirror=mirror, raw_dir=raw_dir)
     full_train = read_split(directory, "train")
-    val_indices, train_indices = stratified_sample(full_train.labels, val_size, split_seed)
-    train = full_train.subset(train_indices)
+    official = min(len(full_train), OFFICIAL_TRAIN_IMAGES)
+    val_indices, _ = stratified_sample(full_train.labels[:official], val_size, split_seed)
+    held_out = torch.zeros(len(full_train), dtype=torch.bool)
+    held_out[val_indices] = True
+    train = full_train.subset(torch.nonzero(~held_out).flatten())
     if train_size is not None and train_size < len(train):
         kept, _ = stratified_sample(train.labels, train_size, split_seed)
         train = train.subset(kept)
+    val = full_train.subset(val_indices)
+    if record.has_shop_photos:
+        val = val + load_photo_split(record.class_names, "val")
     return DatasetSplits(
         train=train,
-        val=full_train.subset(val_indices),
+        val=val,
         test=read_split(directory, "test"),
         class_names=record.class_names,
         normalization=Normalization.fit(train.images),

@@ -72,6 +72,13 @@ class DataVersion:
         return tuple(self.classes) or Manifest.named(FASHION_MNIST).classes
 
     @property
+    def has_shop_photos(self) -> bool:
+        """Made with shop photos (here or in a base): validation then includes the photo split."""
+        return any(source.get("source") == "shop_photos" for source in self.sources) or (
+            self.base is not None and DataVersion.read(self.base).has_shop_photos
+        )
+
+    @property
     def short_hash(self) -> str:
         return self.sha256[:12]
 

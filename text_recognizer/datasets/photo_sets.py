@@ -1,0 +1,42 @@
+"""The shop photos of one split as model input: decoded and converted by the serving preprocessing.
+
+Validation and test photos are converted when they are read, by the preprocessing the code has now, so
+that evaluating them measures what the API would answer for those files.
+"""
+
+import numpy as np
+import torch
+
+from text_recognizer.datasets.labelled_split import Split
+from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, iter_image_bytes, labelled_photos
+from text_recognizer.labels import LabelError, slug
+from text_recognizer.preprocessing import ImageError, image_bytes_to_input
+
+NO_CLASS = -1  # the label of an out-of-scope photo for a model that has no "Out of scope" class
+
+
+def photo_label(target: str, class_names: tuple[str, ...]) -> int:
+    slugs = [slug(name) for name in class_names]
+    if target in slugs:
+        return slugs.index(target)
+    if target == OUT_OF_SCOPE_TARGET:
+        return NO_CLASS
+    raise LabelError(
+        f"the mapping's target {target!r} is not a class of this model ({', '.join(class_names)})"
+    )
+
+
+def load_photo_split(class_names: tuple[str, ...], split: str, mirror: str | None = None) -> Split:
+    """Photos of `split` (`val` or `test`, or `train`) in `photos.csv` order, with their domains."""
+    directory, photos = labelled_photos(class_names, splits=(split,), mirror=mirror)
+    pixels = {}
+    for name, data in iter_image_bytes(directory, (item.photo.image for item in photos)):
+        try:
+            pixels[name] = image_bytes_to_input(data)
+        except ImageError as error:
+            raise LabelError(f"shop photo {name}: {error}") from None
+    return Split(
+        torch.from_numpy(np.stack([pixels[item.photo.image] for item in photos])),
+        torch.tensor([photo_label(item.target, class_names) for item in photos], dtype=torch.int64),
+        tuple(item.domain for item in photos),
+    )

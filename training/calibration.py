@@ -1,0 +1,49 @@
+"""Calibrating a model on its validation split: the temperature its confidences are divided by, and the
+confidence below which the service answers "unsure". Promotion stores both; evaluation of a run that
+has not been promoted computes them the same way, so its figures are what serving would give.
+"""
+
+from typing import Any
+
+import torch
+
+from text_recognizer.datasets.labelled_split import Split
+from text_recognizer.evaluation import calibration, confidence_threshold, fit_temperature
+from text_recognizer.models import ClassifierModel
+
+DEFAULT_UNSURE_TARGET_ACCURACY = 0.97
+
+
+def calibrate(model: ClassifierModel, val: Split) -> dict[str, Any]:
+    """Set the model's temperature to the one that fits the validation split best (see
+    `fit_temperature`), and report the calibration error before and after."""
+    model.temperature = 1.0
+    logits = model.logits(val.images)
+    model.temperature = fit_temperature(logits, val.labels)
+    return {
+        "temperature": model.temperature,
+        "chosen_on": "validation split",
+        "val_ece_before": expected_calibration_error(logits, val.labels),
+        "val_ece_after": expected_calibration_error(logits / model.temperature, val.labels),
+    }
+
+
+def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    confidences, predicted = torch.softmax(logits, dim=1).max(dim=1)
+    return calibration(confidences, predicted == labels)[0]
+
+
+def unsure_threshold(model: ClassifierModel, val: Split, target_accuracy: float) -> dict[str, Any]:
+    """The confidence below which the service answers "unsure", chosen on the validation split so that
+    the predictions it keeps reach `target_accuracy`."""
+    confidences, predicted = torch.softmax(model.logits(val.images), dim=1).max(dim=1)
+    correct = predicted == val.labels
+    value = confidence_threshold(confidences, correct, target_accuracy)
+    kept = confidences >= value
+    return {
+        "value": value,
+        "target_accuracy": target_accuracy,
+        "chosen_on": "validation split",
+        "val_coverage": kept.double().mean().item(),
+        "val_accuracy_when_sure": correct[kept].double().mean().item(),
+    }

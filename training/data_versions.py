@@ -40,6 +40,7 @@ from text_recognizer.datasets.versions import (
 from text_recognizer.labels import LabelError
 from text_recognizer.paths import PROJECT_ROOT
 from training.labelled_images import (
+    RECIPE_FILES,
     LabelledImage,
     from_csv,
     from_feedback,
@@ -178,22 +179,66 @@ def remove_version_files(directory: Path) -> None:
 
 
 def pull_version(name: str, root: Path = PROJECT_ROOT) -> Path:
-    """Make `data/versions/<name>/` present and verified: from the DVC remote, else from its origin."""
+    """Make `data/versions/<name>/` present and verified: from the DVC remote, else rebuilt from what it
+    was made of (an official release, or a base plus the shop photo export), verified against its record."""
     versions_dir = versions_dir_of(root)
     version = DataVersion.read(name, versions_dir)
     target = versions_dir / name
     try:
         dvc(root, "pull", str(DataVersion.record_path(name, versions_dir).relative_to(root)))
     except DvcError:
-        if version.origin is None:
+        if version.origin is None and not rebuildable(version):
             raise
-        remove_version_files(target)  # a damaged local copy must not stand in for the origin's files
-        source_dir = resolve_version(name, versions_dir=versions_dir)[1]  # the downloader, verified
-        staging = versions_dir / f".{name}.part"
-        remove_version_files(staging)
-        stage_version(staging, source_dir, [])
-        staging.rename(target)
+        remove_version_files(target)  # a damaged local copy must not stand in for the rebuilt files
+        rebuild(version, root)
     return resolve_version(name, versions_dir=versions_dir)[1]
+
+
+def rebuildable(version: DataVersion) -> bool:
+    """Made only from sources this checkout can fetch and verify: a base and the shop photo export."""
+    return (
+        version.base is not None
+        and bool(version.sources)
+        and all(source.get("source") == "shop_photos" for source in version.sources)
+    )
+
+
+def rebuild(version: DataVersion, root: Path) -> None:
+    """Stage the version again from its origin or from its base and the shop photos; refuse a result whose
+    bytes differ from the record (the mapping, the splits or the preprocessing changed since)."""
+    versions_dir = versions_dir_of(root)
+    if version.origin is not None:
+        source_dir, images = resolve_version(version.name, versions_dir=versions_dir)[1], []
+    else:
+        assert version.base is not None
+        for source in version.sources:
+            changed = [key for key, path in RECIPE_FILES.items() if sha256_file(root / path) != source[key]]
+            if changed:
+                raise DataVersionError(
+                    f"data version {version.name} cannot be rebuilt here: {', '.join(changed)} changed since "
+                    "it was made (check out the commit that made it, or dvc pull it from a remote)"
+                )
+        source_dir = pull_version(version.base, root)
+        images = from_shop_photos(version.class_names)
+    staging = versions_dir / f".{version.name}.part"
+    remove_version_files(staging)
+    try:
+        stage_version(staging, source_dir, images)
+        files = {path.name: sha256_file(path) for path in sorted(staging.iterdir())}
+        if files != version.files:
+            differing = sorted(
+                n for n in files.keys() | version.files.keys() if files.get(n) != version.files.get(n)
+            )
+            raise DataVersionError(
+                f"rebuilt data version {version.name} differs from its record in {', '.join(differing)} "
+                "(did the preprocessing change since it was made?)"
+            )
+        for path in staging.iterdir():
+            path.chmod(0o444)
+        staging.rename(versions_dir / version.name)
+    except BaseException:
+        remove_version_files(staging)
+        raise
 
 
 def verify_versions(names: list[str], root: Path = PROJECT_ROOT) -> list[str]:

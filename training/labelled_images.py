@@ -24,6 +24,7 @@ from text_recognizer.datasets.shop_photos import (
 )
 from text_recognizer.datasets.versions import sha256_file
 from text_recognizer.labels import LabelError, class_index
+from text_recognizer.paths import PROJECT_ROOT
 from text_recognizer.preprocessing import ImageError, image_bytes_to_input
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
@@ -54,13 +55,20 @@ def read_image(path: Path) -> np.ndarray:
 
 
 SHOP_PHOTOS_PREFIX = "shop_photos:"
+# The committed files that select and label a version's shop photos, by the key that records their sha256.
+RECIPE_FILES = {
+    "mapping_sha256": MAPPING_PATH.relative_to(PROJECT_ROOT),
+    "splits_sha256": SPLITS_PATH.relative_to(PROJECT_ROOT),
+}
 
 
-def from_shop_photos(class_names: tuple[str, ...], mirror: str | None = None) -> list[LabelledImage]:
+def from_shop_photos(
+    class_names: tuple[str, ...], mirror: str | None = None, directory: Path | None = None
+) -> list[LabelledImage]:
     """The export's training-split photos with their mapped classes (excluded ones left out), in
     `photos.csv` order, through the serving preprocessing. Validation and test photos stay out: they are
     the photo evaluation sets."""
-    directory, photos = labelled_photos(class_names, splits=("train",), mirror=mirror)
+    directory, photos = labelled_photos(class_names, splits=("train",), mirror=mirror, directory=directory)
     labels = {item.photo.image: class_index(item.target, class_names) for item in photos}
     pixels = {}
     for name, data in iter_image_bytes(directory, labels):
@@ -85,9 +93,9 @@ def summarize_shop_photos(images: list[LabelledImage], class_names: tuple[str, .
             "per_class": dict(sorted(per_class.items())),
             "per_source": dict(sorted(per_source.items())),
             "photos_csv_sha256": checksums["photos.csv"],
-            "mapping": str(MAPPING_PATH.relative_to(MAPPING_PATH.parents[2])),
+            "mapping": str(RECIPE_FILES["mapping_sha256"]),
             "mapping_sha256": sha256_file(MAPPING_PATH),
-            "splits": str(SPLITS_PATH.relative_to(SPLITS_PATH.parents[2])),
+            "splits": str(RECIPE_FILES["splits_sha256"]),
             "splits_sha256": sha256_file(SPLITS_PATH),
             "preprocessing": "text_recognizer.preprocessing.image_bytes_to_input",
         }

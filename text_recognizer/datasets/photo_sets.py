@@ -4,6 +4,8 @@ Validation and test photos are converted when they are read, by the preprocessin
 that evaluating them measures what the API would answer for those files.
 """
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -26,9 +28,11 @@ def photo_label(target: str, class_names: tuple[str, ...]) -> int:
     )
 
 
-def load_photo_split(class_names: tuple[str, ...], split: str, mirror: str | None = None) -> Split:
+def load_photo_split(
+    class_names: tuple[str, ...], split: str, mirror: str | None = None, directory: Path | None = None
+) -> Split:
     """Photos of `split` (`val` or `test`, or `train`) in `photos.csv` order, with their domains."""
-    directory, photos = labelled_photos(class_names, splits=(split,), mirror=mirror)
+    directory, photos = labelled_photos(class_names, splits=(split,), mirror=mirror, directory=directory)
     pixels = {}
     for name, data in iter_image_bytes(directory, (item.photo.image for item in photos)):
         try:

@@ -155,11 +155,15 @@ def labelled_photos(
     *,
     splits: Iterable[str] = SPLITS,
     mirror: str | None = None,
+    directory: Path | None = None,
     mapping_path: Path = MAPPING_PATH,
     splits_path: Path = SPLITS_PATH,
 ) -> tuple[Path, list[LabelledPhoto]]:
-    """The verified export's directory and its photos in `splits` with their targets (excluded ones not)."""
-    directory = download_dir(Manifest.named(MANIFEST_NAME), mirror=mirror)
+    """The export's directory and its photos in `splits` with their targets (excluded ones not).
+
+    The export is fetched and verified by the downloader unless `directory` holds one already verified.
+    """
+    directory = directory or download_dir(Manifest.named(MANIFEST_NAME), mirror=mirror)
     mapping = LabelMapping.load(class_names, mapping_path)
     assigned = read_splits(splits_path)
     wanted = set(splits)

@@ -23,7 +23,7 @@ from api.batching import MicroBatcher
 from api.errors import ApiError, ErrorBody, documented_errors, error_response, install_error_handlers
 from api.limits import BodySizeLimit
 from api.observability import Metrics, Observability, configure_logging, request_id_var
-from api.predictor import Prediction, Predictor
+from api.predictor import Prediction, Predictor, png_data_url
 from api.settings import Settings
 from text_recognizer.datasets.feedback import DuplicateFeedbackError, FeedbackRecord, FeedbackStore
 from text_recognizer.labels import LabelError, class_index
@@ -168,16 +168,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(422, "missing_file", MISSING_FILE)
         raise ApiError(415, "unsupported_media_type", f"Content-Type {content_type!r}: {MISSING_FILE}")
 
-    async def predict_data(request: Request, predictor: Predictor, data: bytes, top_k: int) -> Prediction:
+    async def predict_data(
+        request: Request, predictor: Predictor, data: bytes, top_k: int, include_input: bool = False
+    ) -> Prediction:
         batcher: MicroBatcher | None = request.app.state.batcher
         try:
             if batcher is None:  # one hop to the thread pool: decode and predict there
                 prediction = await run_in_threadpool(
-                    predictor.predict_bytes, data, top_k, settings.max_pixels
+                    predictor.predict_bytes, data, top_k, settings.max_pixels, include_input
                 )
             else:
                 pixels = await run_in_threadpool(image_bytes_to_input, data, settings.max_pixels)
                 prediction = await batcher.predict(pixels, top_k)
+                if include_input:
+                    prediction.model_input = png_data_url(pixels)
         except ImageError as error:
             raise rejected(error) from None
         metrics.observe_prediction(prediction.category, prediction.confidence)
@@ -189,10 +193,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=documented_errors(400, 413, 415, 422, 503),
         openapi_extra={"requestBody": SINGLE_IMAGE_BODY},
     )
-    async def predict(request: Request, top_k: TopK = settings.default_top_k) -> Prediction:
-        """Classify one image, sent as the multipart field `file` or as the raw request body."""
+    async def predict(
+        request: Request,
+        top_k: TopK = settings.default_top_k,
+        include_input: Annotated[
+            bool, Query(description="also return the 28x28 image the model saw (`model_input`)")
+        ] = False,
+    ) -> Prediction:
+        """Classify one image, sent as the multipart field `file` or as the raw request body.
+
+        The answer's `outcome` is "class" (one of the ten), "unsure" (below the confidence threshold) or
+        "out_of_scope" (the item is not one of the ten classes)."""
         predictor = predictor_of(request)
-        return await predict_data(request, predictor, await uploaded_image(request), top_k)
+        return await predict_data(request, predictor, await uploaded_image(request), top_k, include_input)
 
     @app.post(
         "/v1/predict/batch", response_model=BatchResponse, responses=documented_errors(400, 413, 422, 503)

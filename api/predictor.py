@@ -1,19 +1,27 @@
 """The served model: loaded once, warmed up, turning uploaded bytes into predictions."""
 
+import base64
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, Field
 
+from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.preprocessing import image_bytes_to_input
 
 MODEL_CARD_NAME = "model_card.json"
 UNSURE = "unsure"
+CATEGORY_DESCRIPTION = (
+    f'one of the ten Fashion-MNIST classes; "{UNSURE}" when the confidence is below the threshold; '
+    f'"{OUT_OF_SCOPE}" when the item is not one of the ten (belts, watches, skirts, ...)'
+)
 
 
 class CategoryScore(BaseModel):
@@ -22,11 +30,24 @@ class CategoryScore(BaseModel):
 
 
 class Prediction(BaseModel):
-    category: str = Field(description='the predicted class, or "unsure" below the confidence threshold')
-    class_id: int | None = Field(description="index of the predicted class; null when unsure")
+    category: str = Field(description=CATEGORY_DESCRIPTION)
+    outcome: Literal["class", "unsure", "out_of_scope"] = Field(
+        description='"class": `category` is one of the ten; "unsure": below the confidence threshold; '
+        '"out_of_scope": the item is not one of the ten'
+    )
+    class_id: int | None = Field(description="index of the predicted class; null unless `outcome` is class")
     confidence: float = Field(ge=0, le=1, description="probability of the most likely class")
     top_k: list[CategoryScore]
     model_version: str
+    model_input: str | None = Field(
+        None, description="with include_input=true: the 28x28 image the model saw, as a PNG data URL"
+    )
+
+
+def png_data_url(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 @dataclass
@@ -64,7 +85,8 @@ class Predictor:
         return [
             Prediction(
                 category=UNSURE if self.is_unsure(confidence) else category,
-                class_id=None if self.is_unsure(confidence) else int(class_id),
+                outcome=self.outcome(category, confidence),
+                class_id=int(class_id) if self.outcome(category, confidence) == "class" else None,
                 confidence=float(confidence),
                 top_k=[
                     CategoryScore(category=self.model.class_names[int(i)], confidence=float(s))
@@ -85,9 +107,20 @@ class Predictor:
     def is_unsure(self, confidence: float) -> bool:
         return self.unsure_below is not None and confidence < self.unsure_below
 
-    def predict_bytes(self, data: bytes, top_k: int, max_pixels: int) -> Prediction:
+    def outcome(self, category: str, confidence: float) -> Literal["class", "unsure", "out_of_scope"]:
+        if self.is_unsure(confidence):
+            return "unsure"
+        return "out_of_scope" if category == OUT_OF_SCOPE else "class"
+
+    def predict_bytes(
+        self, data: bytes, top_k: int, max_pixels: int, include_input: bool = False
+    ) -> Prediction:
         """Raises `ImageError` for an upload that is not a usable image."""
-        return self.predict_arrays([image_bytes_to_input(data, max_pixels)], top_k)[0]
+        pixels = image_bytes_to_input(data, max_pixels)
+        prediction = self.predict_arrays([pixels], top_k)[0]
+        if include_input:
+            prediction.model_input = png_data_url(pixels)
+        return prediction
 
     def metadata(self) -> dict[str, Any]:
         metadata = self.model.metadata
@@ -100,10 +133,13 @@ class Predictor:
             "input": {
                 "accepts": "one image file: JPEG, PNG, WebP, BMP or GIF (first frame), any size and mode",
                 "model_input": {"shape": list(self.model.input_shape), "dtype": "uint8"},
-                "preprocessing": "EXIF orientation, alpha onto white, grayscale, trim border, longest edge "
-                "to 28, centre on 28x28, negate light backgrounds (as Fashion-MNIST was made)",
+                "preprocessing": "EXIF orientation, alpha onto white, the item separated from its "
+                "background (colours of the photo's border), cropped, negated when darker than its "
+                "background, longest edge to 28, centred on 28x28 (as Fashion-MNIST was made)",
             },
+            "output": {"category": CATEGORY_DESCRIPTION},
             "metrics": metadata.get("metrics", {}),
+            "domains": self.card.get("domains", {}),
             "confidence_temperature": self.model.temperature,
             "unsure_below_confidence": self.unsure_below,
             "data_checksums": metadata.get("data", {}).get("checksums", {}),

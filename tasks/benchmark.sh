@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Run the benchmarks (not part of the tests): ./tasks/benchmark.sh [NAME ...] (default: all, in this order)
 # Each prints a table and writes benchmarks/results/<name>.json with the machine description.
-# time_to_accuracy trains the default config (~10 min) unless TIME_TO_ACCURACY_RUN names a finished run.
+# time_to_accuracy trains the default config (~10 min) unless TIME_TO_ACCURACY_RUN names a finished run;
+# preprocessing_variants trains a small CNN per photo conversion (~30 min; needs SHOP_PHOTOS_MIRROR).
 set -euo pipefail
 source "$(dirname "$0")/_environment.sh"
 "$ROOT/tasks/setup.sh"
 cd "$ROOT"
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(training_loop inference api_load micro_batching distributed_training time_to_accuracy)
+[ ${#names[@]} -gt 0 ] || names=(training_loop inference api_load micro_batching distributed_training preprocessing_speed
+  preprocessing_variants time_to_accuracy)
 for name in "${names[@]}"; do
   if [ "$name" = time_to_accuracy ] && [ -n "${TIME_TO_ACCURACY_RUN:-}" ]; then
     "$VENV_PYTHON" -m benchmarks.time_to_accuracy --run "$TIME_TO_ACCURACY_RUN"

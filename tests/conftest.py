@@ -78,3 +78,19 @@ def dvc_repo(tmp_path: Path, full_data_dir: Path) -> Path:
     (root / "data" / "versions").mkdir(parents=True)
     shutil.copy(VERSIONS_DIR / "v1.dvc", root / "data" / "versions" / "v1.dvc")
     return root
+
+
+@pytest.fixture
+def pipeline_copy(tmp_path: Path) -> Iterator[Path]:
+    """The project's tracked files in a fresh git repository, training the smoke config."""
+    root = tmp_path / "project"
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    for name in listed:
+        if name.split("/")[0] not in {"tests", "notebooks", "benchmarks"} and (REPO_ROOT / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO_ROOT / name, root / name)
+    params = root / "params.yaml"
+    params.write_text(params.read_text().replace("configs/default.yaml", "configs/smoke.yaml"))
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    yield root

@@ -1,11 +1,13 @@
 """The prediction service in-process (FastAPI TestClient, lifespan included): results, errors, docs."""
 
+import base64
 import io
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -15,6 +17,7 @@ from api.settings import Settings
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import PROMOTED_MODEL_PATH
+from text_recognizer.preprocessing import image_bytes_to_input
 from training.promote import DEFAULT_MIN_TEST_ACCURACY
 
 from .conftest import FIXTURES_DIR
@@ -53,8 +56,17 @@ def test_predict_returns_category_confidence_and_top_k(
     response = client.post("/v1/predict", files=upload(product_photo(TEST_IMAGES[0], seed=0)))
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"category", "class_id", "confidence", "top_k", "model_version"}
-    assert body["category"] == expected_categories[0] and body["class_id"] == 9
+    assert set(body) == {
+        "category",
+        "outcome",
+        "class_id",
+        "confidence",
+        "top_k",
+        "model_version",
+        "model_input",
+    }
+    assert body["category"] == expected_categories[0] and body["class_id"] == 9 and body["outcome"] == "class"
+    assert body["model_input"] is None, "the 28x28 input is returned only when asked for"
     assert len(body["top_k"]) == 3 and body["top_k"][0] == {
         "category": body["category"],
         "confidence": body["confidence"],
@@ -62,6 +74,15 @@ def test_predict_returns_category_confidence_and_top_k(
     assert body["top_k"][0]["confidence"] >= body["top_k"][1]["confidence"] >= body["top_k"][2]["confidence"]
     assert body["model_version"] == client.get("/v1/metadata").json()["version"]
     assert response.headers["X-Request-ID"]
+
+
+def test_the_28x28_image_the_model_saw_comes_back_when_asked_for(client: TestClient) -> None:
+    photo = product_photo(TEST_IMAGES[2], seed=2)
+    body = client.post("/v1/predict?include_input=true", files=upload(photo)).json()
+    header, encoded = body["model_input"].split(",", 1)
+    assert header == "data:image/png;base64"
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))
+    assert seen.dtype == np.uint8 and np.array_equal(seen, image_bytes_to_input(photo))
 
 
 def test_raw_image_body_gives_the_same_answer_as_multipart(client: TestClient) -> None:
@@ -228,6 +249,9 @@ def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:
     body_types = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/*", "application/octet-stream"} <= set(body_types)
     assert responses["413"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    prediction = spec["components"]["schemas"]["Prediction"]["properties"]
+    assert prediction["outcome"]["enum"] == ["class", "unsure", "out_of_scope"]
+    assert "Out of scope" in prediction["category"]["description"]
     assert client.get("/docs").status_code == 200
 
 
@@ -255,7 +279,7 @@ def test_below_the_confidence_threshold_the_answer_is_unsure(tmp_path: Path) -> 
     with served_with_threshold(tmp_path, threshold=1.01) as client:
         body = client.post("/v1/predict", files=photo).json()
         assert client.get("/v1/metadata").json()["unsure_below_confidence"] == 1.01
-    assert body["category"] == "unsure" and body["class_id"] is None
+    assert body["category"] == "unsure" and body["class_id"] is None and body["outcome"] == "unsure"
     assert len(body["top_k"]) == 3 and body["top_k"][0]["confidence"] == body["confidence"]
 
 

@@ -66,9 +66,24 @@ def test_malformed_files(tmp_path: Path, content: str, message: str) -> None:
 
 
 def test_missing_file_lists_shipped_configs(tmp_path: Path) -> None:
-    shipped = r"compact\.yaml, default\.yaml, smoke\.yaml, tiny\.yaml"
+    shipped = r"compact\.yaml, default\.yaml, photos\.yaml, smoke\.yaml, tiny\.yaml"
     with pytest.raises(ConfigError, match=rf"not found; shipped configs: {shipped}"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path: Path) -> None:
+    photos = load_config(CONFIGS_DIR / "photos.yaml")
+    compact = load_config(CONFIGS_DIR / "compact.yaml")
+    assert photos.data.version == "v2" and photos.trainer.epochs == 20 and photos.name == "photos"
+    assert photos.network == compact.network and photos.augmentation == compact.augmentation
+    assert photos.trainer.label_smoothing == compact.trainer.label_smoothing == 0.1  # a section merges
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
+    with pytest.raises(ConfigError, match="'extends' makes a cycle through a.yaml"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml not found"):
+        load_config(tmp_path / "c.yaml")
 
 
 def test_override_without_equals_sign(config_file: Path) -> None:

@@ -4,7 +4,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from training.data_versions import DvcError, create_version, pull_version, verif
 from training.labelled_images import from_csv, from_folder
 from training.trainer import start_run
 
-from .conftest import DVC, FIXTURES_DIR, REPO_ROOT
+from .conftest import DVC, FIXTURES_DIR
 from .support.product_photos import product_photo
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -172,22 +171,6 @@ def test_cli_lists_and_verifies_the_committed_versions(capsys: pytest.CaptureFix
     assert data_versions.main(["verify", "v1"]) == 0
     assert data_versions.main(["add", "v2", "--from", "v1", "--images", "/nonexistent"]) == 2
     assert "is not a directory of <class>/<image> files" in capsys.readouterr().err
-
-
-@pytest.fixture
-def pipeline_copy(tmp_path: Path) -> Iterator[Path]:
-    """The project's tracked files in a fresh git repository, training the smoke config."""
-    root = tmp_path / "project"
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-    for name in listed:
-        if name.split("/")[0] not in {"tests", "notebooks", "benchmarks"} and (REPO_ROOT / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(REPO_ROOT / name, root / name)
-    params = root / "params.yaml"
-    params.write_text(params.read_text().replace("configs/default.yaml", "configs/smoke.yaml"))
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    yield root
 
 
 @pytest.mark.slow

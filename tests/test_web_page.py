@@ -1,16 +1,20 @@
 """The web page in a real headless Chromium (Debian's), driven by Playwright, against a real server."""
 
 import base64
+import io
 import os
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from api.local_server import LiveServer
 from text_recognizer.datasets.idx import read_idx
+from text_recognizer.preprocessing import image_bytes_to_input
 
 from .conftest import FIXTURES_DIR
 from .support.product_photos import product_photo
@@ -61,6 +65,18 @@ def test_choosing_a_photo_shows_category_confidence_and_top_3(page: Page, tmp_pa
     expect(page.locator("#top-k li")).to_have_count(3)
     expect(page.locator("#preview")).to_be_visible()
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+
+
+def test_the_page_shows_the_28x28_image_the_model_saw(page: Page, tmp_path: Path) -> None:
+    photo = tmp_path / "boot.jpg"
+    photo.write_bytes(product_photo(TEST_IMAGES[0], seed=0))
+    page.set_input_files("#file-input", str(photo))
+    expect(page.locator("#model-input")).to_be_visible()
+    seen = page.locator("#model-input")
+    expect(seen).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    assert seen.evaluate("(image) => [image.naturalWidth, image.naturalHeight]") == [28, 28]
+    shown = Image.open(io.BytesIO(base64.b64decode(seen.get_attribute("src").split(",", 1)[1])))
+    assert np.array_equal(np.asarray(shown), image_bytes_to_input(photo.read_bytes()))
 
 
 def test_a_person_corrects_a_wrong_prediction_and_cannot_send_it_twice(page: Page, tmp_path: Path) -> None:

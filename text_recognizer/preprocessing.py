@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from text_recognizer.item_mask import item_mask
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ DEFAULT_MAX_PIXELS = 40_000_000
 SIDE = 28
 # Fashion-MNIST trimmed edges "close to the colour of the corner pixels" with a 5% distance threshold.
 TRIM_THRESHOLD = 0.05 * 255
+# An item mask smaller than this share of the photo failed (a white shirt on a white sheet): trim instead.
+MIN_ITEM_SHARE = 0.03
 
 
 class ImageError(ValueError):
@@ -71,6 +75,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     """Open and fully decode an upload (first frame of a GIF), refusing what is not a usable image.
 
     The pixel count is checked from the header, before decoding, so a decompression bomb costs nothing.
+    A JPEG is decoded at reduced scale (its DCT allows 1/2 to 1/8) down to twice the working size: a
+    12-megapixel photo costs a fraction of a full decode and of its memory.
     """
     if not data:
         raise ImageError("empty_file", "the uploaded file is empty")
@@ -92,6 +98,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             "image_too_large",
             f"the image is {image.width}x{image.height} pixels; the limit is {max_pixels} pixels",
         )
+    if image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers the working size
+        image.draft(image.mode, (2 * SERVING_CONVERSION.work_side, 2 * SERVING_CONVERSION.work_side))
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as error:
@@ -99,8 +107,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     return image
 
 
-def grayscale(image: Image.Image) -> np.ndarray:
-    """8-bit grayscale pixels after EXIF orientation; alpha is flattened onto a white background.
+def flattened(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB or L image after EXIF orientation; alpha is flattened onto a white background.
 
     Handles palette, 16-bit, 32-bit and float, CMYK and alpha modes.
     """
@@ -108,39 +116,78 @@ def grayscale(image: Image.Image) -> np.ndarray:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         pixels = np.asarray(image, dtype=np.float64)
         top = 65535.0 if pixels.max() > 255 else 255.0
-        return np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).round().astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return np.asarray(image.convert("L"), dtype=np.uint8)
+    return image if image.mode in ("RGB", "L") else image.convert("RGB")
 
 
-def fashion_mnist_style(image: Image.Image) -> np.ndarray:
+@dataclass(frozen=True)
+class Conversion:
+    """How a photo becomes a Fashion-MNIST-style image. The defaults are what training and serving use;
+    each step was chosen by measurement on the photo validation split (`tasks/compare_preprocessing.sh`)."""
+
+    separate_item: bool = True  # background model seeded from the border; False: trim by corner colour
+    tolerance: float = 40.0  # RGB distance to a background colour that still counts as background
+    mask_floor: float = 0.0  # least intensity inside the item, as a share of full (shows same-tone items)
+    work_side: int = 112  # the photo is reduced to this longest side first: speed, and enough for 28
+    subsample: bool = False  # the dataset's resize: skip rows and columns instead of filtering
+    sharpen: bool = False  # the dataset's Gaussian sharpening (sigma 1.0) after resizing
+
+
+SERVING_CONVERSION = Conversion()
+
+
+def fashion_mnist_style(image: Image.Image, conversion: Conversion = SERVING_CONVERSION) -> np.ndarray:
     """Convert a photo the way Fashion-MNIST was made from product photos; 28x28 inputs pass unchanged.
 
-    Steps (from the dataset's README): trim the border close to the corner colour, resize the longest
-    edge to 28, extend the shorter edge to 28 keeping the item centred, negate (when the background is
-    light, as in product photos), 8-bit grayscale; then stretch to full intensity, as the dataset is.
+    Steps (after the dataset's README, with the item separated from its background first): find the
+    item, crop to it, negate (when the background is light, as in product photos), resize the longest
+    edge to 28, extend the shorter edge to 28 keeping the item centred, 8-bit grayscale; then stretch to
+    full intensity, as the dataset is.
     """
-    pixels = grayscale(image)
-    if pixels.shape == (SIDE, SIDE):
-        return pixels
-    corners = np.array([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]], dtype=np.float64)
+    image = flattened(image)
+    if image.size == (SIDE, SIDE):
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+    if max(image.size) > conversion.work_side:
+        scale = conversion.work_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    pixels = np.asarray(image.convert("L"), dtype=np.float64)
+    corners = np.array([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
     background = float(np.median(corners))
-    rows, cols = np.nonzero(np.abs(pixels.astype(np.float64) - background) > TRIM_THRESHOLD)
+    mask = (
+        item_mask(np.asarray(image.convert("RGB")), conversion.tolerance)
+        if conversion.separate_item
+        else None
+    )
+    if mask is not None and mask.mean() >= MIN_ITEM_SHARE:
+        # The item is brighter than Fashion-MNIST's black background by how far it is from its own
+        # background: darker than it (a product on white, a black T-shirt on a red bed) counts as negated.
+        darker = np.median(pixels[mask]) <= np.median(pixels[~mask]) if (~mask).any() else background > 127
+        values = np.clip(background - pixels if darker else pixels - background, 0, None)
+        values = np.where(mask, np.maximum(values, conversion.mask_floor * 255), 0.0)
+    else:
+        # Negate a light background (measured from the corners, so an off-white one also becomes 0); a
+        # dark background is already Fashion-MNIST's polarity. Trim what is close to the corner colour.
+        values = np.clip(background - pixels if background > 127 else pixels - background, 0, None)
+        mask = values > TRIM_THRESHOLD
+    rows, cols = np.nonzero(mask)
     if rows.size:
-        pixels = pixels[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    height, width = pixels.shape
+        values = values[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    height, width = values.shape
     scale = SIDE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS)
-    canvas = Image.new("L", (SIDE, SIDE), round(background))
-    canvas.paste(resized, ((SIDE - size[0]) // 2, (SIDE - size[1]) // 2))
-    pixels_float = np.asarray(canvas, dtype=np.float64)
-    # Negate a light background (measured from the corners, so an off-white one also becomes 0); a dark
-    # background is already Fashion-MNIST's polarity.
-    result = np.clip(background - pixels_float if background > 127 else pixels_float - background, 0, None)
+    resampling = Image.Resampling.NEAREST if conversion.subsample else Image.Resampling.LANCZOS
+    resized = Image.fromarray(values.astype(np.float32), mode="F").resize(size, resampling)
+    if conversion.sharpen:
+        blurred = np.asarray(resized.filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float64)
+        resized = Image.fromarray(np.clip(2 * np.asarray(resized) - blurred, 0, None).astype(np.float32), "F")
+    result = np.zeros((SIDE, SIDE))
+    top, left = (SIDE - size[1]) // 2, (SIDE - size[0]) // 2
+    result[top : top + size[1], left : left + size[0]] = np.clip(np.asarray(resized), 0, None)
     # Every Fashion-MNIST image peaks at 250-255, so stretch the item to full intensity: a tinted or
     # dim photo then looks like the training data.
     peak = result.max()

@@ -3,6 +3,7 @@
 from text_recognizer.datasets.download import DownloadError
 from text_recognizer.datasets.idx import IdxFormatError
 from text_recognizer.datasets.versions import DataVersionError
+from text_recognizer.labels import LabelError
 from text_recognizer.models.classifier import ArtifactError
 from training.config import ConfigError
 from training.runtime import DeviceError
@@ -15,4 +16,5 @@ USER_ERRORS = (
     FileExistsError,
     IdxFormatError,
     ArtifactError,
+    LabelError,
 )

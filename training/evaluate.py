@@ -30,11 +30,11 @@ from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN, Split
 from text_recognizer.datasets.photo_sets import load_photo_split
 from text_recognizer.datasets.shop_photos import DOMAINS, OUT_OF_SCOPE
-from text_recognizer.datasets.versions import OFFICIAL_VERSION, DataVersionError
+from text_recognizer.datasets.versions import OFFICIAL_VERSION
 from text_recognizer.evaluation import classification_report, domain_report
-from text_recognizer.labels import LabelError
-from text_recognizer.models import ArtifactError, ClassifierModel
+from text_recognizer.models import ClassifierModel
 from training.calibration import DEFAULT_UNSURE_TARGET_ACCURACY, calibrate, unsure_threshold
+from training.errors import USER_ERRORS
 from training.image_grid import save_image_grid
 from training.run_directory import RunDirectory
 from training.tracking import tracker_for_run
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print_report(evaluate(args.target, args.split, args.output, args.domains))
-    except (ArtifactError, DataVersionError, DownloadError, LabelError, FileNotFoundError) as error:
+    except (*USER_ERRORS, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         if isinstance(error, DownloadError):
             print(

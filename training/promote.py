@@ -4,10 +4,11 @@
 
 Writes `model.pt` (the run's weights with a temperature fitted on the validation split, so that
 confidences are calibrated), `model_card.json` and `MODEL_CARD.md`, each atomically. Refuses a run whose
-summary is missing, whose test accuracy is below the floor, or whose checkpoint is over the size budget
-(the temperature adds a few bytes; a test holds the shipped `model.pt` to the budget too).
+summary is missing, whose test accuracy is below the floor, whose checkpoint is over the size budget
+(the temperature adds a few bytes; a test holds the shipped `model.pt` to the budget too), or whose
+photo test splits miss a per-domain floor (`--domain-floors`; the photos need SHOP_PHOTOS_MIRROR).
 The card also carries the confidence threshold, chosen on the validation split, below which the service
-answers "unsure".
+answers "unsure", and each domain's test figures at that threshold.
 """
 
 import argparse
@@ -19,17 +20,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from text_recognizer.atomic import write_json_atomically, write_text_atomically
+from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN
+from text_recognizer.datasets.shop_photos import DOMAINS, OUT_OF_SCOPE
+from text_recognizer.evaluation import domain_report
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import WEIGHTS_DIR
 from training.calibration import DEFAULT_UNSURE_TARGET_ACCURACY, calibrate, unsure_threshold
 from training.errors import USER_ERRORS
-from training.evaluate import evaluation_split
+from training.evaluate import evaluation_sets, evaluation_split
 from training.run_directory import RunDirectory
 from training.tracking import tracker_for_run
 
 DEFAULT_MIN_TEST_ACCURACY = 0.94  # the product's performance floor for a served model
 DEFAULT_MAX_SIZE_MB = 1.0  # the product's model-size budget: the artifact file, weights and card data
+# Per-domain floors on the test splits, at the served "unsure" threshold: `domain` is top-1 accuracy (for
+# out-of-scope items, the share answered "not one of the ten"); `domain:answered` is the share of in-scope
+# photos that still get a class. Fashion-MNIST's floor is `--min-test-accuracy`.
+DEFAULT_DOMAIN_FLOORS = {"catalogue": 0.0, "shoes": 0.0, "phone": 0.0, "out-of-scope": 0.0}
 REGISTERED_MODEL_NAME = "apparel-classifier"
 
 
@@ -94,6 +104,13 @@ Fashion-MNIST apparel classifier, promoted {card["promoted_at"]} from run `{card
 
 Classes: {", ".join(card["classes"])}.
 
+Test splits by domain, answered as the service answers (below the threshold: "unsure"; out of scope: not
+one of the ten):
+
+| domain | images | top-1 accuracy | answered with a class | accuracy when answered |
+| --- | --- | --- | --- | --- |
+{domain_rows(card.get("domains", {}))}
+
 | data file | sha256 |
 | --- | --- |
 {checksums}
@@ -102,13 +119,67 @@ The full configuration is in `model_card.json`.
 """
 
 
+def domain_results(model: ClassifierModel, unsure_below: float, domains: tuple[str, ...]) -> dict[str, Any]:
+    """Each domain's test split as the service would answer it (confusion matrices are in evaluate's
+    report, not in the card)."""
+    results = {}
+    for domain, split in evaluation_sets(model, "test", domains).items():
+        probabilities = torch.softmax(model.logits(split.images), dim=1)
+        report = domain_report(probabilities, split.labels, model.class_names, unsure_below, OUT_OF_SCOPE)
+        results[domain] = {k: v for k, v in report.items() if not k.startswith("confusion")}
+    return results
+
+
+def floor_problems(results: dict[str, Any], floors: dict[str, float]) -> list[str]:
+    """Every floor a domain misses, named with its figure."""
+    problems = []
+    for key, floor in sorted(floors.items()):
+        domain, _, measure = key.partition(":")
+        value = results[domain]["answered_with_a_class" if measure == "answered" else "accuracy"]
+        if value < floor:
+            what = "share answered with a class" if measure == "answered" else "accuracy"
+            problems.append(f"{domain} {what} {value:.4f} is below its floor {floor:.4f}")
+    return problems
+
+
+def parse_floors(text: str) -> dict[str, float]:
+    """`none`, or `domain=value` pairs separated by commas (`catalogue=0.9,catalogue:answered=0.9`)."""
+    if text == "none":
+        return {}
+    floors = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, separator, value = part.partition("=")
+        domain, _, measure = key.partition(":")
+        if not separator or domain not in DOMAINS or measure not in ("", "answered"):
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: use DOMAIN=VALUE or DOMAIN:answered=VALUE with DOMAIN one of {', '.join(DOMAINS)}"
+            )
+        floors[key] = float(value)
+    return floors
+
+
+def domain_rows(results: dict[str, Any]) -> str:
+    rows = []
+    for domain, result in results.items():
+        when = result.get("accuracy_when_answered")
+        accuracy = f"{result['accuracy']:.2%}" + (" (not one of the ten)" if domain == "out-of-scope" else "")
+        rows.append(
+            f"| {domain} | {result['images']:,} | {accuracy} | {result['answered_with_a_class']:.2%} | "
+            f"{'-' if when is None else f'{when:.2%}'} |"
+        )
+    return "\n".join(rows)
+
+
 def promote(
     run_path: Path,
     weights_dir: Path = WEIGHTS_DIR,
     min_test_accuracy: float = DEFAULT_MIN_TEST_ACCURACY,
     unsure_target_accuracy: float = DEFAULT_UNSURE_TARGET_ACCURACY,
     max_size_mb: float = DEFAULT_MAX_SIZE_MB,
+    domain_floors: dict[str, float] | None = None,
 ) -> dict[str, Any]:
+    """`domain_floors`: None for the defaults; an empty mapping skips the photo domains altogether."""
+    domain_floors = DEFAULT_DOMAIN_FLOORS if domain_floors is None else domain_floors
     run = RunDirectory(run_path)
     if not run.summary_path.exists():
         raise PromotionError(
@@ -129,6 +200,11 @@ def promote(
     val = evaluation_split(model, "val")
     calibration_report = calibrate(model, val)
     threshold = unsure_threshold(model, val, unsure_target_accuracy)
+    photo_domains = tuple(DOMAINS) if domain_floors else ()
+    results = domain_results(model, threshold["value"], (FASHION_MNIST_DOMAIN, *photo_domains))
+    problems = floor_problems(results, domain_floors)
+    if problems:
+        raise PromotionError("refused, test splits below their floors: " + "; ".join(problems))
     # Everything is computed before the served model is replaced, so a failure leaves the old one whole.
     weights_dir.mkdir(parents=True, exist_ok=True)
     promoted = weights_dir / "model.pt"
@@ -136,6 +212,8 @@ def promote(
     card = model_card(run, summary, model, promoted.read_bytes())
     card["calibration"] = calibration_report
     card["confidence_threshold"] = threshold
+    card["domains"] = results
+    card["domain_floors"] = domain_floors
     tracker = tracker_for_run(run_path, logging.getLogger("training.promote"))
     if tracker:  # the registered version is the served artifact, temperature included
         version = tracker.register_model(REGISTERED_MODEL_NAME, [promoted])
@@ -168,6 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_UNSURE_TARGET_ACCURACY,
         help="below the confidence at which validation predictions reach this accuracy, serve 'unsure'",
     )
+    parser.add_argument(
+        "--domain-floors",
+        type=parse_floors,
+        default=DEFAULT_DOMAIN_FLOORS,
+        help="per-domain floors on the photo test splits, e.g. catalogue=0.9,catalogue:answered=0.9; "
+        "'none' skips the photo domains (default: "
+        + ",".join(f"{k}={v}" for k, v in DEFAULT_DOMAIN_FLOORS.items())
+        + ")",
+    )
     args = parser.parse_args(argv)
     try:
         card = promote(
@@ -176,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             args.min_test_accuracy,
             args.unsure_target_accuracy,
             args.max_size_mb,
+            args.domain_floors,
         )
     except (PromotionError, FileNotFoundError, *USER_ERRORS) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,5 +1,5 @@
-// The web page: choose or drop an image, preview it, send it to /v1/predict, show the top-3 as bars;
-// then let the person confirm or correct the prediction (/v1/feedback).
+// The web page: choose or drop an image, preview it, send it to /v1/predict, show the top-3 as bars and
+// the 28x28 image the model saw; then let the person confirm or correct the prediction (/v1/feedback).
 const input = document.getElementById("file-input");
 const dropZone = document.getElementById("drop-zone");
 const preview = document.getElementById("preview");
@@ -54,8 +54,12 @@ function showError(message) {
 
 function showPrediction(prediction) {
   errorBox.hidden = true;
-  document.getElementById("category").textContent =
-    prediction.category === "unsure" ? "Not sure — best guesses:" : prediction.category;
+  const headings = {
+    unsure: "Not sure — best guesses:",
+    out_of_scope: "Not one of the ten categories (out of scope)",
+  };
+  document.getElementById("category").textContent = headings[prediction.outcome] || prediction.category;
+  document.getElementById("model-input").src = prediction.model_input;
   document.getElementById("confidence").textContent = percent(prediction.confidence);
   document.getElementById("model-version").textContent = prediction.model_version;
   const list = document.getElementById("top-k");
@@ -92,7 +96,7 @@ async function classify(file) {
   const form = new FormData();
   form.append("file", file);
   try {
-    const response = await fetch("/v1/predict", { method: "POST", body: form });
+    const response = await fetch("/v1/predict?include_input=true", { method: "POST", body: form });
     const body = await response.json();
     if (response.ok) {
       showPrediction(body);

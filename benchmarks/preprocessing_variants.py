@@ -1,0 +1,134 @@
+"""Which photo conversion helps the network: each variant of `Conversion`, measured on the photo
+validation split (never the test split).
+
+    python -m benchmarks.preprocessing_variants [--epochs 3] [--threads 1]
+
+For every variant the shop photos' training and validation splits are converted, a small CNN is trained
+from the same seed on the training photos alone (Fashion-MNIST images pass through any variant
+unchanged, so they would not tell the variants apart), and its validation accuracy is reported per
+domain with the conversion time per photo. Prints a table and writes
+benchmarks/results/preprocessing_variants.json.
+"""
+
+import argparse
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.common import print_table, write_result
+from text_recognizer.datasets.labelled_split import Split
+from text_recognizer.datasets.manifest import Manifest
+from text_recognizer.datasets.photo_sets import photo_label
+from text_recognizer.datasets.shop_photos import DOMAINS, OUT_OF_SCOPE, iter_image_bytes, labelled_photos
+from text_recognizer.datasets.versions import FASHION_MNIST
+from text_recognizer.models import ClassifierModel
+from text_recognizer.preprocessing import Conversion, Normalization, decode_image, fashion_mnist_style
+from training.augmentation import augment
+from training.config import AugmentationConfig
+from training.trainer import derived_seed
+
+VARIANTS = {
+    "corner trim (before)": Conversion(separate_item=False, work_side=100_000),
+    "corner trim at 112 px": Conversion(separate_item=False),
+    "item mask, tolerance 25": Conversion(tolerance=25.0),
+    "item mask, tolerance 40": Conversion(tolerance=40.0),
+    "item mask, tolerance 60": Conversion(tolerance=60.0),
+    "item mask 40, floor 0.3": Conversion(tolerance=40.0, mask_floor=0.3),
+    "item mask 40, subsample + sharpen": Conversion(tolerance=40.0, subsample=True, sharpen=True),
+}
+AUGMENTATION = AugmentationConfig(crop_padding=2, horizontal_flip=True)
+
+
+def converted(photos_bytes: dict[str, bytes], conversion: Conversion) -> tuple[dict[str, np.ndarray], float]:
+    started = time.perf_counter()
+    pixels = {
+        name: fashion_mnist_style(decode_image(data), conversion) for name, data in photos_bytes.items()
+    }
+    return pixels, (time.perf_counter() - started) / len(photos_bytes) * 1000
+
+
+def as_split(items: list[Any], pixels: dict[str, np.ndarray], class_names: tuple[str, ...]) -> Split:
+    return Split(
+        torch.from_numpy(np.stack([pixels[item.photo.image] for item in items])),
+        torch.tensor([photo_label(item.target, class_names) for item in items]),
+        tuple(item.domain for item in items),
+    )
+
+
+def train_and_score(train: Split, val: Split, class_names: tuple[str, ...], epochs: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = ClassifierModel(
+        "cnn",
+        {"channels": [32, 64], "convs_per_stage": 1, "hidden_size": 128, "dropout": 0.25},
+        (1, 28, 28),
+        class_names,
+        Normalization.fit(train.images),
+    )
+    optimizer = torch.optim.AdamW(model.network.parameters(), lr=3e-3, weight_decay=1e-4)
+    steps = len(train) // 128
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps * epochs)
+    for epoch in range(1, epochs + 1):
+        generator = torch.Generator().manual_seed(derived_seed(0, epoch))
+        order = torch.randperm(len(train), generator=generator)
+        batches = (
+            (
+                augment(train.images[order[i : i + 128]], AUGMENTATION, generator),
+                train.labels[order[i : i + 128]],
+            )
+            for i in range(0, steps * 128, 128)
+        )
+        model.fit_epoch(batches, optimizer, scheduler)
+    scores = {}
+    for domain, part in val.by_domain().items():
+        scores[domain] = model.evaluate(part.images, part.labels)["accuracy"]
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    class_names = (*Manifest.named(FASHION_MNIST).classes, OUT_OF_SCOPE)
+    directory, photos = labelled_photos(class_names, splits=("train", "val"))
+    photos_bytes = dict(iter_image_bytes(directory, (item.photo.image for item in photos)))
+    train_items = [item for item in photos if item.split == "train"]
+    val_items = [item for item in photos if item.split == "val"]
+    rows = []
+    for name in args.variants:
+        conversion = VARIANTS[name]
+        pixels, milliseconds = converted(photos_bytes, conversion)
+        scores = train_and_score(
+            as_split(train_items, pixels, class_names),
+            as_split(val_items, pixels, class_names),
+            class_names,
+            args.epochs,
+        )
+        row = {"variant": name, "ms_per_photo": round(milliseconds, 2)}
+        row.update({domain: round(scores[domain], 4) for domain in DOMAINS})
+        row["mean"] = round(float(np.mean([scores[domain] for domain in DOMAINS])), 4)
+        rows.append(row)
+        print(row, flush=True)
+    print_table(
+        f"Photo validation accuracy by conversion ({args.epochs} epochs, small CNN, photos only)", rows
+    )
+    write_result(
+        "preprocessing_variants",
+        rows,
+        epochs=args.epochs,
+        variants={name: asdict(VARIANTS[name]) for name in args.variants},
+        train_photos=len(train_items),
+        val_photos=len(val_items),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

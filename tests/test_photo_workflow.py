@@ -1,0 +1,91 @@
+"""The workflow the project exists for, on real photos, as the README shows it: a data version with the
+shop photos, the labelling queue on a pool of photos, a relabelled and a replaced photo, a new version, a
+run on it. Every step is the real command, run in a copy of the project (so versions and runs land there)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from text_recognizer.datasets.shop_photos import (
+    EXCLUDED,
+    LabelMapping,
+    iter_image_bytes,
+    labelled_photos,
+    read_photos,
+    read_splits,
+)
+from text_recognizer.datasets.versions import DataVersion
+from text_recognizer.labels import slug
+from text_recognizer.paths import PROMOTED_MODEL_PATH
+
+from .test_shop_photos import SHOP_FIXTURES
+
+pytestmark = pytest.mark.slow
+
+
+def run(project: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    result = subprocess.run([sys.executable, *args], cwd=project, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_queue_relabel_replace_new_version_and_a_run_on_real_photos(
+    pipeline_copy: Path, tmp_path: Path
+) -> None:
+    project = pipeline_copy
+    # The photo version as a clean clone gets it: rebuilt from v1, the export, the mapping and the splits.
+    assert "verified" in run(project, "-m", "training.data_versions", "pull", "v2")
+    # A pool of real photos that are not in any evaluation split (their labels unknown to the queue).
+    mapping = LabelMapping.load(DataVersion.read("v2").class_names)
+    splits = read_splits()
+    pool_photos = [
+        p for p in read_photos(SHOP_FIXTURES) if splits[p.image] == "train" and mapping.target(p) != EXCLUDED
+    ]
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for name, data in iter_image_bytes(SHOP_FIXTURES, [p.image for p in pool_photos]):
+        (pool / name.replace("/", "_")).write_bytes(data)
+    queue_dir = tmp_path / "queue"
+    run(project, "-m", "training.select_for_labeling", "--pool", str(pool), "--n", "8", "--model",
+        str(PROMOTED_MODEL_PATH), "--out", str(queue_dir))  # fmt: skip
+    table = queue_dir / "queue.csv"
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 8 and (queue_dir / "contact_sheet.png").read_bytes().startswith(b"\x89PNG")
+    # A person labels the queue (here: the mapped label of each photo), leaves one row for later, and
+    # replaces the first shop photo of v2's training split with a relabelled one.
+    truth = {p.image.replace("/", "_"): mapping.target(p) for p in pool_photos}
+    for row in rows[:-1]:
+        row["label"] = truth[Path(row["path"]).name]
+    first_shop_photo = 60_000  # v2's training split: the release's 60,000 images, then the shop photos
+    rows[0]["replaces"] = str(first_shop_photo)
+    with table.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0].keys()])
+        writer.writeheader()
+        writer.writerows({**row, "replaces": row.get("replaces") or ""} for row in rows)
+    output = run(project, "-m", "training.data_versions", "add", "v3", "--from", "v2", "--csv", str(table),
+                 "--description", "labelling queue, first round")  # fmt: skip
+    assert "created data version v3" in output
+    v2, v3 = (DataVersion.read(name, project / "data" / "versions") for name in ("v2", "v3"))
+    assert v3.counts["train"] == v2.counts["train"] + 6, "seven labelled rows: one replaces, six are appended"
+    assert v3.class_names == v2.class_names and v3.base == "v2"
+    replaced = next(source for source in v3.sources if "replaces" in source)
+    slugs = [slug(name) for name in v2.class_names]
+    assert replaced == {"source": rows[0]["path"], "label": slugs.index(truth[Path(rows[0]["path"]).name]),
+                        "replaces": first_shop_photo}  # fmt: skip
+    # A run on the new version: it trains on v3 and validates on Fashion-MNIST's hold-out and the photos.
+    run(project, "-m", "training.cli", "--config", "training/configs/smoke.yaml", "--run-dir", "runs/v3",
+        "data.version=v3", "tracking.enabled=false")  # fmt: skip
+    summary = json.loads((project / "runs" / "v3" / "summary.json").read_text())
+    assert summary["data"]["version"] == "v3" and summary["data"]["version_hash"] == v3.sha256
+    _, photo_val = labelled_photos(v2.class_names, splits=("val",))
+    assert summary["data"]["val_images"] == 500 + len(photo_val), "smoke's 500 held out, and the photo split"

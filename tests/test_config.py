@@ -79,10 +79,10 @@ def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path: Path
     assert photos.trainer.label_smoothing == compact.trainer.label_smoothing == 0.1  # a section merges
     (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
-    with pytest.raises(ConfigError, match="'extends' makes a cycle through a.yaml"):
+    with pytest.raises(ConfigError, match=r"'extends' makes a cycle through a\.yaml"):
         load_config(tmp_path / "a.yaml")
     (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
-    with pytest.raises(ConfigError, match="missing.yaml not found"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml not found"):
         load_config(tmp_path / "c.yaml")
 
 

@@ -15,6 +15,7 @@ from text_recognizer.evaluation import (
     classification_report,
     confidence_threshold,
     confusion_matrix,
+    domain_report,
     fit_temperature,
 )
 from text_recognizer.models import ClassifierModel
@@ -41,6 +42,37 @@ def test_report_per_class_metrics_and_calibration() -> None:
     assert (a["precision"], a["recall"], b["precision"], b["recall"]) == (pytest.approx(2 / 3), 1.0, 1.0, 0.5)
     # Bins: {0.9} all right, {0.8} right, {0.7} right, {0.6} wrong -> |1-0.9|+|1-0.8|+|1-0.7|+|0-0.6|, over 4
     assert report["expected_calibration_error"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.6) / 4)
+
+
+CLASSES = ("shirt", "bag", "Out of scope")
+
+
+def test_a_domain_report_counts_what_the_service_answers() -> None:
+    """In scope: top-1 accuracy over all images; answered = a class at or above the threshold (not out of
+    scope); accuracy when answered over those only."""
+    probabilities = torch.tensor([[0.9, 0.1, 0.0], [0.5, 0.4, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]])
+    report = domain_report(probabilities, torch.tensor([0, 0, 0, 1]), CLASSES, 0.6, "Out of scope")
+    assert report["images"] == 4 and report["accuracy"] == 0.5  # the first two are right
+    assert report["answered_with_a_class"] == 0.5  # the first and third; the second unsure, the last out
+    assert report["accuracy_when_answered"] == 0.5
+    assert report["confusion_rows"] == ["shirt", "bag"]
+    assert report["confusion_matrix"] == [[2, 1, 0], [0, 0, 1]]
+
+
+def test_out_of_scope_items_count_as_right_when_not_given_one_of_the_classes() -> None:
+    probabilities = torch.tensor([[0.1, 0.1, 0.8], [0.5, 0.4, 0.1], [0.9, 0.05, 0.05]])
+    with_class = domain_report(probabilities, torch.tensor([2, 2, 2]), CLASSES, 0.6, "Out of scope")
+    assert with_class["accuracy"] == pytest.approx(2 / 3)  # out of scope, and unsure (0.5 < 0.6)
+    assert with_class["confusion_rows"] == ["Out of scope"] and with_class["confusion_matrix"] == [[2, 0, 1]]
+    # A model without the class (-1 labels) is judged the same way, by its "unsure" answers alone.
+    without = domain_report(
+        probabilities[:, :2], torch.tensor([-1, -1, -1]), CLASSES[:2], 0.6, "Out of scope"
+    )
+    assert without["accuracy"] == pytest.approx(2 / 3) and without["answered_with_a_class"] == pytest.approx(
+        1 / 3
+    )
+    with pytest.raises(ValueError, match="either all in scope or all out of scope"):
+        domain_report(probabilities, torch.tensor([0, 2, 2]), CLASSES, 0.6, "Out of scope")
 
 
 def test_perfect_calibration_has_zero_error() -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from text_recognizer.datasets.fashion_mnist import read_split
+from text_recognizer.datasets.shop_photos import DOMAINS
 from text_recognizer.evaluation import (
     calibration,
     classification_report,
@@ -21,7 +22,7 @@ from text_recognizer.evaluation import (
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import PROMOTED_MODEL_PATH
 from training.evaluate import main as evaluate_main
-from training.promote import DEFAULT_MIN_TEST_ACCURACY
+from training.promote import DEFAULT_DOMAIN_FLOORS, DEFAULT_MIN_TEST_ACCURACY, domain_results, floor_problems
 
 from .conftest import FIXTURES_DIR
 
@@ -107,6 +108,17 @@ def test_promoted_model_reaches_its_accuracy_floor(promoted: ClassifierModel, fu
     test = read_split(full_data_dir, "test")
     accuracy = promoted.evaluate(test.images, test.labels)["accuracy"]
     assert accuracy >= ACCURACY_FLOOR, f"test accuracy {accuracy:.4f} is below the floor {ACCURACY_FLOOR}"
+
+
+@pytest.mark.slow
+def test_promoted_model_meets_the_floor_of_every_photo_domain(promoted: ClassifierModel) -> None:
+    """The shipped model's photo test figures, recomputed at its threshold: at or above promotion's
+    floors, and the figures its model card (and /v1/metadata) publish."""
+    card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
+    results = domain_results(promoted, card["confidence_threshold"]["value"], DOMAINS)
+    assert floor_problems(results, DEFAULT_DOMAIN_FLOORS) == []
+    for domain, result in results.items():
+        assert result == pytest.approx(card["domains"][domain]), domain
 
 
 def test_single_image_prediction_is_within_budget(promoted: ClassifierModel) -> None:

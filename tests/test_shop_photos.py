@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from text_recognizer.datasets.download import DownloadError, download, download_dir
@@ -32,7 +33,7 @@ from text_recognizer.datasets.shop_photos import (
     read_photos,
     read_splits,
 )
-from text_recognizer.datasets.versions import DataVersion
+from text_recognizer.datasets.versions import DataVersion, DataVersionError
 from text_recognizer.labels import LabelError
 from training.data_versions import pull_version, verify_versions
 
@@ -181,3 +182,13 @@ def test_a_version_with_shop_photos_is_rebuilt_from_its_recipe_where_no_remote_h
     assert verify_versions(["v2"], root=dvc_repo)[0].startswith("ok     v2")
     record = DataVersion.read("v2", versions)
     assert record.class_names == ELEVEN and record.counts["train"] > 60_000
+
+
+def test_a_version_whose_mapping_changed_since_is_not_rebuilt_but_named(dvc_repo: Path) -> None:
+    versions = dvc_repo / "data" / "versions"
+    record = yaml.safe_load((REPO_ROOT / "data" / "versions" / "v2.dvc").read_text())
+    record["meta"]["data_version"]["sources"][0]["mapping_sha256"] = "0" * 64  # made from another mapping
+    (versions / "v2.dvc").write_text(yaml.safe_dump(record))
+    with pytest.raises(DataVersionError, match=r"shop_photos_mapping\.csv changed since it was made"):
+        pull_version("v2", root=dvc_repo)
+    assert not (versions / "v2").exists() and not (versions / ".v2.part").exists()

@@ -40,12 +40,13 @@ from text_recognizer.datasets.versions import (
 from text_recognizer.labels import LabelError
 from text_recognizer.paths import PROJECT_ROOT
 from training.labelled_images import (
-    RECIPE_FILES,
+    SELECTION_FILES,
     LabelledImage,
     from_csv,
     from_feedback,
     from_folder,
     from_shop_photos,
+    preprocessing_sha256,
     summarize_shop_photos,
 )
 from training.table import format_table
@@ -212,7 +213,11 @@ def rebuild(version: DataVersion, root: Path) -> None:
     else:
         assert version.base is not None
         for source in version.sources:
-            changed = [key for key, path in RECIPE_FILES.items() if sha256_file(root / path) != source[key]]
+            changed = [
+                str(path.relative_to(PROJECT_ROOT))
+                for key, path in SELECTION_FILES.items()
+                if sha256_file(path) != source[key]
+            ]
             if changed:
                 raise DataVersionError(
                     f"data version {version.name} cannot be rebuilt here: {', '.join(changed)} changed since "
@@ -229,9 +234,15 @@ def rebuild(version: DataVersion, root: Path) -> None:
             differing = sorted(
                 n for n in files.keys() | version.files.keys() if files.get(n) != version.files.get(n)
             )
+            recorded = {source.get("preprocessing_sha256") for source in version.sources}
+            cause = (
+                "the preprocessing code changed since it was made"
+                if recorded and preprocessing_sha256() not in recorded
+                else "the same recipe gave other bytes (another torch, numpy or Pillow?)"
+            )
             raise DataVersionError(
-                f"rebuilt data version {version.name} differs from its record in {', '.join(differing)} "
-                "(did the preprocessing change since it was made?)"
+                f"rebuilt data version {version.name} differs from its record in {', '.join(differing)}: "
+                f"{cause}; dvc pull it from a remote, or check out the commit that made it"
             )
         for path in staging.iterdir():
             path.chmod(0o444)

@@ -22,7 +22,7 @@ from text_recognizer.datasets.shop_photos import (
     iter_image_bytes,
     labelled_photos,
 )
-from text_recognizer.datasets.versions import sha256_file
+from text_recognizer.datasets.versions import content_hash, sha256_file
 from text_recognizer.labels import LabelError, class_index
 from text_recognizer.paths import PROJECT_ROOT
 from text_recognizer.preprocessing import ImageError, image_bytes_to_input
@@ -56,10 +56,13 @@ def read_image(path: Path) -> np.ndarray:
 
 SHOP_PHOTOS_PREFIX = "shop_photos:"
 # The committed files that select and label a version's shop photos, by the key that records their sha256.
-RECIPE_FILES = {
-    "mapping_sha256": MAPPING_PATH.relative_to(PROJECT_ROOT),
-    "splits_sha256": SPLITS_PATH.relative_to(PROJECT_ROOT),
-}
+SELECTION_FILES = {"mapping_sha256": MAPPING_PATH, "splits_sha256": SPLITS_PATH}
+PREPROCESSING_FILES = ("text_recognizer/preprocessing.py", "text_recognizer/item_mask.py")
+
+
+def preprocessing_sha256(root: Path = PROJECT_ROOT) -> str:
+    """One hash over the code that turns photos into 28x28 images: a version records what made it."""
+    return content_hash({name: sha256_file(root / name) for name in PREPROCESSING_FILES})
 
 
 def from_shop_photos(
@@ -93,11 +96,12 @@ def summarize_shop_photos(images: list[LabelledImage], class_names: tuple[str, .
             "per_class": dict(sorted(per_class.items())),
             "per_source": dict(sorted(per_source.items())),
             "photos_csv_sha256": checksums["photos.csv"],
-            "mapping": str(RECIPE_FILES["mapping_sha256"]),
+            "mapping": str(MAPPING_PATH.relative_to(PROJECT_ROOT)),
             "mapping_sha256": sha256_file(MAPPING_PATH),
-            "splits": str(RECIPE_FILES["splits_sha256"]),
+            "splits": str(SPLITS_PATH.relative_to(PROJECT_ROOT)),
             "splits_sha256": sha256_file(SPLITS_PATH),
             "preprocessing": "text_recognizer.preprocessing.image_bytes_to_input",
+            "preprocessing_sha256": preprocessing_sha256(),
         }
     ]
 

@@ -40,7 +40,8 @@ def background_colours(samples: np.ndarray, count: int = CENTRES) -> np.ndarray:
                 centres[index] = members.mean(axis=0)
     nearest = np.argmin(((samples[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
     shares = np.bincount(nearest, minlength=count) / len(samples)
-    return centres[shares >= MIN_BORDER_SHARE]
+    kept: np.ndarray = centres[shares >= MIN_BORDER_SHARE]
+    return kept
 
 
 def item_mask(rgb: np.ndarray, tolerance: float) -> np.ndarray:

@@ -47,7 +47,7 @@ FRACTIONS = {"test": 0.15, "val": 0.15}  # the rest is train
 def _dct_matrix(size: int) -> np.ndarray:
     k = np.arange(size)[:, None]
     n = np.arange(size)[None, :]
-    matrix = np.cos(np.pi * (2 * n + 1) * k / (2 * size)) * np.sqrt(2 / size)
+    matrix: np.ndarray = np.cos(np.pi * (2 * n + 1) * k / (2 * size)) * np.sqrt(2 / size)
     matrix[0] /= np.sqrt(2)
     return matrix
 

@@ -12,11 +12,11 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE
+from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
+from text_recognizer.paths import MODEL_CARD_NAME
 from text_recognizer.preprocessing import image_bytes_to_input
 
-MODEL_CARD_NAME = "model_card.json"
 UNSURE = "unsure"
 CATEGORY_DESCRIPTION = (
     f'one of the ten Fashion-MNIST classes; "{UNSURE}" when the confidence is below the threshold; '

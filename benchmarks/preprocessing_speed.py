@@ -20,7 +20,7 @@ from PIL import Image
 
 from benchmarks.common import median, percentile, print_table, write_result
 from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
-from text_recognizer.preprocessing import SERVING_CONVERSION, Conversion, fashion_mnist_style
+from text_recognizer.preprocessing import Conversion, fashion_mnist_style, image_bytes_to_input
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "shop_photos"
 BEFORE = Conversion(separate_item=False, work_side=100_000)
@@ -28,14 +28,6 @@ BEFORE = Conversion(separate_item=False, work_side=100_000)
 
 def full_decode(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
-
-
-def reduced_decode(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    if image.format == "JPEG":
-        image.draft(image.mode, (2 * SERVING_CONVERSION.work_side, 2 * SERVING_CONVERSION.work_side))
     image.load()
     return image
 
@@ -69,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     pipelines = {
         "before": lambda data: fashion_mnist_style(full_decode(data), BEFORE),
-        "after": lambda data: fashion_mnist_style(reduced_decode(data), SERVING_CONVERSION),
+        "after": image_bytes_to_input,
     }
     rows = []
     for name, data in sample_photos().items():

@@ -22,8 +22,9 @@ from benchmarks.common import print_table, write_result
 from text_recognizer.datasets.labelled_split import Split
 from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.datasets.photo_sets import photo_label
-from text_recognizer.datasets.shop_photos import DOMAINS, OUT_OF_SCOPE, iter_image_bytes, labelled_photos
+from text_recognizer.datasets.shop_photos import DOMAINS, iter_image_bytes, labelled_photos
 from text_recognizer.datasets.versions import FASHION_MNIST
+from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.preprocessing import Conversion, Normalization, decode_image, fashion_mnist_style
 from training.augmentation import augment

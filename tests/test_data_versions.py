@@ -171,6 +171,8 @@ def test_cli_lists_and_verifies_the_committed_versions(capsys: pytest.CaptureFix
     assert data_versions.main(["verify", "v1"]) == 0
     assert data_versions.main(["add", "v2", "--from", "v1", "--images", "/nonexistent"]) == 2
     assert "is not a directory of <class>/<image> files" in capsys.readouterr().err
+    assert data_versions.main(["add", "v9", "--from", "v2", "--shop-photos", "--no-push"]) == 2
+    assert "v2 already holds the shop photos' training split" in capsys.readouterr().err
 
 
 @pytest.mark.slow

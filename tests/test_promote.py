@@ -1,5 +1,6 @@
 """Promotion of a run to the served artifact, and the consistency of the artifact shipped in the repo."""
 
+import argparse
 import hashlib
 import json
 import shutil
@@ -11,7 +12,7 @@ import torch
 from api.predictor import Predictor
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import PROMOTED_MODEL_PATH
-from training.promote import DEFAULT_MAX_SIZE_MB, DEFAULT_MIN_TEST_ACCURACY
+from training.promote import DEFAULT_MAX_SIZE_MB, DEFAULT_MIN_TEST_ACCURACY, floor_problems, parse_floors
 from training.promote import main as promote_main
 
 from .support.smoke_training import train_smoke
@@ -25,7 +26,11 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, full_data_dir: Path) -> 
 @pytest.mark.slow
 def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: Path) -> None:
     weights = tmp_path / "weights"
-    assert promote_main([str(smoke_run), "--weights-dir", str(weights), "--min-test-accuracy", "0.5"]) == 0
+    floors = ["--domain-floors", "catalogue=0"]  # the photo domains are evaluated; a smoke model has no floor
+    assert (
+        promote_main([str(smoke_run), "--weights-dir", str(weights), "--min-test-accuracy", "0.5", *floors])
+        == 0
+    )
     best = smoke_run / "checkpoints" / "best.pt"
     promoted, trained = ClassifierModel.load(weights / "model.pt"), ClassifierModel.load(best)
     for name, tensor in trained.network.state_dict().items():
@@ -51,6 +56,9 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
     assert 0 < threshold["value"] <= 1 and threshold["chosen_on"] == "validation split"
     assert threshold["val_accuracy_when_sure"] >= threshold["target_accuracy"] or threshold["value"] == 1.0
     assert Predictor.load(weights / "model.pt").version == card["version"]
+    assert list(card["domains"]) == ["fashion_mnist", "catalogue", "shoes", "phone", "out-of-scope"]
+    assert card["domains"]["fashion_mnist"]["accuracy"] == card["metrics"]["test_accuracy"]
+    assert "| phone |" in markdown and card["domain_floors"] == {"catalogue": 0.0}
 
 
 @pytest.mark.slow
@@ -63,6 +71,34 @@ def test_refuses_a_run_below_the_accuracy_floor(
     )
     assert "below the promotion floor 0.9900" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_domain_floors_are_parsed_and_named_in_refusals() -> None:
+    assert parse_floors("none") == {}
+    assert parse_floors("catalogue=0.9, catalogue:answered=0.85") == {
+        "catalogue": 0.9,
+        "catalogue:answered": 0.85,
+    }
+    for bad in ("catalog=0.9", "phone:coverage=0.5", "phone"):
+        with pytest.raises(argparse.ArgumentTypeError, match="DOMAIN=VALUE"):
+            parse_floors(bad)
+    results = {"phone": {"accuracy": 0.61, "answered_with_a_class": 0.5}}
+    assert floor_problems(results, {"phone": 0.6, "phone:answered": 0.7, "shoes": 0.9}) == [
+        "phone share answered with a class 0.5000 is below its floor 0.7000",
+        "shoes has no test photos to hold to its floor 0.9000",
+    ]
+
+
+@pytest.mark.slow
+def test_refuses_a_run_whose_photo_domain_misses_its_floor(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "w"
+    arguments = [str(smoke_run), "--weights-dir", str(weights), "--min-test-accuracy", "0.5"]
+    assert promote_main([*arguments, "--domain-floors", "shoes=0.999,phone:answered=1.0"]) == 2
+    error = capsys.readouterr().err
+    assert "refused, test splits below their floors: phone share answered with a class" in error
+    assert "shoes accuracy" in error and not weights.exists()
 
 
 @pytest.mark.slow

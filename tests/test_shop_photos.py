@@ -4,6 +4,7 @@ photo evaluation sets, and the versions made from it. Quick tests use the commit
 
 import csv
 import gzip
+import hashlib
 import io
 import shutil
 import tarfile
@@ -11,6 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -116,22 +118,32 @@ def test_recorded_splits_keep_near_duplicate_groups_together_and_match_the_fract
         assert counts["val"] / total == pytest.approx(0.15, abs=0.01), source
 
 
-def test_a_re_encoded_copy_lands_in_the_split_of_its_original(export: Path, tmp_path: Path) -> None:
-    """The real split code on the fixture export, plus a planted near-duplicate: a smaller re-encoding."""
+def test_re_encoded_and_recoloured_copies_land_in_the_split_of_their_original(
+    export: Path, tmp_path: Path
+) -> None:
+    """The real split code on the fixture export, plus planted near-duplicates: a re-encoding (a
+    re-upload), and the same shot in a deeper colour (the product's colour variant)."""
     original = (
         "catalogue/" + next(p.image for p in read_photos(export) if p.source == "catalogue").split("/")[1]
     )
     data = dict(iter_image_bytes(export, [original]))[original]
     image = Image.open(io.BytesIO(data))
     buffer = io.BytesIO()
-    image.resize((image.width * 3 // 4, image.height * 3 // 4)).save(buffer, "JPEG", quality=70)
+    image.save(buffer, "JPEG", quality=70)
     copy = tmp_path / "copy"
     shutil.copytree(export, copy)
     add_photo(copy, "catalogue/99999999.jpg", buffer.getvalue(), "Apparel/Topwear/Tshirts")
+    pixels = np.asarray(image.convert("RGB")).astype(np.float64)
+    item = pixels.min(axis=2) < 230  # the product, not the white backdrop
+    pixels[item] = np.clip(255 - (255 - pixels[item]) * 1.8, 0, 255)  # the same shot, a deeper colour
+    recoloured = io.BytesIO()
+    Image.fromarray(pixels.round().astype(np.uint8)).save(recoloured, "PNG")
+    add_photo(copy, "catalogue/99999998.jpg", recoloured.getvalue(), "Apparel/Topwear/Tshirts")
     rows = make_splits(copy, seed=0)
     by_image = {row["image"]: row for row in rows}
-    assert by_image["catalogue/99999999.jpg"]["group"] == original
-    assert by_image["catalogue/99999999.jpg"]["split"] == by_image[original]["split"]
+    for planted in ("catalogue/99999999.jpg", "catalogue/99999998.jpg"):
+        assert by_image[planted]["group"] == original, planted
+        assert by_image[planted]["split"] == by_image[original]["split"], planted
     assert to_csv(make_splits(copy, seed=0)) == to_csv(rows), "seeded: the same splits every time"
 
 
@@ -147,9 +159,8 @@ def add_photo(export: Path, name: str, data: bytes, source_label: str) -> None:
     archive_path.write_bytes(gzip.compress(raw.getvalue()))
     (export / "photos.csv").chmod(0o644)
     with (export / "photos.csv").open("a", newline="") as handle:
-        csv.writer(handle, lineterminator="\n").writerow(
-            [name, "catalogue", source_label, "Copy", len(data), "x", ""]
-        )
+        row = [name, "catalogue", source_label, "Copy", len(data), hashlib.sha256(data).hexdigest(), ""]
+        csv.writer(handle, lineterminator="\n").writerow(row)
 
 
 def test_photo_sets_go_through_the_serving_preprocessing_with_their_domains(export: Path) -> None:
@@ -168,6 +179,12 @@ def test_photo_sets_go_through_the_serving_preprocessing_with_their_domains(expo
 def test_the_committed_splits_are_what_the_split_code_makes_from_the_full_export() -> None:
     directory = download_dir(Manifest.named("shop_photos"))
     assert to_csv(make_splits(directory, seed=0)) == SPLITS_PATH.read_text()
+    split_of = read_splits()
+    for colour_variants in (
+        ("boot_boot_(4150)", "boot_boot_(4151)"),
+        ("boot_boot_(4417)", "boot_boot_(4418)"),
+    ):
+        assert len({split_of[f"shoes/{name}.jpg"] for name in colour_variants}) == 1, colour_variants
     mapping = LabelMapping.load(TEN)
     assert all(mapping.target(photo) for photo in read_photos(directory)), "every label has a rule"
 

@@ -40,7 +40,8 @@ def test_run_evaluation_and_promotion_are_tracked(
     assert "evaluation/val/confusion_matrix.png" in evaluation
 
     weights = tmp_path / "weights"
-    assert promote_main([str(run_dir), "--weights-dir", str(weights), "--min-test-accuracy", "0.5"]) == 0
+    arguments = ["--weights-dir", str(weights), "--min-test-accuracy", "0.5", "--domain-floors", "none"]
+    assert promote_main([str(run_dir), *arguments]) == 0
     card = json.loads((weights / "model_card.json").read_text())
     versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
     assert card["mlflow"]["version"] in {str(v.version) for v in versions}

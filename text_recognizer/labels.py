@@ -2,6 +2,9 @@
 
 import re
 
+# The class a model learns from out-of-scope photos: its answer means "not one of the ten".
+OUT_OF_SCOPE = "Out of scope"
+
 
 class LabelError(ValueError):
     """A label, image source or labelled file is unusable; the message names it."""

@@ -127,7 +127,8 @@ def flattened(image: Image.Image) -> Image.Image:
 @dataclass(frozen=True)
 class Conversion:
     """How a photo becomes a Fashion-MNIST-style image. The defaults are what training and serving use;
-    each step was chosen by measurement on the photo validation split (`tasks/compare_preprocessing.sh`)."""
+    each step was chosen by measurement on the photo validation split
+    (`./tasks/benchmark.sh preprocessing_variants`)."""
 
     separate_item: bool = True  # background model seeded from the border; False: trim by corner colour
     tolerance: float = 40.0  # RGB distance to a background colour that still counts as background

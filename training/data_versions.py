@@ -25,7 +25,6 @@ from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.feedback import DEFAULT_FEEDBACK_DIR, FeedbackStore
 from text_recognizer.datasets.idx import read_idx, write_idx
 from text_recognizer.datasets.manifest import Manifest
-from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE
 from text_recognizer.datasets.versions import (
     FASHION_MNIST,
     SPLIT_FILES,
@@ -37,7 +36,7 @@ from text_recognizer.datasets.versions import (
     resolve_version,
     sha256_file,
 )
-from text_recognizer.labels import LabelError
+from text_recognizer.labels import OUT_OF_SCOPE, LabelError
 from text_recognizer.paths import PROJECT_ROOT
 from training.labelled_images import (
     SELECTION_FILES,
@@ -234,7 +233,7 @@ def rebuild(version: DataVersion, root: Path) -> None:
             differing = sorted(
                 n for n in files.keys() | version.files.keys() if files.get(n) != version.files.get(n)
             )
-            recorded = {source.get("preprocessing_sha256") for source in version.sources}
+            recorded = {source.get("preprocessing_sha256") for source in version.sources} - {None}
             cause = (
                 "the preprocessing code changed since it was made"
                 if recorded and preprocessing_sha256() not in recorded
@@ -286,7 +285,10 @@ def version_rows(root: Path = PROJECT_ROOT) -> list[dict[str, object]]:
 
 def new_version_classes(args: argparse.Namespace) -> tuple[str, ...]:
     """The base version's classes; adding shop photos adds the class "Out of scope"."""
-    classes = DataVersion.read(args.base).class_names if args.base else Manifest.named(FASHION_MNIST).classes
+    base = DataVersion.read(args.base) if args.base else None
+    if args.shop_photos and base is not None and base.has_shop_photos:
+        raise DataVersionError(f"{args.base} already holds the shop photos' training split; base it on v1")
+    classes = base.class_names if base else Manifest.named(FASHION_MNIST).classes
     if args.shop_photos and OUT_OF_SCOPE not in classes:
         classes = (*classes, OUT_OF_SCOPE)
     return classes

@@ -12,6 +12,7 @@ reports/<model>/<split>/. The validation split is rebuilt exactly as training he
 """
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -29,10 +30,12 @@ from text_recognizer.datasets.download import DownloadError
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN, Split
 from text_recognizer.datasets.photo_sets import load_photo_split
-from text_recognizer.datasets.shop_photos import DOMAINS, OUT_OF_SCOPE
+from text_recognizer.datasets.shop_photos import DOMAINS
 from text_recognizer.datasets.versions import OFFICIAL_VERSION
 from text_recognizer.evaluation import classification_report, domain_report
+from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
+from text_recognizer.paths import MODEL_CARD_NAME
 from training.calibration import DEFAULT_UNSURE_TARGET_ACCURACY, calibrate, unsure_threshold
 from training.errors import USER_ERRORS
 from training.image_grid import save_image_grid
@@ -41,7 +44,6 @@ from training.tracking import tracker_for_run
 
 MISTAKES_SHOWN = 24
 ALL_DOMAINS = (FASHION_MNIST_DOMAIN, *DOMAINS)
-MODEL_CARD_NAME = "model_card.json"
 
 
 def resolve(target: Path) -> tuple[Path, Path]:
@@ -52,12 +54,15 @@ def resolve(target: Path) -> tuple[Path, Path]:
 
 
 def evaluation_split(model: ClassifierModel, split: str) -> Split:
+    """The split as the model's training run held it out: for validation, with the photo validation
+    split when the model's data version has shop photos."""
     data_config = model.metadata.get("config", {}).get("data", {})
     data = load_fashion_mnist(
         version=data_config.get("version", OFFICIAL_VERSION),  # the validation split comes from it
         val_size=data_config.get("val_size", 5000),
         split_seed=data_config.get("split_seed", 0),
         mirror=data_config.get("mirror"),
+        photo_validation=split == "val",
     )
     return data.test if split == "test" else data.val
 
@@ -74,11 +79,14 @@ def evaluation_sets(model: ClassifierModel, split: str, domains: tuple[str, ...]
 
 
 def unsure_below(model: ClassifierModel, artifact: Path) -> tuple[float, str]:
-    """The "unsure" threshold: the promoted model's card beside the artifact, else chosen now on the
-    validation split (with the temperature fitted there first), as promotion would."""
+    """The "unsure" threshold: from the model card beside the artifact when the card describes this very
+    file, else chosen now on the validation split (with the temperature fitted there first), as
+    promotion would."""
     card_path = artifact.with_name(MODEL_CARD_NAME)
-    if card_path.exists():
-        return json.loads(card_path.read_text())["confidence_threshold"]["value"], "model card"
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    value = card.get("confidence_threshold", {}).get("value")
+    if value is not None and card.get("sha256") == hashlib.sha256(artifact.read_bytes()).hexdigest():
+        return value, "model card"
     val = evaluation_split(model, "val")
     calibrate(model, val)
     return unsure_threshold(model, val, DEFAULT_UNSURE_TARGET_ACCURACY)["value"], "validation split"

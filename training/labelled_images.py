@@ -19,7 +19,7 @@ from text_recognizer.datasets.shop_photos import (
     MANIFEST_NAME,
     MAPPING_PATH,
     SPLITS_PATH,
-    iter_image_bytes,
+    converted_images,
     labelled_photos,
 )
 from text_recognizer.datasets.versions import content_hash, sha256_file
@@ -73,12 +73,7 @@ def from_shop_photos(
     the photo evaluation sets."""
     directory, photos = labelled_photos(class_names, splits=("train",), mirror=mirror, directory=directory)
     labels = {item.photo.image: class_index(item.target, class_names) for item in photos}
-    pixels = {}
-    for name, data in iter_image_bytes(directory, labels):
-        try:
-            pixels[name] = image_bytes_to_input(data)
-        except ImageError as error:
-            raise LabelError(f"{SHOP_PHOTOS_PREFIX}{name}: {error}") from None
+    pixels = converted_images(directory, labels, image_bytes_to_input)
     return [LabelledImage(pixels[name], label, SHOP_PHOTOS_PREFIX + name) for name, label in labels.items()]
 
 

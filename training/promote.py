@@ -24,10 +24,11 @@ import torch
 
 from text_recognizer.atomic import write_json_atomically, write_text_atomically
 from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN
-from text_recognizer.datasets.shop_photos import DOMAINS, OUT_OF_SCOPE
+from text_recognizer.datasets.shop_photos import DOMAINS
 from text_recognizer.evaluation import domain_report
+from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
-from text_recognizer.paths import WEIGHTS_DIR
+from text_recognizer.paths import MODEL_CARD_NAME, WEIGHTS_DIR
 from training.calibration import DEFAULT_UNSURE_TARGET_ACCURACY, calibrate, unsure_threshold
 from training.errors import USER_ERRORS
 from training.evaluate import evaluation_sets, evaluation_split
@@ -135,6 +136,9 @@ def floor_problems(results: dict[str, Any], floors: dict[str, float]) -> list[st
     problems = []
     for key, floor in sorted(floors.items()):
         domain, _, measure = key.partition(":")
+        if domain not in results:
+            problems.append(f"{domain} has no test photos to hold to its floor {floor:.4f}")
+            continue
         value = results[domain]["answered_with_a_class" if measure == "answered" else "accuracy"]
         if value < floor:
             what = "share answered with a class" if measure == "answered" else "accuracy"
@@ -223,10 +227,10 @@ def promote(
                 "registered_model": REGISTERED_MODEL_NAME,
                 "version": version,
             }
-    write_json_atomically(weights_dir / "model_card.json", card)
+    write_json_atomically(weights_dir / MODEL_CARD_NAME, card)
     write_text_atomically(weights_dir / "MODEL_CARD.md", card_markdown(card))
     if tracker:
-        tracker.log_artifacts([weights_dir / "model_card.json", weights_dir / "MODEL_CARD.md"], "model")
+        tracker.log_artifacts([weights_dir / MODEL_CARD_NAME, weights_dir / "MODEL_CARD.md"], "model")
     return card
 
 

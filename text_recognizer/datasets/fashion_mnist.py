@@ -53,6 +53,7 @@ def load_fashion_mnist(
     split_seed: int = 0,
     mirror: str | None = None,
     raw_dir: Path | None = None,
+    photo_validation: bool = True,
 ) -> DatasetSplits:
     """Load a data version (verified byte for byte), then hold out a stratified validation split.
 
@@ -60,6 +61,7 @@ def load_fashion_mnist(
     version appended. A version with shop photos validates on the photo validation split too (converted by
     the serving preprocessing; see `photo_sets`); its test split is Fashion-MNIST's, and the photo test
     split is read apart, once, after training.
+    `photo_validation=False` leaves the photos out, for callers that read only the test split.
     `train_size` keeps a stratified subset of the remaining training images (for smoke runs).
     Normalization statistics come from the training split that is actually trained on.
     """
@@ -74,7 +76,7 @@ def load_fashion_mnist(
         kept, _ = stratified_sample(train.labels, train_size, split_seed)
         train = train.subset(kept)
     val = full_train.subset(val_indices)
-    if record.has_shop_photos:
+    if photo_validation and record.has_shop_photos:
         val = val + load_photo_split(record.class_names, "val")
     return DatasetSplits(
         train=train,

@@ -4,15 +4,16 @@ Validation and test photos are converted when they are read, by the preprocessin
 that evaluating them measures what the API would answer for those files.
 """
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from text_recognizer.datasets.labelled_split import Split
-from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, iter_image_bytes, labelled_photos
+from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, converted_images, labelled_photos
 from text_recognizer.labels import LabelError, slug
-from text_recognizer.preprocessing import ImageError, image_bytes_to_input
+from text_recognizer.preprocessing import image_bytes_to_input
 
 NO_CLASS = -1  # the label of an out-of-scope photo for a model that has no "Out of scope" class
 
@@ -28,17 +29,13 @@ def photo_label(target: str, class_names: tuple[str, ...]) -> int:
     )
 
 
+@functools.cache  # evaluation and promotion ask for the same split more than once; tensors are shared
 def load_photo_split(
     class_names: tuple[str, ...], split: str, mirror: str | None = None, directory: Path | None = None
 ) -> Split:
     """Photos of `split` (`val` or `test`, or `train`) in `photos.csv` order, with their domains."""
     directory, photos = labelled_photos(class_names, splits=(split,), mirror=mirror, directory=directory)
-    pixels = {}
-    for name, data in iter_image_bytes(directory, (item.photo.image for item in photos)):
-        try:
-            pixels[name] = image_bytes_to_input(data)
-        except ImageError as error:
-            raise LabelError(f"shop photo {name}: {error}") from None
+    pixels = converted_images(directory, (item.photo.image for item in photos), image_bytes_to_input)
     return Split(
         torch.from_numpy(np.stack([pixels[item.photo.image] for item in photos])),
         torch.tensor([photo_label(item.target, class_names) for item in photos], dtype=torch.int64),

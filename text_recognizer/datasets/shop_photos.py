@@ -11,13 +11,15 @@ training, like Fashion-MNIST's.
 import csv
 import re
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from text_recognizer.datasets.download import download_dir
 from text_recognizer.datasets.manifest import Manifest
-from text_recognizer.labels import LabelError, slug
+from text_recognizer.labels import OUT_OF_SCOPE, LabelError, slug
 from text_recognizer.paths import PROJECT_ROOT
 
 MANIFEST_NAME = "shop_photos"
@@ -25,7 +27,6 @@ MAPPING_PATH = PROJECT_ROOT / "data" / "labels" / "shop_photos_mapping.csv"
 SPLITS_PATH = PROJECT_ROOT / "data" / "splits" / "shop_photos.csv"
 SOURCES = ("catalogue", "shoes", "phone")
 SPLITS = ("train", "val", "test")
-OUT_OF_SCOPE = "Out of scope"  # the class taught from out-of-scope photos: "not one of the ten"
 OUT_OF_SCOPE_TARGET = slug(OUT_OF_SCOPE)
 EXCLUDED = "exclude"
 # Evaluation domains: where a photo comes from, or out of scope whatever its source.
@@ -131,6 +132,27 @@ def iter_image_bytes(directory: Path, wanted: Iterable[str] | None = None) -> It
                     handle = archive.extractfile(member)
                     assert handle is not None
                     yield member.name, handle.read()
+
+
+def converted_images(
+    directory: Path, names: Iterable[str], convert: Callable[[bytes], np.ndarray]
+) -> dict[str, np.ndarray]:
+    """`convert` applied to each named image; a name missing from its archive, or an image that cannot
+    be converted (the converter's ValueError, e.g. `ImageError`), is a LabelError naming the photo."""
+    wanted = set(names)
+    converted = {}
+    for name, data in iter_image_bytes(directory, wanted):
+        try:
+            converted[name] = convert(data)
+        except ValueError as error:
+            raise LabelError(f"shop photo {name}: {error}") from None
+    missing = sorted(wanted - converted.keys())
+    if missing:
+        raise LabelError(
+            f"{len(missing)} photos listed in photos.csv are not in the archives of {directory}: "
+            + ", ".join(missing[:5])
+        )
+    return converted
 
 
 def read_splits(path: Path = SPLITS_PATH) -> dict[str, str]:

@@ -133,9 +133,9 @@ class Predictor:
             "input": {
                 "accepts": "one image file: JPEG, PNG, WebP, BMP or GIF (first frame), any size and mode",
                 "model_input": {"shape": list(self.model.input_shape), "dtype": "uint8"},
-                "preprocessing": "EXIF orientation, alpha onto white, the item separated from its "
-                "background (colours of the photo's border), cropped, negated when darker than its "
-                "background, longest edge to 28, centred on 28x28 (as Fashion-MNIST was made)",
+                "preprocessing": "EXIF orientation, alpha onto white, grayscale, reduce to 112 px, trim "
+                "border, longest edge to 28, centre on 28x28, negate light backgrounds (as Fashion-MNIST "
+                "was made)",
             },
             "output": {"category": CATEGORY_DESCRIPTION},
             "metrics": metadata.get("metrics", {}),

@@ -5,8 +5,8 @@
 Photos: a real catalogue shot (60x80), a real studio shoe (136x102) and a real phone photo (320 px) from
 the committed fixture of the shop export, and a 12-megapixel JPEG made by enlarging that phone photo
 (4000x3000, quality 90: the size a phone camera sends). "before" is the conversion this project served
-until item separation (full-size decode, corner trim); "after" is the serving conversion (reduced JPEG
-decode, item mask at 112 px). One thread, medians of interleaved runs. Prints a table and writes
+until now (full-size decode, corner trim at full size); "after" is the serving conversion (reduced JPEG
+decode, reduced to 112 px before the trim). One thread, medians of interleaved runs. Prints a table and writes
 benchmarks/results/preprocessing_speed.json.
 """
 
@@ -23,7 +23,7 @@ from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
 from text_recognizer.preprocessing import Conversion, fashion_mnist_style, image_bytes_to_input
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "shop_photos"
-BEFORE = Conversion(separate_item=False, work_side=100_000)
+BEFORE = Conversion(work_side=100_000)
 
 
 def full_decode(data: bytes) -> Image.Image:

@@ -32,13 +32,11 @@ from training.config import AugmentationConfig
 from training.trainer import derived_seed
 
 VARIANTS = {
-    "corner trim (before)": Conversion(separate_item=False, work_side=100_000),
-    "corner trim at 112 px": Conversion(separate_item=False),
-    "item mask, tolerance 25": Conversion(tolerance=25.0),
-    "item mask, tolerance 40": Conversion(tolerance=40.0),
-    "item mask, tolerance 60": Conversion(tolerance=60.0),
-    "item mask 40, floor 0.3": Conversion(tolerance=40.0, mask_floor=0.3),
-    "item mask 40, subsample + sharpen": Conversion(tolerance=40.0, subsample=True, sharpen=True),
+    "corner trim, full size (before)": Conversion(work_side=100_000),
+    "corner trim at 112 px (served)": Conversion(),
+    "at 112 px, subsample": Conversion(subsample=True),
+    "at 112 px, sharpen": Conversion(sharpen=True),
+    "at 112 px, subsample + sharpen (the paper's)": Conversion(subsample=True, sharpen=True),
 }
 AUGMENTATION = AugmentationConfig(crop_padding=2, horizontal_flip=True)
 

@@ -35,9 +35,10 @@ from text_recognizer.datasets.shop_photos import (
     read_photos,
     read_splits,
 )
-from text_recognizer.datasets.versions import DataVersion, DataVersionError
+from text_recognizer.datasets.versions import DataVersion, DataVersionError, sha256_file
 from text_recognizer.labels import LabelError
 from training.data_versions import pull_version, verify_versions
+from training.labelled_images import preprocessing_sha256
 
 from .conftest import REPO_ROOT, spec_for
 
@@ -209,3 +210,12 @@ def test_a_version_whose_mapping_changed_since_is_not_rebuilt_but_named(dvc_repo
     with pytest.raises(DataVersionError, match=r"shop_photos_mapping\.csv changed since it was made"):
         pull_version("v2", root=dvc_repo)
     assert not (versions / "v2").exists() and not (versions / ".v2.part").exists()
+
+
+def test_the_committed_photo_version_was_made_by_todays_preprocessing_mapping_and_splits() -> None:
+    """Training converts nothing: v2 holds the photos as the preprocessing of its day made them, while
+    validation, test and serving convert with today's. They must be the same code, or v2 is stale."""
+    (source,) = DataVersion.read("v2").sources
+    assert source["preprocessing_sha256"] == preprocessing_sha256(), "remake the version (data.sh add)"
+    assert source["mapping_sha256"] == sha256_file(MAPPING_PATH)
+    assert source["splits_sha256"] == sha256_file(SPLITS_PATH)

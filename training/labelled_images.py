@@ -57,7 +57,7 @@ def read_image(path: Path) -> np.ndarray:
 SHOP_PHOTOS_PREFIX = "shop_photos:"
 # The committed files that select and label a version's shop photos, by the key that records their sha256.
 SELECTION_FILES = {"mapping_sha256": MAPPING_PATH, "splits_sha256": SPLITS_PATH}
-PREPROCESSING_FILES = ("text_recognizer/preprocessing.py", "text_recognizer/item_mask.py")
+PREPROCESSING_FILES = ("text_recognizer/preprocessing.py",)
 
 
 def preprocessing_sha256(root: Path = PROJECT_ROOT) -> str:

@@ -53,6 +53,16 @@ def test_concurrent_requests_are_batched_and_answered_as_if_alone() -> None:
     assert 'prediction_batch_size_bucket{le="8.0"} ' + f"{count}" in metrics, "never more than 8 per pass"
 
 
+def test_the_model_input_comes_back_through_the_batcher_too() -> None:
+    photo = product_photo(IMAGES[3], seed=3)
+    with TestClient(create_app(Settings(batch_wait_ms=5))) as client:
+        batched = client.post("/v1/predict?include_input=true", files=upload(photo)).json()
+    with TestClient(create_app(Settings())) as client:
+        alone = client.post("/v1/predict?include_input=true", files=upload(photo)).json()
+    assert batched["model_input"].startswith("data:image/png;base64,")
+    assert batched["model_input"] == alone["model_input"] and batched["outcome"] == alone["outcome"]
+
+
 def test_a_failed_pass_fails_only_its_own_requests() -> None:
     calls: list[int] = []
 

@@ -15,6 +15,8 @@ from PIL import Image
 from api.app import create_app
 from api.settings import Settings
 from text_recognizer.datasets.idx import read_idx
+from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, iter_image_bytes, labelled_photos
+from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import PROMOTED_MODEL_PATH
 from text_recognizer.preprocessing import image_bytes_to_input
@@ -23,9 +25,11 @@ from training.promote import DEFAULT_MIN_TEST_ACCURACY
 from .conftest import FIXTURES_DIR
 from .support.product_photos import product_photo
 from .test_photo_preprocessing import bomb_png, truncated_jpeg
+from .test_shop_photos import SHOP_FIXTURES
 
 TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
 SETTINGS = Settings(max_upload_bytes=200_000, max_batch_files=4)
+CLASSES = ClassifierModel.load(PROMOTED_MODEL_PATH).class_names
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +87,22 @@ def test_the_28x28_image_the_model_saw_comes_back_when_asked_for(client: TestCli
     assert header == "data:image/png;base64"
     seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))
     assert seen.dtype == np.uint8 and np.array_equal(seen, image_bytes_to_input(photo))
+
+
+def test_items_outside_the_ten_classes_are_not_given_one_of_them(client: TestClient) -> None:
+    """Real out-of-scope photos from the shop export's fixture (belts, watches, skirts, ...): most are
+    answered out of scope (or unsure), and an out-of-scope answer carries no class id."""
+    _, photos = labelled_photos(CLASSES, splits=("train", "val", "test"), directory=SHOP_FIXTURES)
+    outside = [item.photo.image for item in photos if item.target == OUT_OF_SCOPE_TARGET]
+    answers = [
+        client.post("/v1/predict", files=upload(data)).json()
+        for _, data in iter_image_bytes(SHOP_FIXTURES, outside)
+    ]
+    assert len(answers) == len(outside) >= 10
+    declined = [answer for answer in answers if answer["outcome"] != "class"]
+    assert len(declined) >= 0.75 * len(answers), [answer["top_k"][0] for answer in answers]
+    out_of_scope = next(answer for answer in answers if answer["outcome"] == "out_of_scope")
+    assert out_of_scope["category"] == OUT_OF_SCOPE and out_of_scope["class_id"] is None
 
 
 def test_raw_image_body_gives_the_same_answer_as_multipart(client: TestClient) -> None:
@@ -207,12 +227,14 @@ def test_health_and_metadata(client: TestClient) -> None:
     ready = client.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     metadata = client.get("/v1/metadata").json()
-    assert metadata["classes"][0] == "T-shirt/top" and len(metadata["classes"]) == 10
+    assert metadata["classes"][0] == "T-shirt/top" and metadata["classes"][10:] == [OUT_OF_SCOPE]
     assert metadata["input"]["model_input"] == {"shape": [1, 28, 28], "dtype": "uint8"}
     assert metadata["metrics"]["test_accuracy"] >= DEFAULT_MIN_TEST_ACCURACY
     card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
     assert metadata["confidence_temperature"] == card["calibration"]["temperature"] != 1.0
     assert len(metadata["data_checksums"]) == 4 and metadata["version"] == ready.json()["model_version"]
+    assert list(metadata["domains"]) == ["fashion_mnist", "catalogue", "shoes", "phone", "out-of-scope"]
+    assert metadata["domains"] == card["domains"] and OUT_OF_SCOPE in metadata["output"]["category"]
 
 
 def test_prometheus_metrics_by_route_status_and_class(client: TestClient) -> None:

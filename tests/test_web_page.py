@@ -14,10 +14,12 @@ from PIL import Image
 
 from api.local_server import LiveServer
 from text_recognizer.datasets.idx import read_idx
+from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
 from text_recognizer.preprocessing import image_bytes_to_input
 
 from .conftest import FIXTURES_DIR
 from .support.product_photos import product_photo
+from .test_shop_photos import SHOP_FIXTURES
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # CI installs Chromium (.ci/run); elsewhere a missing browser skips rather than fails.
@@ -77,6 +79,16 @@ def test_the_page_shows_the_28x28_image_the_model_saw(page: Page, tmp_path: Path
     assert seen.evaluate("(image) => [image.naturalWidth, image.naturalHeight]") == [28, 28]
     shown = Image.open(io.BytesIO(base64.b64decode(seen.get_attribute("src").split(",", 1)[1])))
     assert np.array_equal(np.asarray(shown), image_bytes_to_input(photo.read_bytes()))
+
+
+def test_an_item_outside_the_ten_classes_is_shown_as_such(page: Page, tmp_path: Path) -> None:
+    """A real belt from the shop export's fixture: the page says it is none of the ten categories."""
+    belts = [p.image for p in read_photos(SHOP_FIXTURES) if p.source_label == "Accessories/Belts/Belts"]
+    photo = tmp_path / "belt.jpg"
+    photo.write_bytes(dict(iter_image_bytes(SHOP_FIXTURES, belts[:1]))[belts[0]])
+    page.set_input_files("#file-input", str(photo))
+    expect(page.locator("#category")).to_have_text("Not one of the ten categories (out of scope)")
+    expect(page.locator("#model-input")).to_be_visible()
 
 
 def test_a_person_corrects_a_wrong_prediction_and_cannot_send_it_twice(page: Page, tmp_path: Path) -> None:

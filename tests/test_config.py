@@ -74,7 +74,7 @@ def test_missing_file_lists_shipped_configs(tmp_path: Path) -> None:
 def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path: Path) -> None:
     photos = load_config(CONFIGS_DIR / "photos.yaml")
     compact = load_config(CONFIGS_DIR / "compact.yaml")
-    assert photos.data.version == "v2" and photos.trainer.epochs == 20 and photos.name == "photos"
+    assert photos.data.version == "v2" and photos.trainer.epochs == 30 and photos.name == "photos"
     assert photos.network == compact.network and photos.augmentation == compact.augmentation
     assert photos.trainer.label_smoothing == compact.trainer.label_smoothing == 0.1  # a section merges
     (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")

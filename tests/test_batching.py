@@ -71,7 +71,9 @@ def test_a_failed_pass_fails_only_its_own_requests() -> None:
         if len(calls) == 1:
             raise RuntimeError("broken batch")
         return [
-            Prediction(category="Bag", class_id=8, confidence=0.9, top_k=[], model_version="x")
+            Prediction(
+                category="Bag", outcome="class", class_id=8, confidence=0.9, top_k=[], model_version="x"
+            )
             for _ in images
         ]
 

@@ -39,8 +39,17 @@ DEFAULT_MIN_TEST_ACCURACY = 0.94  # the product's performance floor for a served
 DEFAULT_MAX_SIZE_MB = 1.0  # the product's model-size budget: the artifact file, weights and card data
 # Per-domain floors on the test splits, at the served "unsure" threshold: `domain` is top-1 accuracy (for
 # out-of-scope items, the share answered "not one of the ten"); `domain:answered` is the share of in-scope
-# photos that still get a class. Fashion-MNIST's floor is `--min-test-accuracy`.
-DEFAULT_DOMAIN_FLOORS = {"catalogue": 0.0, "shoes": 0.0, "phone": 0.0, "out-of-scope": 0.0}
+# photos that still get a class. Fashion-MNIST's floor is `--min-test-accuracy`. Shoes, out of scope and
+# the catalogue's coverage are at the product's targets; catalogue and phone accuracy are below their
+# targets (95%, 80%), so their floors guard the first photo model (93.7%, 71.2%) against regression, with
+# room for the noise of 3,602 and 417 test photos.
+DEFAULT_DOMAIN_FLOORS = {
+    "catalogue": 0.91,
+    "catalogue:answered": 0.90,
+    "shoes": 0.95,
+    "phone": 0.65,
+    "out-of-scope": 0.90,
+}
 REGISTERED_MODEL_NAME = "apparel-classifier"
 
 

@@ -152,7 +152,8 @@ def test_evaluate_command_writes_report_and_rebuilds_the_validation_split(
     # The same held-out images as in training: Fashion-MNIST's 5,000 and the photo validation split.
     assert report["images"] == 5000
     assert sum(result["images"] for result in report["domains"].values()) == card["data"]["val_images"]
-    assert len(report["per_class"]) == 10 and len(report["most_confident_mistakes"]) == 24
+    assert len(report["per_class"]) == len(card["classes"]) == 11
+    assert len(report["most_confident_mistakes"]) == 24
     assert sum(map(sum, report["confusion_matrix"])) == 5000
     # Every domain is reported apart, with the model card's "unsure" threshold.
     assert list(report["domains"]) == ["fashion_mnist", "catalogue", "shoes", "phone", "out-of-scope"]

@@ -14,6 +14,9 @@ import torch
 from text_recognizer.datasets.download import download_dir
 from text_recognizer.datasets.manifest import FileSpec, Manifest
 from text_recognizer.datasets.versions import VERSIONS_DIR
+from text_recognizer.models import ClassifierModel
+from text_recognizer.paths import PROMOTED_MODEL_PATH
+from training.data_versions import pull_version
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "fashion_mnist"
@@ -40,6 +43,15 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def full_data_dir() -> Path:
     """The four official files, verified; fetched once from FASHION_MNIST_MIRROR or the official URLs."""
     return download_dir(Manifest.named("fashion_mnist"))
+
+
+@pytest.fixture(scope="session")
+def shipped_data_version(full_data_dir: Path) -> str:
+    """The data version the shipped model was trained on, present and verified (a clean clone rebuilds
+    it from Fashion-MNIST and the shop photo export): its validation split is rebuilt from it."""
+    name = str(ClassifierModel.load(PROMOTED_MODEL_PATH).metadata["config"]["data"]["version"])
+    pull_version(name)
+    return name
 
 
 def spec_for(path: Path) -> FileSpec:

@@ -111,7 +111,9 @@ def test_promoted_model_reaches_its_accuracy_floor(promoted: ClassifierModel, fu
 
 
 @pytest.mark.slow
-def test_promoted_model_meets_the_floor_of_every_photo_domain(promoted: ClassifierModel) -> None:
+def test_promoted_model_meets_the_floor_of_every_photo_domain(
+    promoted: ClassifierModel, shipped_data_version: str
+) -> None:
     """The shipped model's photo test figures, recomputed at its threshold: at or above promotion's
     floors, and the figures its model card (and /v1/metadata) publish."""
     card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
@@ -137,7 +139,7 @@ def test_single_image_prediction_is_within_budget(promoted: ClassifierModel) -> 
 
 @pytest.mark.slow
 def test_evaluate_command_writes_report_and_rebuilds_the_validation_split(
-    full_data_dir: Path, tmp_path: Path
+    shipped_data_version: str, tmp_path: Path
 ) -> None:
     assert evaluate_main([str(PROMOTED_MODEL_PATH), "--split", "val", "--output", str(tmp_path)]) == 0
     output = tmp_path / "val"

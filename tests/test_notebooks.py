@@ -24,7 +24,7 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes(path: Path, full_data_dir: Path) -> None:
+def test_notebook_executes(path: Path, full_data_dir: Path, shipped_data_version: str) -> None:
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}

@@ -83,17 +83,7 @@ class Predictor:
         k = min(top_k, len(self.model.class_names))
         scores, indices = predictions.probabilities.topk(k, dim=1)
         return [
-            Prediction(
-                category=UNSURE if self.is_unsure(confidence) else category,
-                outcome=self.outcome(category, confidence),
-                class_id=int(class_id) if self.outcome(category, confidence) == "class" else None,
-                confidence=float(confidence),
-                top_k=[
-                    CategoryScore(category=self.model.class_names[int(i)], confidence=float(s))
-                    for s, i in zip(row_scores, row_indices, strict=True)
-                ],
-                model_version=self.version,
-            )
+            self.answer(category, class_id, confidence, row_scores, row_indices)
             for category, class_id, confidence, row_scores, row_indices in zip(
                 predictions.categories,
                 predictions.class_ids.tolist(),
@@ -103,6 +93,23 @@ class Predictor:
                 strict=True,
             )
         ]
+
+    def answer(
+        self, category: str, class_id: int, confidence: float, scores: Any, indices: Any
+    ) -> Prediction:
+        """One image's answer: the class, "unsure" below the threshold, or out of scope."""
+        outcome = self.outcome(category, confidence)
+        return Prediction(
+            category=UNSURE if outcome == "unsure" else category,
+            outcome=outcome,
+            class_id=int(class_id) if outcome == "class" else None,
+            confidence=float(confidence),
+            top_k=[
+                CategoryScore(category=self.model.class_names[int(i)], confidence=float(s))
+                for s, i in zip(scores, indices, strict=True)
+            ],
+            model_version=self.version,
+        )
 
     def is_unsure(self, confidence: float) -> bool:
         return self.unsure_below is not None and confidence < self.unsure_below

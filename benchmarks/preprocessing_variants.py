@@ -27,9 +27,8 @@ from text_recognizer.datasets.versions import FASHION_MNIST
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.preprocessing import Conversion, Normalization, decode_image, fashion_mnist_style
-from training.augmentation import augment
 from training.config import AugmentationConfig
-from training.trainer import derived_seed
+from training.trainer import shuffled_batches
 
 VARIANTS = {
     "corner trim, full size (before)": Conversion(work_side=100_000),
@@ -69,17 +68,10 @@ def train_and_score(train: Split, val: Split, class_names: tuple[str, ...], epoc
     optimizer = torch.optim.AdamW(model.network.parameters(), lr=3e-3, weight_decay=1e-4)
     steps = len(train) // 128
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps * epochs)
-    for epoch in range(1, epochs + 1):
-        generator = torch.Generator().manual_seed(derived_seed(0, epoch))
-        order = torch.randperm(len(train), generator=generator)
-        batches = (
-            (
-                augment(train.images[order[i : i + 128]], AUGMENTATION, generator),
-                train.labels[order[i : i + 128]],
-            )
-            for i in range(0, steps * 128, 128)
+    for epoch in range(1, epochs + 1):  # the trainer's own seeded, augmented batches
+        model.fit_epoch(
+            shuffled_batches(train.images, train.labels, 128, 0, epoch, AUGMENTATION), optimizer, scheduler
         )
-        model.fit_epoch(batches, optimizer, scheduler)
     scores = {}
     for domain, part in val.by_domain().items():
         scores[domain] = model.evaluate(part.images, part.labels)["accuracy"]

@@ -12,21 +12,17 @@ import torch
 
 from text_recognizer.datasets.labelled_split import Split
 from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, converted_images, labelled_photos
-from text_recognizer.labels import LabelError, slug
+from text_recognizer.labels import OUT_OF_SCOPE, class_index
 from text_recognizer.preprocessing import image_bytes_to_input
 
 NO_CLASS = -1  # the label of an out-of-scope photo for a model that has no "Out of scope" class
 
 
 def photo_label(target: str, class_names: tuple[str, ...]) -> int:
-    slugs = [slug(name) for name in class_names]
-    if target in slugs:
-        return slugs.index(target)
-    if target == OUT_OF_SCOPE_TARGET:
+    """The mapped target as a class index; NO_CLASS for out of scope when the model has no such class."""
+    if target == OUT_OF_SCOPE_TARGET and OUT_OF_SCOPE not in class_names:
         return NO_CLASS
-    raise LabelError(
-        f"the mapping's target {target!r} is not a class of this model ({', '.join(class_names)})"
-    )
+    return class_index(target, class_names)
 
 
 @functools.cache  # evaluation and promotion ask for the same split more than once; tensors are shared

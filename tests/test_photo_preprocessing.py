@@ -9,7 +9,13 @@ import pytest
 from PIL import Image, ImageOps
 
 from text_recognizer.datasets.idx import read_idx
-from text_recognizer.preprocessing import ImageError, decode_image, fashion_mnist_style, image_bytes_to_input
+from text_recognizer.preprocessing import (
+    Conversion,
+    ImageError,
+    decode_image,
+    fashion_mnist_style,
+    image_bytes_to_input,
+)
 
 from .conftest import FIXTURES_DIR
 from .support.product_photos import ROTATIONS, product_photo
@@ -143,3 +149,25 @@ def test_degenerate_images_still_become_28x28_inputs(mode: str, size: tuple[int,
             image = Image.fromarray(pixels).convert(mode)
         converted = fashion_mnist_style(image)
         assert converted.shape == (28, 28) and converted.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    "conversion",
+    [Conversion(subsample=True), Conversion(sharpen=True), Conversion(subsample=True, sharpen=True)],
+    ids=["subsample", "sharpen", "subsample+sharpen"],
+)
+def test_the_papers_conversion_steps_make_28x28_inputs_and_sharpen_adds_edge_contrast(
+    conversion: Conversion,
+) -> None:
+    """The benchmark's variants (the Fashion-MNIST paper's resize by subsampling, its sharpening) run on
+    a product photo and on slivers; sharpening steepens the item's edges."""
+    for size in ((500, 2), (3, 3), (300, 200)):
+        sliver = fashion_mnist_style(Image.new("RGB", size, "navy"), conversion)
+        assert sliver.shape == (28, 28) and sliver.dtype == np.uint8
+    photo = photo_of(7)
+    converted = fashion_mnist_style(photo, conversion).astype(float)
+    plain = fashion_mnist_style(photo, Conversion(subsample=conversion.subsample)).astype(float)
+    assert converted.shape == (28, 28)
+    if conversion.sharpen:
+        steepness = [np.abs(np.diff(image, axis=1)).mean() for image in (plain, converted)]
+        assert steepness[1] > steepness[0] * 1.05, steepness

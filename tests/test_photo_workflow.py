@@ -28,14 +28,14 @@ from .test_shop_photos import SHOP_FIXTURES
 pytestmark = pytest.mark.slow
 
 
-def run(project: Path, *args: str) -> str:
+def run(project: Path, *args: str, status: int = 0) -> str:
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
     }
     result = subprocess.run([sys.executable, *args], cwd=project, capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == status, result.stdout + result.stderr
     return result.stdout + result.stderr
 
 
@@ -72,6 +72,14 @@ def test_queue_relabel_replace_new_version_and_a_run_on_real_photos(
         writer = csv.DictWriter(handle, fieldnames=[*rows[0].keys()])
         writer.writeheader()
         writer.writerows({**row, "replaces": row.get("replaces") or ""} for row in rows)
+    # A validation photo slipped in among the labels: no version is made, and the error names it.
+    val_photo = next(p.image for p in read_photos(SHOP_FIXTURES) if splits[p.image] == "val")
+    leaked = tmp_path / "leaked" / "bag"
+    leaked.mkdir(parents=True)
+    (leaked / "leak.jpg").write_bytes(dict(iter_image_bytes(SHOP_FIXTURES, [val_photo]))[val_photo])
+    refused = run(project, "-m", "training.data_versions", "add", "v3", "--from", "v2", "--images",
+                  str(leaked.parent), status=2)  # fmt: skip
+    assert f"bag/leak.jpg (= {val_photo})" in refused and not (project / "data/versions/v3.dvc").exists()
     output = run(project, "-m", "training.data_versions", "add", "v3", "--from", "v2", "--csv", str(table),
                  "--description", "labelling queue, first round")  # fmt: skip
     assert "created data version v3" in output

@@ -27,6 +27,7 @@ from text_recognizer.datasets.shop_photos import (
     EXCLUDED,
     MAPPING_PATH,
     OUT_OF_SCOPE,
+    SPLITS,
     SPLITS_PATH,
     LabelMapping,
     Photo,
@@ -38,7 +39,7 @@ from text_recognizer.datasets.shop_photos import (
 from text_recognizer.datasets.versions import DataVersion, DataVersionError, sha256_file
 from text_recognizer.labels import LabelError
 from training.data_versions import pull_version, verify_versions
-from training.labelled_images import preprocessing_sha256
+from training.labelled_images import from_folder, preprocessing_sha256, refuse_evaluation_photos
 
 from .conftest import REPO_ROOT, spec_for
 
@@ -146,6 +147,31 @@ def test_re_encoded_and_recoloured_copies_land_in_the_split_of_their_original(
         assert by_image[planted]["group"] == original, planted
         assert by_image[planted]["split"] == by_image[original]["split"], planted
     assert to_csv(make_splits(copy, seed=0)) == to_csv(rows), "seeded: the same splits every time"
+
+
+def test_labels_for_evaluation_photos_or_their_copies_are_refused(export: Path, tmp_path: Path) -> None:
+    """A labeller's folder holding a validation photo re-encoded, and a test photo as is: adding them to a
+    version would train on the photo evaluation sets. Training photos pass."""
+    split_of = read_splits()
+    first = {
+        split: next(p.image for p in read_photos(export) if split_of[p.image] == split) for split in SPLITS
+    }
+    data = dict(iter_image_bytes(export, first.values()))
+    folder = tmp_path / "labelled" / "t-shirt-top"
+    folder.mkdir(parents=True)
+    (folder / "train.jpg").write_bytes(data[first["train"]])
+    (folder / "test.jpg").write_bytes(data[first["test"]])
+    Image.open(io.BytesIO(data[first["val"]])).save(folder / "val.png")
+    images = from_folder(folder.parent, ELEVEN)
+    with pytest.raises(LabelError) as refused:
+        refuse_evaluation_photos(images, directory=export)
+    message = str(refused.value)
+    assert message.startswith("2 labelled image(s) show a photo of the shop photos' validation or test")
+    assert f"t-shirt-top/test.jpg (= {first['test']})" in message
+    assert f"t-shirt-top/val.png (= {first['val']})" in message and "train.jpg" not in message
+    refuse_evaluation_photos(
+        [image for image in images if image.source.endswith("train.jpg")], directory=export
+    )
 
 
 def add_photo(export: Path, name: str, data: bytes, source_label: str) -> None:

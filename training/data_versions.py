@@ -46,6 +46,7 @@ from training.labelled_images import (
     from_folder,
     from_shop_photos,
     preprocessing_sha256,
+    refuse_evaluation_photos,
     summarize_shop_photos,
 )
 from training.table import format_table
@@ -295,15 +296,20 @@ def new_version_classes(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def labelled_images(args: argparse.Namespace, classes: tuple[str, ...]) -> list[LabelledImage]:
-    if args.images:
-        return from_folder(args.images, classes)
-    if args.csv:
-        return from_csv(args.csv, classes)
-    if args.feedback:
-        return from_feedback(FeedbackStore.at(args.feedback, args.feedback_db))
+    """The images to add; on a base with shop photos, none may be a photo of their evaluation splits."""
     if args.shop_photos:
         return from_shop_photos(classes, mirror=args.mirror)
-    return []
+    if args.images:
+        images = from_folder(args.images, classes)
+    elif args.csv:
+        images = from_csv(args.csv, classes)
+    elif args.feedback:
+        images = from_feedback(FeedbackStore.at(args.feedback, args.feedback_db))
+    else:
+        return []
+    if args.base and DataVersion.read(args.base).has_shop_photos:
+        refuse_evaluation_photos(images, mirror=args.mirror)
+    return images
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from text_recognizer.datasets.download import download_dir
 from text_recognizer.datasets.feedback import FeedbackStore
 from text_recognizer.datasets.manifest import Manifest
+from text_recognizer.datasets.photo_splits import evaluation_duplicates, evaluation_thumbnails, thumbnail
 from text_recognizer.datasets.shop_photos import (
     MANIFEST_NAME,
     MAPPING_PATH,
@@ -36,6 +38,7 @@ class LabelledImage:
     label: int
     source: str  # where it came from, recorded in the data version
     replaces: int | None = None  # index into the base training split to overwrite, else appended
+    thumbnail: np.ndarray | None = None  # of the photo as sent: finds evaluation photos among new labels
 
     def record(self) -> dict[str, object]:
         """What the data version records about this image."""
@@ -45,13 +48,34 @@ class LabelledImage:
         return entry
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_labelled(path: Path, label: int, source: str, replaces: int | None = None) -> LabelledImage:
+    """A labelled image file through the serving preprocessing, with its photo's thumbnail."""
     try:
-        return image_bytes_to_input(path.read_bytes())
+        data = path.read_bytes()
+        return LabelledImage(image_bytes_to_input(data), label, source, replaces, thumbnail(data))
     except ImageError as error:
         raise LabelError(f"{path}: {error}") from None
     except OSError as error:
         raise LabelError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def refuse_evaluation_photos(
+    images: list[LabelledImage], mirror: str | None = None, directory: Path | None = None
+) -> None:
+    """Refuse new labels for photos of the shop photos' validation or test split (or copies of them,
+    by the rule that keeps near-duplicates in one split): trained on, they would inflate every photo
+    result measured on those splits. The export comes from `directory` or is fetched and verified."""
+    checked = [(image.source, image.thumbnail) for image in images if image.thumbnail is not None]
+    if not checked:
+        return
+    directory = directory or download_dir(Manifest.named(MANIFEST_NAME), mirror=mirror)
+    found = evaluation_duplicates([thumb for _, thumb in checked], evaluation_thumbnails(directory))
+    if found:
+        listed = ", ".join(f"{checked[i][0]} (= {photo})" for i, photo in sorted(found.items())[:10])
+        raise LabelError(
+            f"{len(found)} labelled image(s) show a photo of the shop photos' validation or test split, "
+            f"which training must never see: {listed}; leave them out"
+        )
 
 
 SHOP_PHOTOS_PREFIX = "shop_photos:"
@@ -110,7 +134,7 @@ def from_folder(directory: Path, class_names: tuple[str, ...]) -> list[LabelledI
         label = class_index(folder.name, class_names)
         for path in sorted(folder.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(LabelledImage(read_image(path), label, str(path.relative_to(directory))))
+                images.append(read_labelled(path, label, str(path.relative_to(directory))))
     if not images:
         raise LabelError(f"{directory} holds no images in <class>/<image> folders")
     return images
@@ -140,17 +164,14 @@ def from_csv(path: Path, class_names: tuple[str, ...]) -> list[LabelledImage]:
         except LabelError as error:
             raise LabelError(f"{path}:{line}: {error}") from None
         image_path = path.parent / row["path"]
-        images.append(
-            LabelledImage(read_image(image_path), label, row["path"], int(replaces) if replaces else None)
-        )
+        images.append(read_labelled(image_path, label, row["path"], int(replaces) if replaces else None))
     return images
 
 
 def from_feedback(store: FeedbackStore) -> list[LabelledImage]:
     """Every feedback image with the category its sender gave (or confirmed), oldest first."""
     images = [
-        LabelledImage(read_image(record.image_path), record.label, f"feedback:{record.id}")
-        for record in store.all()
+        read_labelled(record.image_path, record.label, f"feedback:{record.id}") for record in store.all()
     ]
     if not images:
         raise LabelError(f"no feedback stored in {store.engine.url}")

@@ -35,6 +35,7 @@ from text_recognizer.datasets.shop_photos import (
     Photo,
     iter_image_bytes,
     read_photos,
+    read_splits,
 )
 
 HASH_SIDE = 32  # the image is reduced to 32x32 before the DCT; the lowest 8x8 frequencies make the hash
@@ -109,16 +110,14 @@ class UnionFind:
             self.parent[max(root_a, root_b)] = min(root_a, root_b)
 
 
-def duplicate_groups(photos: list[Photo], thumbnails: np.ndarray) -> list[int]:
-    """For each photo, the index of the first photo of its group (identical bytes or a near-duplicate)."""
-    groups = UnionFind(len(photos))
-    first_with_bytes: dict[str, int] = {}
-    for index, photo in enumerate(photos):
-        groups.union(index, first_with_bytes.setdefault(photo.sha256, index))
+def same_picture_pairs(thumbnails: np.ndarray) -> np.ndarray:
+    """Index pairs (i < j) of thumbnails that show the same picture: a near hash confirmed by the
+    thumbnails (re-encoded or resized: a small mean difference; recoloured: a high correlation)."""
     hashes = np.array([perceptual_hash(thumb) for thumb in thumbnails], dtype=np.uint64)
     pairs = np.array(near_pairs(hashes), dtype=np.int64).reshape(-1, 2)
     flat = thumbnails.reshape(len(thumbnails), -1).astype(np.float32)
     normalised = (flat - flat.mean(axis=1, keepdims=True)) / (flat.std(axis=1, keepdims=True) + 1e-6)
+    confirmed = []
     for chunk in np.array_split(pairs, max(1, len(pairs) // 100_000)):
         first, second = chunk[:, 0], chunk[:, 1]
         difference = np.abs(flat[first] - flat[second]).mean(axis=1)
@@ -127,10 +126,39 @@ def duplicate_groups(photos: list[Photo], thumbnails: np.ndarray) -> list[int]:
         recoloured = (bits <= RECOLOURED_BITS) & (
             correlation >= RECOLOURED_CORRELATION + RECOLOURED_STEP * bits
         )
-        duplicate = (difference <= NEAR_DUPLICATE_MEAN_DIFFERENCE) | recoloured
-        for a, b in chunk[duplicate].tolist():
-            groups.union(a, b)
+        confirmed.append(chunk[(difference <= NEAR_DUPLICATE_MEAN_DIFFERENCE) | recoloured])
+    return np.concatenate(confirmed) if confirmed else pairs
+
+
+def duplicate_groups(photos: list[Photo], thumbnails: np.ndarray) -> list[int]:
+    """For each photo, the index of the first photo of its group (identical bytes or a near-duplicate)."""
+    groups = UnionFind(len(photos))
+    first_with_bytes: dict[str, int] = {}
+    for index, photo in enumerate(photos):
+        groups.union(index, first_with_bytes.setdefault(photo.sha256, index))
+    for a, b in same_picture_pairs(thumbnails).tolist():
+        groups.union(a, b)
     return [groups.find(index) for index in range(len(photos))]
+
+
+def evaluation_thumbnails(directory: Path, splits_path: Path = SPLITS_PATH) -> dict[str, np.ndarray]:
+    """The thumbnails of every photo in the validation and test splits (excluded labels too: a mapping
+    revised later must not find one of them already trained on)."""
+    wanted = [image for image, split in read_splits(splits_path).items() if split != "train"]
+    return {name: thumbnail(data) for name, data in iter_image_bytes(directory, wanted)}
+
+
+def evaluation_duplicates(candidates: list[np.ndarray], evaluation: dict[str, np.ndarray]) -> dict[int, str]:
+    """Which candidate thumbnails show the same picture as an evaluation photo: candidate index -> photo."""
+    names = list(evaluation)
+    if not candidates or not names:
+        return {}
+    stacked = np.stack([*evaluation.values(), *candidates])
+    found: dict[int, str] = {}
+    for a, b in same_picture_pairs(stacked).tolist():
+        if a < len(names) <= b:
+            found.setdefault(b - len(names), names[a])
+    return found
 
 
 def assign_splits(photos: list[Photo], groups: list[int], seed: int) -> list[str]:

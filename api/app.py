@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.batching import MicroBatcher
 from api.errors import ApiError, ErrorBody, documented_errors, error_response, install_error_handlers
-from api.limits import BodySizeLimit
+from api.limits import BodySizeLimit, DecodeSlots
 from api.observability import Metrics, Observability, configure_logging, request_id_var
 from api.predictor import Prediction, Predictor, png_data_url
 from api.settings import Settings
@@ -80,6 +80,7 @@ class FeedbackReceipt(BaseModel):
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     metrics = Metrics()
+    decode_slots = DecodeSlots(settings.max_concurrent_decodes, settings.decode_wait_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -175,10 +176,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             if batcher is None:  # one hop to the thread pool: decode and predict there
                 prediction = await run_in_threadpool(
-                    predictor.predict_bytes, data, top_k, settings.max_pixels, include_input
+                    decode_slots.run, predictor.predict_bytes, data, top_k, settings.max_pixels, include_input
                 )
             else:
-                pixels = await run_in_threadpool(image_bytes_to_input, data, settings.max_pixels)
+                pixels = await run_in_threadpool(
+                    decode_slots.run, image_bytes_to_input, data, settings.max_pixels
+                )
                 prediction = await batcher.predict(pixels, top_k)
                 if include_input:
                     prediction.model_input = png_data_url(pixels)
@@ -260,7 +263,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return image.format or "", predictor.predict_arrays([fashion_mnist_style(image)], 1)[0]
 
         try:
-            image_format, prediction = await run_in_threadpool(decode_and_predict)
+            image_format, prediction = await run_in_threadpool(decode_slots.run, decode_and_predict)
         except ImageError as error:
             raise rejected(error) from None
         predicted = prediction.top_k[0]

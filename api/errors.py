@@ -35,8 +35,10 @@ class ErrorResponse(BaseModel):
 class ApiError(HTTPException):
     """A client error with a stable code. An HTTPException so that FastAPI's body parsing passes it on."""
 
-    def __init__(self, status_code: int, code: str, message: str) -> None:
-        super().__init__(status_code=status_code, detail=message)
+    def __init__(
+        self, status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status_code=status_code, detail=message, headers=headers)
         self.code = code
         self.message = message
 
@@ -87,6 +89,7 @@ def documented_errors(*status_codes: int) -> dict[int | str, dict[str, Any]]:
         409: "Feedback for this image was already recorded",
         415: "An image format other than JPEG, PNG, WebP, BMP or GIF",
         422: "Missing `file` field, an invalid parameter, or an unknown category",
-        503: "The model is not loaded yet, or feedback storage is unavailable",
+        503: "The model is not loaded yet, every image decoder is busy (see Retry-After), or feedback "
+        "storage is unavailable",
     }
     return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in status_codes}

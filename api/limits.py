@@ -1,4 +1,9 @@
-"""Request-body size limit, enforced while the body streams in, before anything is parsed or buffered."""
+"""Limits on what one request may cost: the body size, enforced while the body streams in, before anything
+is parsed or buffered; and how many images are decoded at once."""
+
+import threading
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,3 +63,33 @@ class LimitedRequest:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+class DecodeSlots:
+    """At most `slots` image decodes at once, each waiting at most `wait_s` for a slot.
+
+    Decoding is where an upload's cost lives (memory and CPU grow with its pixels, not its bytes); bounding
+    it keeps a burst of large images to a known peak, and the request that finds every slot busy gets a
+    503 with `Retry-After` instead of queueing without end."""
+
+    def __init__(self, slots: int, wait_s: float) -> None:
+        self.semaphore = threading.BoundedSemaphore(slots)
+        self.wait_s = wait_s
+
+    def run(self, function: Callable[Params, Result], *args: Params.args, **kwargs: Params.kwargs) -> Result:
+        """Call `function` in a slot (from a worker thread: waiting blocks it)."""
+        if not self.semaphore.acquire(timeout=self.wait_s):
+            raise ApiError(
+                503,
+                "busy",
+                "the service is decoding as many images as it can; retry in a second",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            return function(*args, **kwargs)
+        finally:
+            self.semaphore.release()

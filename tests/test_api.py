@@ -23,6 +23,7 @@ from text_recognizer.preprocessing import image_bytes_to_input
 from training.promote import DEFAULT_MIN_TEST_ACCURACY
 
 from .conftest import FIXTURES_DIR
+from .support.hostile_uploads import exif_negative_rational_jpeg, malformed_exif_webp
 from .support.product_photos import product_photo
 from .test_photo_preprocessing import bomb_png, truncated_jpeg
 from .test_shop_photos import SHOP_FIXTURES
@@ -140,14 +141,16 @@ def test_batch_keeps_order_and_isolates_bad_files(client: TestClient, expected_c
         ("files", ("a.jpg", product_photo(TEST_IMAGES[2], seed=2), "image/jpeg")),
         ("files", ("notes.txt", b"not an image", "text/plain")),
         ("files", ("b.png", product_photo(TEST_IMAGES[3], seed=3, image_format="PNG"), "image/png")),
+        ("files", ("exif.jpg", exif_negative_rational_jpeg(), "image/jpeg")),
     ]
     response = client.post("/v1/predict/batch", files=files)
     assert response.status_code == 200
     results = response.json()["results"]
-    assert [r["filename"] for r in results] == ["a.jpg", "notes.txt", "b.png"]
+    assert [r["filename"] for r in results] == ["a.jpg", "notes.txt", "b.png", "exif.jpg"]
     assert results[0]["prediction"]["top_k"][0]["category"] == expected_categories[2]
     assert results[1]["prediction"] is None and results[1]["error"]["code"] == "invalid_image"
     assert results[2]["prediction"]["top_k"][0]["category"] == expected_categories[3]
+    assert results[3]["prediction"] is None and results[3]["error"]["code"] == "corrupt_image"
 
 
 def chunked(data: bytes) -> Iterator[bytes]:
@@ -182,6 +185,8 @@ MALFORMED = {
     "unsupported-format": (lambda: upload(tiff_bytes(), "scan.tiff"), 415, "unsupported_format"),
     "over-size-limit": (lambda: upload(b"\xff" * 300_000), 413, "payload_too_large"),
     "decompression-bomb": (lambda: upload(bomb_png(60_000, 60_000), "bomb.png"), 413, "image_too_large"),
+    "exif-negative-rational": (lambda: upload(exif_negative_rational_jpeg()), 400, "corrupt_image"),
+    "webp-malformed-exif": (lambda: upload(malformed_exif_webp(), "item.webp"), 400, "corrupt_image"),
     "wrong-field": (
         lambda: upload(product_photo(TEST_IMAGES[0], seed=0), field="image"),
         422,

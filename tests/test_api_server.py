@@ -1,13 +1,16 @@
 """The service as it is deployed: a real uvicorn process on a loopback port, probed over HTTP."""
 
 import asyncio
+import io
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from api.local_server import LiveServer
 from text_recognizer.datasets.feedback import FeedbackStore
@@ -54,6 +57,37 @@ def test_serves_predictions_and_survives_bad_input(server: LiveServer) -> None:
     while "[probe-42]" not in server.log_path.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "[probe-42]" in server.log_path.read_text()
+
+
+def test_a_burst_of_large_images_waits_for_a_decoder_or_gets_503_busy(tmp_path: Path) -> None:
+    """One decoder and 50 ms of patience: of 8 simultaneous 3000x3000 PNGs (each ~0.1 s to decode) some
+    are answered and the rest get a 503 `busy` with Retry-After; nothing else fails and the server lives."""
+    env = {"APPAREL_MAX_CONCURRENT_DECODES": "1", "APPAREL_DECODE_WAIT_S": "0.05"}
+    live = LiveServer.start(tmp_path / "server.log", env=env)
+    large = encode_png(Image.new("RGB", (3000, 3000), "white"), TEST_IMAGES[0])
+    try:
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+                posts = [client.post("/v1/predict", files={"file": ("big.png", large)}) for _ in range(8)]
+                return list(await asyncio.gather(*posts))
+
+        responses = asyncio.run(burst())
+        statuses = sorted(response.status_code for response in responses)
+        assert set(statuses) == {200, 503}, statuses
+        busy = [response for response in responses if response.status_code == 503]
+        assert all(r.json()["error"]["code"] == "busy" and r.headers["Retry-After"] == "1" for r in busy)
+        assert httpx.get(live.url + "/health/live").status_code == 200
+    finally:
+        live.stop()
+
+
+def encode_png(canvas: Image.Image, item: np.ndarray) -> bytes:
+    """A large white PNG with a Fashion-MNIST item pasted in its middle."""
+    canvas.paste(Image.fromarray(255 - item).resize((1000, 1000)), (1000, 1000))
+    buffer = io.BytesIO()
+    canvas.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def test_stops_gracefully_on_sigterm(tmp_path: Path) -> None:

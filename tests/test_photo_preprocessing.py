@@ -3,6 +3,8 @@
 import io
 import struct
 import zlib
+from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from text_recognizer.preprocessing import (
 )
 
 from .conftest import FIXTURES_DIR
+from .support.hostile_uploads import exif_negative_rational_jpeg, malformed_exif_webp, mutations, white_webp
 from .support.product_photos import ROTATIONS, product_photo
 
 TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
@@ -171,3 +174,39 @@ def test_the_papers_conversion_steps_make_28x28_inputs_and_sharpen_adds_edge_con
     if conversion.sharpen:
         steepness = [np.abs(np.diff(image, axis=1)).mean() for image in (plain, converted)]
         assert steepness[1] > steepness[0] * 1.05, steepness
+
+
+@pytest.mark.parametrize("make", [exif_negative_rational_jpeg, malformed_exif_webp])
+def test_malformed_exif_is_refused_as_corrupt_not_raised(make: Callable[[], bytes]) -> None:
+    """EXIF that cannot be read, or rewritten while applying the orientation, once escaped as a 500."""
+    with pytest.raises(ImageError) as error:
+        image_bytes_to_input(make())
+    assert error.value.code == "corrupt_image" and "EXIF" in error.value.message
+
+
+@pytest.mark.filterwarnings("ignore:.*EXIF|.*Tag data|.*tag:UserWarning")
+def test_thousands_of_corrupted_files_give_an_image_or_an_image_error() -> None:
+    """Seeded mutations (flipped, overwritten, cut, repeated bytes) of valid JPEG, PNG, WebP, GIF and BMP
+    files with EXIF: each becomes a 28x28 input or an ImageError with a code, never another exception."""
+    outcomes: Counter[str] = Counter()
+    for name, data in mutations(3000, seed=0):
+        try:
+            converted = image_bytes_to_input(data)
+        except ImageError as error:
+            outcomes[error.code] += 1
+        except Exception as error:
+            pytest.fail(f"{name}: {type(error).__name__}: {error}")
+        else:
+            assert converted.shape == (28, 28), name
+            outcomes["ok"] += 1
+    assert outcomes["ok"] > 300 and outcomes["corrupt_image"] > 300 and outcomes["invalid_image"] > 300
+
+
+def test_formats_decoded_in_full_have_a_lower_pixel_cap_than_jpeg() -> None:
+    """A 6000x6000 white WebP is 38 bytes and once cost 205 MB to decode; JPEG decodes at reduced scale,
+    so the same size passes as a JPEG."""
+    with pytest.raises(ImageError) as error:
+        image_bytes_to_input(white_webp(6000))
+    assert error.value.code == "image_too_large" and "WEBP images are decoded in full" in error.value.message
+    assert image_bytes_to_input(encode(Image.new("L", (6000, 6000), 255), "JPEG")).shape == (28, 28)
+    assert image_bytes_to_input(encode(Image.new("L", (4000, 3000), 255), "PNG")).shape == (28, 28)

@@ -5,6 +5,7 @@ and uint8 images become normalized float tensors (`normalize`, with statistics f
 """
 
 import io
+import struct
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -53,7 +54,10 @@ def normalize(images: torch.Tensor, normalization: Normalization) -> torch.Tenso
 # --- Uploaded photos -> Fashion-MNIST-style 28x28 images ----------------------------------------------
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = 40_000_000  # a JPEG is decoded at reduced scale: a 40-megapixel photo costs little
+# Other formats decode every pixel at 4 bytes each: at this cap one decode peaks near 70 MB and 0.25 s
+# (a 6000x6000 white WebP of 38 bytes took 205 MB and 0.8 s); 4000x3000 still passes.
+MAX_FULL_DECODE_PIXELS = 12_000_000
 SIDE = 28
 # Fashion-MNIST trimmed edges "close to the colour of the corner pixels" with a 5% distance threshold.
 TRIM_THRESHOLD = 0.05 * 255
@@ -68,12 +72,15 @@ class ImageError(ValueError):
         self.message = message
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open and fully decode an upload (first frame of a GIF), refusing what is not a usable image.
+def decode_image(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_full_decode_pixels: int = MAX_FULL_DECODE_PIXELS
+) -> Image.Image:
+    """Open and decode an upload (first frame of a GIF), refusing what is not a usable image.
 
     The pixel count is checked from the header, before decoding, so a decompression bomb costs nothing.
     A JPEG is decoded at reduced scale (its DCT allows 1/2 to 1/8) down to twice the working size: a
-    12-megapixel photo costs a fraction of a full decode and of its memory.
+    12-megapixel photo costs a fraction of a full decode and of its memory. Other formats are decoded in
+    full, so their cap (`max_full_decode_pixels`) is lower.
     """
     if not data:
         raise ImageError("empty_file", "the uploaded file is empty")
@@ -95,6 +102,12 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             "image_too_large",
             f"the image is {image.width}x{image.height} pixels; the limit is {max_pixels} pixels",
         )
+    if image.format != "JPEG" and image.width * image.height > max_full_decode_pixels:
+        raise ImageError(
+            "image_too_large",
+            f"the image is {image.width}x{image.height} pixels; {image.format} images are decoded in full, "
+            f"limit {max_full_decode_pixels} pixels (JPEG: {max_pixels})",
+        )
     if image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers the working size
         image.draft(image.mode, (2 * SERVING_CONVERSION.work_side, 2 * SERVING_CONVERSION.work_side))
     try:
@@ -107,9 +120,13 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
 def flattened(image: Image.Image) -> Image.Image:
     """An 8-bit RGB or L image after EXIF orientation; alpha is flattened onto a white background.
 
-    Handles palette, 16-bit, 32-bit and float, CMYK and alpha modes.
+    Handles palette, 16-bit, 32-bit and float, CMYK and alpha modes. Malformed EXIF is refused: reading
+    or rewriting it raises assorted errors, and a wrong orientation would turn the item on its side.
     """
-    image = ImageOps.exif_transpose(image)
+    try:
+        image = ImageOps.exif_transpose(image)
+    except (SyntaxError, struct.error, ValueError, TypeError, KeyError, IndexError, OSError) as error:
+        raise ImageError("corrupt_image", f"the image's EXIF metadata is malformed ({error})") from None
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         pixels = np.asarray(image, dtype=np.float64)
         top = 65535.0 if pixels.max() > 255 else 255.0

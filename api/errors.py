@@ -1,6 +1,6 @@
-"""One JSON error schema for every failure: `{"error": {"code": ..., "message": ...}}`, never a bare 500."""
+"""One JSON error schema for every failure: `{"error": {"code": ..., "message": ...}}`, never a bare 500
+(unexpected exceptions are answered by `api.observability.Observability`, which knows the request id)."""
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -8,8 +8,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-
-logger = logging.getLogger("api")
 
 STATUS_CODES = {
     400: "bad_request",
@@ -72,13 +70,8 @@ def install_error_handlers(app: FastAPI) -> None:
         code, message = describe_validation(error)
         return error_response(422, code, message)
 
-    async def on_unexpected_error(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
-
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(Exception, on_unexpected_error)
 
 
 def documented_errors(*status_codes: int) -> dict[int | str, dict[str, Any]]:

@@ -1,7 +1,9 @@
-"""Request ids in logs and headers, and Prometheus metrics by route and status."""
+"""Request ids in logs and headers, Prometheus metrics by route and status, and the last word on
+unexpected errors."""
 
 import contextvars
 import logging
+import re
 import time
 import uuid
 
@@ -9,9 +11,27 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import error_response
+
 REQUEST_ID_HEADER = "X-Request-ID"
+# A client's request id is echoed and logged, so only a plain token is taken; anything else gets a new one.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Metric labels come from a fixed set: every unknown method or path would otherwise add series for good.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 access_log = logging.getLogger("api.access")
+logger = logging.getLogger("api")
+
+
+def loggable(text: str) -> str:
+    """`text` on one log line: control characters (newlines, ANSI escapes) and other unprintable ones
+    written as escapes, so a request cannot forge or colour log lines."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def request_id_of(scope: Scope) -> str:
+    given = Headers(scope=scope).get(REQUEST_ID_HEADER)
+    return given if given is not None and REQUEST_ID_PATTERN.fullmatch(given) else uuid.uuid4().hex
 
 
 class RequestIdFilter(logging.Filter):
@@ -86,7 +106,11 @@ class Metrics:
 class Observability:
     """Pure ASGI middleware (cheaper than `BaseHTTPMiddleware`): a request id for every request, in its
     log lines and in the `X-Request-ID` response header; metrics by route template, method and status;
-    one access-log line."""
+    one access-log line, with the path as it came on the wire (still percent-encoded) and escaped.
+
+    An unexpected exception ends here: logged once with its traceback, answered with the JSON 500 and the
+    request id, on a connection that stays usable. (Starlette's own last-resort handler sends its 500 and
+    then re-raises, so the server logs the traceback again and drops the connection unannounced.)"""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -96,27 +120,35 @@ class Observability:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get(REQUEST_ID_HEADER)
-        request_id = (given or uuid.uuid4().hex)[:64]
+        request_id = request_id_of(scope)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500  # what the client gets if the app raises
+        responded = False
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+        path = loggable(scope.get("raw_path", scope["path"].encode()).decode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if responded:  # too late for an error response: the server closes the connection
+                raise
+            logger.exception("unexpected error on %s %s", method, path)
+            message = "an unexpected error occurred; it has been logged with this request's id"
+            await error_response(500, "internal_error", message)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             # The router stores the matched route in the scope: label by its template, not the raw URL.
             route = getattr(scope.get("route"), "path", "unmatched")
-            labels = {"route": route, "method": scope["method"], "status": str(status)}
+            labels = {"route": route, "method": method, "status": str(status)}
             self.metrics.requests.labels(**labels).inc()
             self.metrics.latency.labels(**labels).observe(elapsed)
-            access_log.info("%s %s -> %d in %.1f ms", scope["method"], scope["path"], status, elapsed * 1000)
+            access_log.info("%s %s -> %d in %.1f ms", loggable(scope["method"]), path, status, elapsed * 1000)
             request_id_var.reset(token)

@@ -3,6 +3,8 @@
 import base64
 import io
 import json
+import logging
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,9 +258,41 @@ def test_prometheus_metrics_by_route_status_and_class(client: TestClient) -> Non
     assert "prediction_confidence_bucket{le=" in text
 
 
-def test_request_id_is_propagated(client: TestClient) -> None:
+def test_unknown_methods_and_paths_add_no_metric_series(client: TestClient) -> None:
+    """Before: each invented HTTP method added series (1,000 methods: /metrics from 56 KB to 1.68 MB)."""
+    before = len(client.get("/metrics").text.splitlines())
+    for number in range(200):
+        client.request(f"BREW{number}", f"/teapot/{number}")
+    text = client.get("/metrics").text
+    assert "BREW" not in text and "teapot" not in text
+    assert 'http_requests_total{method="other",route="unmatched",status="405"} 200.0' in text or (
+        'http_requests_total{method="other",route="unmatched",status="404"} 200.0' in text
+    )
+    assert len(text.splitlines()) - before < 40, "one new method label, one route label: a few series"
+
+
+def test_request_id_is_propagated_only_when_it_is_a_plain_token(client: TestClient) -> None:
     response = client.get("/health/live", headers={"X-Request-ID": "trace-123"})
     assert response.headers["X-Request-ID"] == "trace-123"
+    for forged in ("x] 2026-01-01 INFO [admin", "a" * 65, "id with spaces", "tab\there"):
+        echoed = client.get("/health/live", headers={"X-Request-ID": forged}).headers["X-Request-ID"]
+        assert echoed != forged and re.fullmatch(r"[0-9a-f]{32}", echoed), forged
+
+
+def test_the_access_log_cannot_be_forged_through_the_path(client: TestClient) -> None:
+    """The path is logged as sent (percent-encoded): a %0a cannot start a line of its own."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    access_log = logging.getLogger("api.access")
+    access_log.addHandler(handler)
+    try:
+        client.get("/x%0a2026-11-29 12:00:00 INFO [admin] api.access: GET /admin -> 200%1b[31m")
+    finally:
+        access_log.removeHandler(handler)
+    (line,) = lines
+    assert "\n" not in line and "\x1b" not in line
+    assert line.startswith("GET /x%0a2026-11-29%2012:00:00%20INFO") and line.endswith("ms")
 
 
 def test_openapi_documents_every_endpoint_and_error(client: TestClient) -> None:

@@ -2,17 +2,26 @@
 
 import asyncio
 import io
+import json
 import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx2 as httpx
 import numpy as np
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from PIL import Image
 
-from api.local_server import LiveServer
+from api.app import create_app
+from api.local_server import LiveServer, free_port
+from api.settings import Settings
 from text_recognizer.datasets.feedback import FeedbackStore
 from text_recognizer.datasets.idx import read_idx
 
@@ -88,6 +97,58 @@ def encode_png(canvas: Image.Image, item: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     canvas.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+@contextmanager
+def serving_in_thread(app: FastAPI) -> Iterator[tuple[str, int]]:
+    """A real uvicorn server for an app built here (with a route added for the test)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def read_response(reader: BinaryIO) -> tuple[int, dict[str, str], bytes]:
+    status = int(reader.readline().split()[1])
+    headers = {}
+    while (line := reader.readline().decode("latin-1").strip()) != "":
+        name, value = line.split(":", 1)
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, reader.read(int(headers["content-length"]))
+
+
+def test_an_unexpected_error_is_one_json_500_on_a_connection_that_stays_usable(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Before: the 500 came without X-Request-ID, the traceback was logged twice, and the connection was
+    closed unannounced, so a client's next request on it failed."""
+    app = create_app(Settings())
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with serving_in_thread(app) as address, socket.create_connection(address, timeout=30) as connection:
+        stream = connection.makefile("rb")
+        connection.sendall(b"GET /boom HTTP/1.1\r\nHost: test\r\nX-Request-ID: bug-1\r\n\r\n")
+        status, headers, body = read_response(stream)
+        assert status == 500 and headers["x-request-id"] == "bug-1"
+        assert json.loads(body)["error"]["code"] == "internal_error"
+        assert headers.get("connection", "keep-alive") != "close"
+        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert read_response(stream)[0] == 200, "the same connection serves the next request"
+    log = capfd.readouterr().err
+    assert log.count("Traceback (most recent call last)") == 1 and "RuntimeError: a bug" in log
+    assert "[bug-1] api: unexpected error on GET /boom" in log
 
 
 def test_stops_gracefully_on_sigterm(tmp_path: Path) -> None:

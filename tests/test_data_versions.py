@@ -124,6 +124,9 @@ def test_bad_input_is_refused_with_a_clear_error_and_leaves_nothing(dvc_repo: Pa
     (tmp_path / "bad.csv").write_text("path,label,replaces\nmissing.png,1,\n")
     with pytest.raises(LabelError, match=r"missing\.png: cannot read"):
         from_csv(tmp_path / "bad.csv", CLASSES)
+    (tmp_path / "bad.csv").write_text(f"path,label,replaces\n{shop_photos}/1/0.jpg,1,٣\n")
+    with pytest.raises(LabelError, match="replaces must be a training-image index, got '٣'"):
+        from_csv(tmp_path / "bad.csv", CLASSES)
     (tmp_path / "bad.csv").write_text(f"path,label,replaces\n{shop_photos}/1/0.jpg,1,70000\n")
     with pytest.raises(LabelError, match="replaces index 70000, but the base has 60000"):
         create_version(

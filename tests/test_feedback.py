@@ -71,6 +71,9 @@ def test_malformed_and_duplicate_feedback_get_clear_4xx(client: TestClient) -> N
     assert_error(client.post("/v1/feedback", data={"category": "Bag"}), 422, "missing_file")
     not_image = client.post("/v1/feedback", files=upload(b"plain text"), data={"category": "Bag"})
     assert_error(not_image, 400, "invalid_image")
+    for digit in ("²", "①", "٣", "𝟑", "３"):  # noqa: RUF001 - digits to str.isdigit(), not class indexes
+        odd = client.post("/v1/feedback", files=upload(photo), data={"category": digit})
+        assert_error(odd, 422, "unknown_category")
     assert client.post("/v1/feedback", files=upload(photo), data={"category": "9"}).status_code == 201
     again = client.post("/v1/feedback", files=upload(photo), data={"category": "Sandal"})
     assert_error(again, 409, "duplicate_feedback")

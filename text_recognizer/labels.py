@@ -4,6 +4,13 @@ import re
 
 # The class a model learns from out-of-scope photos: its answer means "not one of the ten".
 OUT_OF_SCOPE = "Out of scope"
+# ASCII digits only: str.isdigit() also accepts "²", "①" and "٣", which int() then fails on or reads.
+INDEX_PATTERN = re.compile(r"[0-9]+")
+
+
+def is_index(text: str) -> bool:
+    """Whether `text` is a whole number written in ASCII digits."""
+    return INDEX_PATTERN.fullmatch(text) is not None
 
 
 class LabelError(ValueError):
@@ -18,7 +25,7 @@ def slug(text: str) -> str:
 def class_index(label: str, class_names: tuple[str, ...]) -> int:
     """A label given as an index, the class name or its slug, to the class index."""
     text = label.strip()
-    if text.isdigit() and int(text) < len(class_names):
+    if is_index(text) and int(text) < len(class_names):
         return int(text)
     for index, name in enumerate(class_names):
         if text == name or slug(text) == slug(name):

@@ -25,7 +25,7 @@ from text_recognizer.datasets.shop_photos import (
     labelled_photos,
 )
 from text_recognizer.datasets.versions import content_hash, sha256_file
-from text_recognizer.labels import LabelError, class_index
+from text_recognizer.labels import LabelError, class_index, is_index
 from text_recognizer.paths import PROJECT_ROOT
 from text_recognizer.preprocessing import ImageError, image_bytes_to_input
 
@@ -157,7 +157,7 @@ def from_csv(path: Path, class_names: tuple[str, ...]) -> list[LabelledImage]:
         if not (row["label"] or "").strip():
             continue
         replaces = (row.get("replaces") or "").strip()
-        if replaces and not replaces.isdigit():
+        if replaces and not is_index(replaces):
             raise LabelError(f"{path}:{line}: replaces must be a training-image index, got {replaces!r}")
         try:
             label = class_index(row["label"], class_names)

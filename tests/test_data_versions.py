@@ -20,7 +20,7 @@ from training.data_versions import DvcError, create_version, pull_version, verif
 from training.labelled_images import from_csv, from_folder
 from training.trainer import start_run
 
-from .conftest import DVC, FIXTURES_DIR
+from .conftest import DVC, FIXTURES_DIR, REPO_ROOT
 from .support.product_photos import product_photo
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -178,6 +178,13 @@ def test_cli_lists_and_verifies_the_committed_versions(capsys: pytest.CaptureFix
     assert "v2 already holds the shop photos' training split" in capsys.readouterr().err
 
 
+def test_the_train_stage_depends_on_all_library_code_but_not_the_promoted_weights() -> None:
+    deps = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    library = {path.split("/", 1)[1] for path in deps if path.startswith("text_recognizer/")}
+    on_disk = {p.name for p in (REPO_ROOT / "text_recognizer").iterdir() if p.name != "__pycache__"}
+    assert library == on_disk - {"weights"}
+
+
 @pytest.mark.slow
 def test_dvc_pipeline_runs_download_train_evaluate_and_reruns_only_what_changed(pipeline_copy: Path) -> None:
     env = {
@@ -200,6 +207,8 @@ def test_dvc_pipeline_runs_download_train_evaluate_and_reruns_only_what_changed(
     assert "Data and pipelines are up to date" in repro()
     params = pipeline_copy / "params.yaml"
     params.write_text(params.read_text().replace("reports/pipeline", "reports/again"))
+    card = pipeline_copy / "text_recognizer/weights/MODEL_CARD.md"  # a promotion since
+    card.write_text(card.read_text() + "\npromoted again\n")
     third = repro()
     assert "Running stage 'evaluate'" in third and "Running stage 'train'" not in third
     assert "Stage 'download' didn't change" in third and "Stage 'train' didn't change" in third

@@ -95,7 +95,7 @@ def test_confidence_threshold_keeps_the_most_confident_until_the_target() -> Non
     correct = torch.tensor([True, True, True, False, True, False])
     assert confidence_threshold(confidences, correct, 1.0) == pytest.approx(0.9)
     assert confidence_threshold(confidences, correct, 0.8) == pytest.approx(0.6)
-    assert confidence_threshold(confidences, torch.zeros(6, dtype=torch.bool), 0.5) == 1.0
+    assert confidence_threshold(confidences, torch.zeros(6, dtype=torch.bool), 0.5) is None
 
 
 @pytest.fixture(scope="module")

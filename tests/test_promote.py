@@ -28,10 +28,8 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, full_data_dir: Path) -> 
 def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: Path) -> None:
     weights = tmp_path / "weights"
     floors = ["--domain-floors", "catalogue=0"]  # the photo domains are evaluated; a smoke model has no floor
-    assert (
-        promote_main([str(smoke_run), "--weights-dir", str(weights), "--min-test-accuracy", "0.5", *floors])
-        == 0
-    )
+    smoke = ["--min-test-accuracy", "0.5", "--unsure-target-accuracy", "0.9"]  # a 1-epoch model's reach
+    assert promote_main([str(smoke_run), "--weights-dir", str(weights), *smoke, *floors]) == 0
     best = smoke_run / "checkpoints" / "best.pt"
     promoted, trained = ClassifierModel.load(weights / "model.pt"), ClassifierModel.load(best)
     for name, tensor in trained.network.state_dict().items():
@@ -55,11 +53,28 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
     assert card["version"] in markdown
     threshold = card["confidence_threshold"]
     assert 0 < threshold["value"] <= 1 and threshold["chosen_on"] == "validation split"
-    assert threshold["val_accuracy_when_sure"] >= threshold["target_accuracy"] or threshold["value"] == 1.0
+    assert threshold["val_accuracy_when_sure"] >= threshold["target_accuracy"] == 0.9
+    assert 0.5 <= threshold["val_coverage"] < 1, "a threshold that answers most images, not all"
     assert Predictor.load(weights / "model.pt").version == card["version"]
     assert list(card["domains"]) == ["fashion_mnist", "catalogue", "shoes", "phone", "out-of-scope"]
     assert card["domains"]["fashion_mnist"]["accuracy"] == card["metrics"]["test_accuracy"]
     assert "| phone |" in markdown and card["domain_floors"] == {"catalogue": 0.0}
+
+
+@pytest.mark.slow
+def test_refuses_an_unsure_threshold_that_would_leave_most_images_unanswered(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: an unreachable target gave the threshold 1.0 and NaN in the card, and the service then
+    answered "unsure" to almost everything."""
+    options = ["--min-test-accuracy", "0.5", "--domain-floors", "none", "--unsure-target-accuracy", "0.9999"]
+    assert promote_main([str(smoke_run), "--weights-dir", str(tmp_path / "w"), *options]) == 2
+    error = capsys.readouterr().err
+    assert (
+        "error: no usable 'unsure' threshold: for 100.0% accurate answers the service would answer only"
+        in error
+    )
+    assert "lower --unsure-target-accuracy" in error and not (tmp_path / "w").exists()
 
 
 @pytest.mark.slow
@@ -106,7 +121,8 @@ def test_refuses_a_model_over_a_budget_or_under_a_floor_and_writes_nothing(
     smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
 ) -> None:
     weights = tmp_path / "w"
-    arguments = [str(smoke_run), "--weights-dir", str(weights), "--min-test-accuracy", "0.5"]
+    arguments = [str(smoke_run), "--weights-dir", str(weights), "--min-test-accuracy", "0.5",
+                 "--unsure-target-accuracy", "0.9"]  # fmt: skip
     assert promote_main([*arguments, *extra]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not weights.exists()

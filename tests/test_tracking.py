@@ -40,7 +40,8 @@ def test_run_evaluation_and_promotion_are_tracked(
     assert "evaluation/val/confusion_matrix.png" in evaluation
 
     weights = tmp_path / "weights"
-    arguments = ["--weights-dir", str(weights), "--min-test-accuracy", "0.5", "--domain-floors", "none"]
+    arguments = ["--weights-dir", str(weights), "--min-test-accuracy", "0.5", "--domain-floors", "none",
+                 "--unsure-target-accuracy", "0.9"]  # fmt: skip
     assert promote_main([str(run_dir), *arguments]) == 0
     card = json.loads((weights / "model_card.json").read_text())
     versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")

@@ -104,6 +104,17 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_data_dir: Path
         assert json.loads(expected)["val_loss"] == json.loads(actual)["val_loss"]
 
 
+def test_a_diverging_run_stops_with_a_message_naming_it(full_data_dir: Path, tmp_path: Path) -> None:
+    """Before: no loss ever improved, so no best.pt existed and the summary died with FileNotFoundError."""
+    result = subprocess.run(smoke_command(tmp_path / "runs", "optimizer.lr=1e12", "trainer.epochs=2"),
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "error: training diverged in epoch 1: train loss nan" in result.stderr
+    assert "try a lower optimizer.lr" in result.stderr and "Traceback" not in result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert not (run_dir / "summary.json").exists() and not list((run_dir / "checkpoints").glob("*.pt"))
+
+
 def test_early_stopping_on_validation_loss(full_data_dir: Path, tmp_path: Path) -> None:
     # A learning rate far too high makes validation loss stop improving after the first epoch.
     run_dir = train(tmp_path / "runs", "trainer.epochs=6", "trainer.patience=2", "optimizer.name=sgd",

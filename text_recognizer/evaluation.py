@@ -67,8 +67,11 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(temperatures[int(torch.stack(losses).argmin())])
 
 
-def confidence_threshold(confidences: torch.Tensor, correct: torch.Tensor, target_accuracy: float) -> float:
-    """The lowest confidence threshold at which the predictions kept reach `target_accuracy`.
+def confidence_threshold(
+    confidences: torch.Tensor, correct: torch.Tensor, target_accuracy: float
+) -> float | None:
+    """The lowest confidence threshold at which the predictions kept reach `target_accuracy`, or None
+    when even the most confident prediction alone does not.
 
     Meant to be chosen on the validation split: below it, a service answers "unsure".
     """
@@ -76,7 +79,7 @@ def confidence_threshold(confidences: torch.Tensor, correct: torch.Tensor, targe
     kept_accuracy = correct[order].double().cumsum(0) / torch.arange(1, order.numel() + 1)
     meeting = torch.nonzero(kept_accuracy >= target_accuracy).flatten()
     if meeting.numel() == 0:
-        return 1.0
+        return None
     return float(confidences[order][meeting.max()])
 
 

@@ -3,6 +3,7 @@ confidence below which the service answers "unsure". Promotion stores both; eval
 has not been promoted computes them the same way, so its figures are what serving would give.
 """
 
+import math
 from typing import Any
 
 import torch
@@ -12,6 +13,13 @@ from text_recognizer.evaluation import calibration, confidence_threshold, fit_te
 from text_recognizer.models import ClassifierModel
 
 DEFAULT_UNSURE_TARGET_ACCURACY = 0.97
+# A threshold that leaves fewer validation images answered than this would make the service answer
+# "unsure" to most uploads: refused rather than served.
+MIN_ANSWERED_SHARE = 0.5
+
+
+class CalibrationError(ValueError):
+    """No usable "unsure" threshold: the model is not accurate enough for the target on validation."""
 
 
 def calibrate(model: ClassifierModel, val: Split) -> dict[str, Any]:
@@ -35,11 +43,20 @@ def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor) -> fl
 
 def unsure_threshold(model: ClassifierModel, val: Split, target_accuracy: float) -> dict[str, Any]:
     """The confidence below which the service answers "unsure", chosen on the validation split so that
-    the predictions it keeps reach `target_accuracy`."""
+    the predictions it keeps reach `target_accuracy`; refused when it would leave fewer than
+    `MIN_ANSWERED_SHARE` of the images answered (or none at all)."""
     confidences, predicted = torch.softmax(model.logits(val.images), dim=1).max(dim=1)
     correct = predicted == val.labels
     value = confidence_threshold(confidences, correct, target_accuracy)
-    kept = confidences >= value
+    kept = confidences >= (value if value is not None else math.inf)
+    if kept.double().mean().item() < MIN_ANSWERED_SHARE:
+        raise CalibrationError(
+            f"no usable 'unsure' threshold: for {target_accuracy:.1%} accurate answers the service would "
+            f"answer only {kept.double().mean().item():.1%} of the validation images (validation "
+            f"accuracy {correct.double().mean().item():.1%}); promote a better model or lower "
+            "--unsure-target-accuracy"
+        )
+    assert value is not None
     return {
         "value": value,
         "target_accuracy": target_accuracy,

@@ -5,10 +5,13 @@ from text_recognizer.datasets.idx import IdxFormatError
 from text_recognizer.datasets.versions import DataVersionError
 from text_recognizer.labels import LabelError
 from text_recognizer.models.classifier import ArtifactError
+from training.calibration import CalibrationError
 from training.config import ConfigError
 from training.runtime import DeviceError
+from training.trainer import DivergenceError
 
 USER_ERRORS = (
+    CalibrationError,
     ConfigError,
     DeviceError,
     DownloadError,
@@ -17,4 +20,5 @@ USER_ERRORS = (
     IdxFormatError,
     ArtifactError,
     LabelError,
+    DivergenceError,
 )

@@ -36,7 +36,12 @@ from text_recognizer.evaluation import classification_report, domain_report
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import MODEL_CARD_NAME
-from training.calibration import DEFAULT_UNSURE_TARGET_ACCURACY, calibrate, unsure_threshold
+from training.calibration import (
+    DEFAULT_UNSURE_TARGET_ACCURACY,
+    CalibrationError,
+    calibrate,
+    unsure_threshold,
+)
 from training.errors import USER_ERRORS
 from training.image_grid import save_image_grid
 from training.run_directory import RunDirectory
@@ -89,7 +94,10 @@ def unsure_below(model: ClassifierModel, artifact: Path) -> tuple[float, str]:
         return value, "model card"
     val = evaluation_split(model, "val")
     calibrate(model, val)
-    return unsure_threshold(model, val, DEFAULT_UNSURE_TARGET_ACCURACY)["value"], "validation split"
+    try:
+        return unsure_threshold(model, val, DEFAULT_UNSURE_TARGET_ACCURACY)["value"], "validation split"
+    except CalibrationError as error:  # a weak run is still evaluated: every image gets its class
+        return 0.0, f"none usable, every image answered: {error}"
 
 
 def plot_confusion(
@@ -217,7 +225,7 @@ def evaluate(
 
 def print_report(report: dict[str, Any]) -> None:
     print(f"{report['model']} on the {report['split']} split")
-    print(f'"unsure" below confidence {report["unsure_below"]:.3f} (from the {report["unsure_below_from"]})')
+    print(f'"unsure" below confidence {report["unsure_below"]:.3f} (from: {report["unsure_below_from"]})')
     print(f"{'domain':<16}{'images':>8}{'accuracy':>10}{'answered':>10}{'acc. answered':>15}")
     for domain, result in report["domains"].items():
         when_answered = result.get("accuracy_when_answered")

@@ -19,6 +19,7 @@ the search space of dotted config keys:
 
 import argparse
 import json
+import math
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 from training.config import ConfigError, load_config
 from training.errors import USER_ERRORS
 from training.trainer import start_run
+
+
+class SweepError(RuntimeError):
+    """The sweep produced no result: every trial failed."""
 
 
 class Strict(BaseModel):
@@ -107,11 +112,16 @@ def run_sweep(sweep: SweepConfig, sweeps_dir: Path = Path("sweeps")) -> Path:
             sweep.base_config,
             [*overrides, f"runs_dir={output / 'runs'}", f"name={sweep.name}-trial{trial.number}"],
         )
-        summary = start_run(config)
+        try:
+            summary = start_run(config)
+        except Exception as error:  # one trial's failure (divergence, a bad combination) is a result too
+            trials.append({"trial": trial.number, "params": params, "status": "failed", "error": str(error)})
+            return math.nan  # Optuna records the trial as failed and goes on
         trials.append(
             {
                 "trial": trial.number,
                 "params": params,
+                "status": "complete",
                 "best_val_loss": summary["best_val_loss"],
                 "best_val_accuracy": summary["best_val_accuracy"],
                 "best_epoch": summary["best_epoch"],
@@ -130,12 +140,16 @@ def run_sweep(sweep: SweepConfig, sweeps_dir: Path = Path("sweeps")) -> Path:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=sampler, study_name=sweep.name)
     study.optimize(objective, n_trials=sweep.trials)
-    write_leaderboard(output, sweep, sorted(trials, key=lambda t: t["best_val_loss"]))
+    complete = sorted((t for t in trials if t["status"] == "complete"), key=lambda t: t["best_val_loss"])
+    write_leaderboard(output, sweep, [*complete, *(t for t in trials if t["status"] == "failed")])
+    if not complete:
+        raise SweepError(f"every trial failed; see {output / 'leaderboard.md'}")
     return output
 
 
 def write_leaderboard(output: Path, sweep: SweepConfig, ranked: list[dict[str, Any]]) -> None:
-    """JSON and Markdown, best validation loss first; test metrics deliberately left out."""
+    """JSON and Markdown, best validation loss first, failed trials last with their error; test metrics
+    deliberately left out."""
     (output / "sweep.yaml").write_text(yaml.safe_dump(sweep.model_dump(mode="json"), sort_keys=False))
     (output / "leaderboard.json").write_text(json.dumps(ranked, indent=2) + "\n")
     keys = list(sweep.search)
@@ -147,6 +161,10 @@ def write_leaderboard(output: Path, sweep: SweepConfig, ranked: list[dict[str, A
     ]
     for rank, trial in enumerate(ranked, 1):
         values = " | ".join(str(trial["params"][k]) for k in keys)
+        if trial["status"] == "failed":
+            error = trial["error"].replace("|", "/").replace("\n", " ")
+            lines.append(f"| - | {values} | failed | - | - | {error} |")
+            continue
         lines.append(
             f"| {rank} | {values} | {trial['best_val_loss']:.4f} | {trial['best_val_accuracy']:.4f} "
             f"| {trial['best_epoch']} | `{trial['run_dir']}` |"
@@ -164,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         output = run_sweep(load_sweep(args.sweep), args.sweeps_dir)
-    except USER_ERRORS as error:
+    except (SweepError, *USER_ERRORS) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"leaderboard: {output / 'leaderboard.md'}")

@@ -127,8 +127,8 @@ class Tracker:
 
         return self.attempt("registering the model version", register)
 
-    def finish(self) -> None:
-        self.attempt("closing the MLflow run", lambda: self.client.set_terminated(self.run_id))
+    def finish(self, status: str = "FINISHED") -> None:
+        self.attempt("closing the MLflow run", lambda: self.client.set_terminated(self.run_id, status))
 
 
 def tracker_for_run(run_dir: Path, log: logging.Logger) -> Tracker | None:

@@ -30,6 +30,10 @@ from training.runtime import configure_threads, select_device, set_seeds
 from training.tracking import Tracker
 
 
+class DivergenceError(RuntimeError):
+    """A training or validation loss stopped being a finite number: the run cannot go on as configured."""
+
+
 @dataclass
 class Progress:
     """Where training stands: the best epoch so far by validation loss, and epochs since it improved."""
@@ -270,6 +274,8 @@ class Trainer:
             shard = self.model.evaluate(val_images, val_labels)
             reduced = self.reduced(shard["loss"], shard["accuracy"], len(val_labels))
             validation = {"loss": reduced.loss, "accuracy": reduced.accuracy}
+            if not (math.isfinite(fit.loss) and math.isfinite(validation["loss"])):
+                self.diverged(epoch, fit.loss, validation["loss"])
             improved = self.progress.update(
                 epoch, validation["loss"], validation["accuracy"], config.min_delta
             )
@@ -314,6 +320,21 @@ class Trainer:
                 "  *best" if improved else "",
             )
         return self.finish()
+
+    def diverged(self, epoch: int, train_loss: float, val_loss: float) -> None:
+        """Stop before a non-finite epoch is saved: the last checkpoint stays the last finite epoch."""
+        if self.dist.is_main:
+            self.tracker.finish("FAILED")
+        kept = (
+            f"epoch {self.epochs_completed} is saved in {self.run.last_checkpoint}; after fixing the "
+            "config, start a new run (or --resume this one to retry from there)"
+            if self.epochs_completed
+            else "no epoch finished, so nothing was saved"
+        )
+        raise DivergenceError(
+            f"training diverged in epoch {epoch}: train loss {train_loss}, validation loss {val_loss} "
+            f"(learning rate {self.config.optimizer.lr}: try a lower optimizer.lr); {kept}"
+        )
 
     def reduced(self, loss: float, accuracy: float, count: int) -> EpochMetrics:
         """Means over all processes' shards, weighted by shard size."""

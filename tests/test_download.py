@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from text_recognizer.datasets.download import DownloadError, download
+from text_recognizer.datasets.download import Digest, DownloadError, download, folder_lock
 from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.paths import raw_data_dir
 
@@ -97,6 +97,48 @@ def test_recovers_from_a_corrupted_or_truncated_local_file(
 def test_missing_mirror_directory_is_a_clear_error(fixture_manifest: Manifest, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match=r"mirror directory .*nowhere does not exist"):
         download(fixture_manifest, tmp_path / "raw", str(tmp_path / "nowhere"))
+
+
+def test_files_already_present_need_no_source(
+    fixture_manifest: Manifest, mirror: Path, tmp_path: Path
+) -> None:
+    """A mirror recorded in an artifact may be gone later: verified files already here still serve."""
+    download(fixture_manifest, tmp_path / "raw", str(mirror))
+    shutil.rmtree(mirror)
+    paths = download(fixture_manifest, tmp_path / "raw", str(mirror))
+    assert sorted(paths) == sorted(spec.name for spec in fixture_manifest.files)
+
+
+def test_a_stream_longer_than_the_manifest_says_is_cut_off(
+    fixture_manifest: Manifest, mirror: Path, tmp_path: Path
+) -> None:
+    spec = fixture_manifest.files[0]
+    (mirror / spec.name).chmod(0o644)
+    (mirror / spec.name).write_bytes(b"\0" * (spec.size + 5 * 1024 * 1024))  # an endless body, in effect
+    with pytest.raises(DownloadError, match=f"more than the expected {spec.size} bytes"):
+        download(fixture_manifest, tmp_path / "raw", str(mirror), attempts=1)
+    assert leftovers(tmp_path / "raw") == []
+
+
+def test_a_download_in_progress_elsewhere_is_waited_for_not_deleted(
+    fixture_manifest: Manifest, mirror: Path, tmp_path: Path
+) -> None:
+    """Before: a second process deleted the first one's live .part file. Here the test plays the first
+    process: it holds the folder's lock with a part file half written, while a second download starts."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    spec = fixture_manifest.files[0]
+    live_part = raw / f".{spec.name}.other.part"
+    second = threading.Thread(target=download, args=(fixture_manifest, raw, str(mirror)))
+    with folder_lock(raw):
+        live_part.write_bytes((mirror / spec.name).read_bytes()[:100])
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and live_part.exists(), "the second download waits, the part survives"
+        live_part.write_bytes((mirror / spec.name).read_bytes())
+        live_part.rename(raw / spec.name)  # the first process finishes its file
+    second.join(timeout=30)
+    assert not second.is_alive() and Digest.of_file(raw / spec.name).mismatch(spec) is None
 
 
 class FlakyHandler(http.server.SimpleHTTPRequestHandler):

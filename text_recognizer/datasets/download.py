@@ -2,10 +2,14 @@
 
 Sources, in order: the mirror given by flag or by the manifest's environment variable (a directory, a
 `file://` URL or an http(s) base URL) or else each file's official URL followed by the manifest's mirrors.
-A file already present and valid is skipped; a corrupt or truncated one is reported and fetched again.
+A file already present and valid is skipped before any source is looked at (a recorded mirror that is
+gone breaks nothing that is already here); a corrupt or truncated one is reported and fetched again.
+Processes sharing a folder (two runs on a fresh machine, DDP nodes) take turns on it.
 """
 
 import argparse
+import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -13,7 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
@@ -93,11 +98,28 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, TimeoutError | ConnectionError | HTTPException | ChecksumError)
 
 
+@contextmanager
+def folder_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (flock on the folder itself: no lock files among the data),
+    so that no other process is writing there while this one checks, cleans or fetches."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def fetch_verified(url: str, spec: FileSpec, target: Path) -> None:
-    """Stream `url` into a temporary file and move it onto `target` only if it matches `spec`."""
+    """Stream `url` into a temporary file and move it onto `target` only if it matches `spec`; a stream
+    longer than the manifest's size is cut off there."""
     with atomic_path(target) as tmp_path:
+        received = 0
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response, tmp_path.open("wb") as out:
             while chunk := response.read(CHUNK_BYTES):
+                received += len(chunk)
+                if received > spec.size:
+                    raise ChecksumError(f"{spec.name}: more than the expected {spec.size} bytes, from {url}")
                 out.write(chunk)
         problem = Digest.of_file(tmp_path).mismatch(spec)
         if problem:
@@ -107,7 +129,7 @@ def fetch_verified(url: str, spec: FileSpec, target: Path) -> None:
 
 def ensure_file(
     spec: FileSpec,
-    urls: list[str],
+    sources: Callable[[], list[str]],
     dest_dir: Path,
     *,
     attempts: int = 3,
@@ -115,15 +137,30 @@ def ensure_file(
     sleep: Callable[[float], None] = time.sleep,
     no_source_hint: str = "",
 ) -> Path:
-    """Return the verified path of `spec` in `dest_dir`, fetching it if missing or corrupt."""
+    """Return the verified path of `spec` in `dest_dir`, fetching it from `sources()` (asked only then)
+    if it is missing or corrupt."""
     target = dest_dir / spec.name
-    remove_stale_parts(target)
-    if target.exists():
-        problem = Digest.of_file(target).mismatch(spec)
-        if problem is None:
-            logger.info("ok       %s (already present, checksums match)", spec.name)
-            return target
-        logger.warning("corrupt  %s; fetching it again", problem)
+    with folder_lock(dest_dir):
+        remove_stale_parts(target)  # safe under the lock: no other process is writing one
+        if target.exists():
+            problem = Digest.of_file(target).mismatch(spec)
+            if problem is None:
+                logger.info("ok       %s (already present, checksums match)", spec.name)
+                return target
+            logger.warning("corrupt  %s; fetching it again", problem)
+        return fetch_from_sources(spec, sources(), target, attempts, backoff_seconds, sleep, no_source_hint)
+
+
+def fetch_from_sources(
+    spec: FileSpec,
+    urls: list[str],
+    target: Path,
+    attempts: int,
+    backoff_seconds: float,
+    sleep: Callable[[float], None],
+    no_source_hint: str,
+) -> Path:
+    dest_dir = target.parent
     if not urls:
         raise DownloadError(f"{spec.name} is not in {dest_dir} and has no public URL: {no_source_hint}")
     failures: list[str] = []
@@ -159,7 +196,7 @@ def download(
     return {
         spec.name: ensure_file(
             spec,
-            source_urls(spec, manifest, mirror),
+            functools.partial(source_urls, spec, manifest, mirror),
             dest_dir,
             attempts=attempts,
             backoff_seconds=backoff_seconds,

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.batching import MicroBatcher
@@ -24,6 +25,7 @@ from api.errors import ApiError, ErrorBody, documented_errors, error_response, i
 from api.limits import BodySizeLimit, DecodeSlots
 from api.observability import Metrics, Observability, configure_logging, request_id_var
 from api.predictor import Prediction, Predictor, png_data_url
+from api.security_headers import SecurityHeaders
 from api.settings import Settings
 from text_recognizer.datasets.feedback import DuplicateFeedbackError, FeedbackRecord, FeedbackStore
 from text_recognizer.labels import LabelError, class_index
@@ -116,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit_bytes=settings.max_upload_bytes,
         path_limits={"/v1/predict/batch": settings.max_upload_bytes * settings.max_batch_files},
     )
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(Observability, metrics=metrics)  # outermost: sees every response
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -144,6 +147,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feedback folder."""
         with store_lock:
             return open_feedback_store()
+
+    def refuse_repeated_fields(form: FormData) -> None:
+        """A field sent twice is ambiguous (which category was meant?): refused, not "last one wins"."""
+        names = [name for name, _ in form.multi_items()]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ApiError(400, "repeated_field", f"form field(s) {', '.join(repeated)} sent more than once")
 
     def rejected(error: ImageError) -> ApiError:
         return ApiError(IMAGE_ERROR_STATUS.get(error.code, 400), error.code, error.message)
@@ -254,6 +264,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> FeedbackReceipt:
         """Tell the service the correct category of an image (or confirm its prediction), for retraining."""
         predictor = predictor_of(request)
+        refuse_repeated_fields(await request.form())
         if (category is None) == (not confirm):
             raise ApiError(422, "validation_error", "send either category=<correct category> or confirm=true")
         data = await read_upload(file)

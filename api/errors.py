@@ -1,6 +1,7 @@
 """One JSON error schema for every failure: `{"error": {"code": ..., "message": ...}}`, never a bare 500
 (unexpected exceptions are answered by `api.observability.Observability`, which knows the request id)."""
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+PYTHON_TYPE = re.compile(r"<class '[\w.]+'>")
 STATUS_CODES = {
     400: "bad_request",
     404: "not_found",
@@ -55,8 +57,17 @@ def describe_validation(error: RequestValidationError) -> tuple[str, str]:
         if problem["type"] == "missing" and tuple(problem["loc"][:1]) == ("body",):
             field = problem["loc"][-1]
             return "missing_file", f"multipart form field {field!r} with an image file is required"
-    parts = [f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}" for problem in problems]
+    parts = [
+        f"{'.'.join(str(p) for p in problem['loc'])}: {readable(problem['msg'])}" for problem in problems
+    ]
     return "validation_error", "; ".join(parts)
+
+
+def readable(message: str) -> str:
+    """A validation message without Python's type names ("Expected UploadFile, received: <class 'str'>")."""
+    if message.startswith("Value error, Expected UploadFile"):
+        return "expected an uploaded file, got a text field"
+    return PYTHON_TYPE.sub("another type", message)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -77,7 +88,8 @@ def install_error_handlers(app: FastAPI) -> None:
 def documented_errors(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries so /docs lists each error a route can return, with the schema."""
     descriptions = {
-        400: "Bad input: empty file, not an image, corrupt or truncated image, too many files",
+        400: "Bad input: empty file, not an image, corrupt or truncated image, too many files, a form "
+        "field sent twice",
         413: "Upload larger than the size limit, or image with more pixels than the limit",
         409: "Feedback for this image was already recorded",
         415: "An image format other than JPEG, PNG, WebP, BMP or GIF",

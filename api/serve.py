@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         workers=args.workers,
         access_log=False,  # the app logs each request with its request id
+        server_header=False,  # no "server: uvicorn" for a scanner to match versions against
         timeout_graceful_shutdown=10,
     )
 

@@ -258,6 +258,26 @@ def test_prometheus_metrics_by_route_status_and_class(client: TestClient) -> Non
     assert "prediction_confidence_bucket{le=" in text
 
 
+def test_the_page_and_the_api_send_security_headers(client: TestClient) -> None:
+    page = client.get("/")
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["X-Content-Type-Options"] == "nosniff" and page.headers["X-Frame-Options"] == "DENY"
+    assert client.get("/health/live").headers["X-Content-Type-Options"] == "nosniff"
+    docs = client.get("/docs")  # FastAPI's docs load their assets from a CDN: no policy to break them
+    assert docs.status_code == 200 and "Content-Security-Policy" not in docs.headers
+
+
+def test_a_repeated_form_field_or_a_text_for_a_file_is_a_clear_error(client: TestClient) -> None:
+    photo = upload(product_photo(TEST_IMAGES[0], seed=11))
+    twice = client.post("/v1/feedback", files=photo, data={"category": ["Bag", "Coat"]})
+    assert_error(twice, 400, "repeated_field")
+    assert "category" in twice.json()["error"]["message"]
+    text = client.post("/v1/predict/batch", data={"files": "not a file"})
+    assert_error(text, 422, "validation_error")
+    assert text.json()["error"]["message"] == "body.files.0: expected an uploaded file, got a text field"
+
+
 def test_unknown_methods_and_paths_add_no_metric_series(client: TestClient) -> None:
     """Before: each invented HTTP method added series (1,000 methods: /metrics from 56 KB to 1.68 MB)."""
     before = len(client.get("/metrics").text.splitlines())

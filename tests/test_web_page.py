@@ -53,9 +53,15 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser, server: LiveServer) -> Iterator[Page]:
     page = browser.new_page()
+    blocked: list[str] = []  # the page must work under its own Content-Security-Policy
+    page.on(
+        "console",
+        lambda message: blocked.append(message.text) if "Content Security" in message.text else None,
+    )
     page.goto(server.url + "/")
     yield page
     page.close()
+    assert not blocked, blocked
 
 
 def test_choosing_a_photo_shows_category_confidence_and_top_3(page: Page, tmp_path: Path) -> None:

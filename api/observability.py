@@ -1,6 +1,7 @@
 """Request ids in logs and headers, Prometheus metrics by route and status, and the last word on
 unexpected errors."""
 
+import asyncio
 import contextvars
 import logging
 import re
@@ -109,7 +110,8 @@ class Observability:
     one access-log line, with the path as it came on the wire (still percent-encoded) and escaped.
 
     An unexpected exception ends here: logged once with its traceback, answered with the JSON 500 and the
-    request id, on a connection that stays usable. (Starlette's own last-resort handler sends its 500 and
+    request id, on a connection that stays usable. A request cut off by the end of the shutdown drain
+    gets a 503 `shutting_down` with Retry-After. (Starlette's own last-resort handler sends its 500 and
     then re-raises, so the server logs the traceback again and drops the connection unannounced.)"""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
@@ -137,6 +139,14 @@ class Observability:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # The server's shutdown drain ended with this request unfinished: a retryable 503, not the
+            # server's plain-text 500.
+            if not responded:
+                message = "the server is shutting down; retry the request"
+                headers = {"Retry-After": "1", "Connection": "close"}
+                await error_response(503, "shutting_down", message, headers)(scope, receive, send_with_id)
+            raise
         except Exception:
             if responded:  # too late for an error response: the server closes the connection
                 raise

@@ -152,6 +152,22 @@ def test_an_unexpected_error_is_one_json_500_on_a_connection_that_stays_usable(
     assert "[bug-1] api: unexpected error on GET /boom" in log
 
 
+def test_a_request_cut_off_by_the_shutdown_drain_gets_a_retryable_503(tmp_path: Path) -> None:
+    """A request still running when the 10 s drain ends (here: a body that stops arriving) used to get
+    the server's plain-text 500."""
+    live = LiveServer.start(tmp_path / "server.log")
+    host, port = live.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        head = b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n"
+        connection.sendall(head + b"\r\n" + b"\xff" * 10)
+        time.sleep(0.5)
+        live.process.send_signal(signal.SIGTERM)
+        status, headers, body = read_response(connection.makefile("rb"))
+    assert status == 503 and headers["retry-after"] == "1" and headers["connection"] == "close"
+    assert json.loads(body)["error"]["code"] == "shutting_down" and "x-request-id" in headers
+    assert live.stop() in (0, -signal.SIGTERM)
+
+
 def test_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     live = LiveServer.start(tmp_path / "server.log")
     # uvicorn shuts down, then re-raises the signal so the exit status reports it.

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
+from text_recognizer.models.classifier import ArtifactError
 from text_recognizer.paths import MODEL_CARD_NAME
 from text_recognizer.preprocessing import image_bytes_to_input
 
@@ -60,7 +61,8 @@ class Predictor:
 
     @classmethod
     def load(cls, model_path: Path, use_confidence_threshold: bool = True) -> "Predictor":
-        """Load the artifact and its model card (beside it); the version is the card's, else a hash.
+        """Load the artifact and its model card (beside it, refused unless it names these very weights);
+        the version is the card's, else a hash.
 
         The card's confidence threshold (chosen on the validation split at promotion) turns predictions
         below it into "unsure", unless `use_confidence_threshold` is off.
@@ -69,7 +71,14 @@ class Predictor:
         model.fold_batch_norm()
         card_path = model_path.with_name(MODEL_CARD_NAME)
         card = json.loads(card_path.read_text()) if card_path.exists() else {}
-        version = card.get("version") or hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
+        weights_sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
+        if card and card.get("sha256") != weights_sha256:  # e.g. a promotion interrupted half-way
+            raise ArtifactError(
+                f"{card_path} describes weights with sha256 {card.get('sha256')}, but {model_path} has "
+                f"{weights_sha256}: its version and 'unsure' threshold would be another model's; promote "
+                "again"
+            )
+        version = card.get("version") or weights_sha256[:12]
         threshold = card.get("confidence_threshold", {}).get("value") if use_confidence_threshold else None
         return cls(model=model, card=card, version=version, unsure_below=threshold)
 

@@ -12,6 +12,7 @@ import torch
 
 from api.predictor import Predictor
 from text_recognizer.models import ClassifierModel
+from text_recognizer.models.classifier import ArtifactError
 from text_recognizer.paths import PROMOTED_MODEL_PATH
 from training.promote import DEFAULT_MAX_SIZE_MB, DEFAULT_MIN_TEST_ACCURACY, floor_problems, parse_floors
 from training.promote import main as promote_main
@@ -59,6 +60,19 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
     assert list(card["domains"]) == ["fashion_mnist", "catalogue", "shoes", "phone", "out-of-scope"]
     assert card["domains"]["fashion_mnist"]["accuracy"] == card["metrics"]["test_accuracy"]
     assert "| phone |" in markdown and card["domain_floors"] == {"catalogue": 0.0}
+
+
+def test_the_service_refuses_a_card_that_describes_other_weights(tmp_path: Path) -> None:
+    """A promotion interrupted between the weights and the card left the old card beside new weights:
+    the service took another model's version and threshold. Now it refuses to load."""
+    shutil.copytree(PROMOTED_MODEL_PATH.parent, tmp_path / "weights")
+    card_path = tmp_path / "weights" / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**card, "sha256": "0" * 64}))
+    with pytest.raises(ArtifactError, match=r"describes weights with sha256 0{64}, but .*model\.pt has"):
+        Predictor.load(tmp_path / "weights" / "model.pt")
+    card_path.write_text(json.dumps(card))
+    assert Predictor.load(tmp_path / "weights" / "model.pt").version == card["version"]
 
 
 @pytest.mark.slow

@@ -1,12 +1,13 @@
 """Which photo conversion helps the network: each variant of `Conversion`, measured on the photo
 validation split (never the test split).
 
-    python -m benchmarks.preprocessing_variants [--epochs 3] [--threads 1]
+    python -m benchmarks.preprocessing_variants [--epochs 3] [--threads 1] [--seeds 1] [--variants ...]
 
 For every variant the shop photos' training and validation splits are converted, a small CNN is trained
 from the same seed on the training photos alone (Fashion-MNIST images pass through any variant
 unchanged, so they would not tell the variants apart), and its validation accuracy is reported per
-domain with the conversion time per photo. Prints a table and writes
+domain with the conversion time per photo; with `--seeds N`, the mean over N seeds and the spread of
+the mean across seeds (one seed cannot tell a 1-point difference from noise). Prints a table and writes
 benchmarks/results/preprocessing_variants.json.
 """
 
@@ -31,10 +32,10 @@ from training.config import AugmentationConfig
 from training.trainer import shuffled_batches
 
 VARIANTS = {
-    "corner trim, full size (before)": Conversion(work_side=100_000),
-    "corner trim at 112 px (served)": Conversion(),
-    "at 112 px, subsample": Conversion(subsample=True),
-    "at 112 px, sharpen": Conversion(sharpen=True),
+    "corner trim, full size": Conversion(work_side=100_000, sharpen=False),
+    "corner trim at 112 px": Conversion(sharpen=False),
+    "at 112 px, subsample": Conversion(subsample=True, sharpen=False),
+    "at 112 px, sharpen (served)": Conversion(sharpen=True),
     "at 112 px, subsample + sharpen (the paper's)": Conversion(subsample=True, sharpen=True),
 }
 AUGMENTATION = AugmentationConfig(crop_padding=2, horizontal_flip=True)
@@ -56,8 +57,10 @@ def as_split(items: list[Any], pixels: dict[str, np.ndarray], class_names: tuple
     )
 
 
-def train_and_score(train: Split, val: Split, class_names: tuple[str, ...], epochs: int) -> dict[str, float]:
-    torch.manual_seed(0)
+def train_and_score(
+    train: Split, val: Split, class_names: tuple[str, ...], epochs: int, seed: int
+) -> dict[str, float]:
+    torch.manual_seed(seed)
     model = ClassifierModel(
         "cnn",
         {"channels": [32, 64], "convs_per_stage": 1, "hidden_size": 128, "dropout": 0.25},
@@ -70,7 +73,7 @@ def train_and_score(train: Split, val: Split, class_names: tuple[str, ...], epoc
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps * epochs)
     for epoch in range(1, epochs + 1):  # the trainer's own seeded, augmented batches
         model.fit_epoch(
-            shuffled_batches(train.images, train.labels, 128, 0, epoch, AUGMENTATION), optimizer, scheduler
+            shuffled_batches(train.images, train.labels, 128, seed, epoch, AUGMENTATION), optimizer, scheduler
         )
     scores = {}
     for domain, part in val.by_domain().items():
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=1, help="train each variant from this many seeds")
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -96,24 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants:
         conversion = VARIANTS[name]
         pixels, milliseconds = converted(photos_bytes, conversion)
-        scores = train_and_score(
-            as_split(train_items, pixels, class_names),
-            as_split(val_items, pixels, class_names),
-            class_names,
-            args.epochs,
-        )
-        row = {"variant": name, "ms_per_photo": round(milliseconds, 2)}
-        row.update({domain: round(scores[domain], 4) for domain in DOMAINS})
-        row["mean"] = round(float(np.mean([scores[domain] for domain in DOMAINS])), 4)
+        train, val = as_split(train_items, pixels, class_names), as_split(val_items, pixels, class_names)
+        runs = [train_and_score(train, val, class_names, args.epochs, seed) for seed in range(args.seeds)]
+        row: dict[str, Any] = {"variant": name, "ms_per_photo": round(milliseconds, 2)}
+        row.update({domain: round(float(np.mean([run[domain] for run in runs])), 4) for domain in DOMAINS})
+        means = [float(np.mean([run[domain] for domain in DOMAINS])) for run in runs]
+        row["mean"] = round(float(np.mean(means)), 4)
+        row["mean_spread"] = round(max(means) - min(means), 4)
         rows.append(row)
         print(row, flush=True)
     print_table(
-        f"Photo validation accuracy by conversion ({args.epochs} epochs, small CNN, photos only)", rows
+        f"Photo validation accuracy by conversion ({args.epochs} epochs, small CNN, photos only, "
+        f"mean of {args.seeds} seed(s))",
+        rows,
     )
     write_result(
         "preprocessing_variants",
         rows,
         epochs=args.epochs,
+        seeds=args.seeds,
         variants={name: asdict(VARIANTS[name]) for name in args.variants},
         train_photos=len(train_items),
         val_photos=len(val_items),

@@ -25,7 +25,13 @@ from text_recognizer.preprocessing import image_bytes_to_input
 from training.promote import DEFAULT_MIN_TEST_ACCURACY
 
 from .conftest import FIXTURES_DIR
-from .support.hostile_uploads import exif_negative_rational_jpeg, malformed_exif_webp
+from .support.hostile_uploads import (
+    exif_negative_rational_jpeg,
+    heic_header,
+    lying_jpeg,
+    malformed_exif_webp,
+    svg_logo,
+)
 from .support.product_photos import product_photo
 from .test_photo_preprocessing import bomb_png, truncated_jpeg
 from .test_shop_photos import SHOP_FIXTURES
@@ -189,6 +195,9 @@ MALFORMED = {
     "decompression-bomb": (lambda: upload(bomb_png(60_000, 60_000), "bomb.png"), 413, "image_too_large"),
     "exif-negative-rational": (lambda: upload(exif_negative_rational_jpeg()), 400, "corrupt_image"),
     "webp-malformed-exif": (lambda: upload(malformed_exif_webp(), "item.webp"), 400, "corrupt_image"),
+    "jpeg-header-lies": (lambda: upload(lying_jpeg()), 400, "corrupt_image"),
+    "heic": (lambda: upload(heic_header(), "IMG_0001.HEIC"), 415, "unsupported_format"),
+    "svg": (lambda: upload(svg_logo(), "logo.svg"), 415, "unsupported_format"),
     "wrong-field": (
         lambda: upload(product_photo(TEST_IMAGES[0], seed=0), field="image"),
         422,

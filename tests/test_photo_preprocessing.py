@@ -20,7 +20,15 @@ from text_recognizer.preprocessing import (
 )
 
 from .conftest import FIXTURES_DIR
-from .support.hostile_uploads import exif_negative_rational_jpeg, malformed_exif_webp, mutations, white_webp
+from .support.hostile_uploads import (
+    exif_negative_rational_jpeg,
+    heic_header,
+    lying_jpeg,
+    malformed_exif_webp,
+    mutations,
+    svg_logo,
+    white_webp,
+)
 from .support.product_photos import ROTATIONS, product_photo
 
 TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
@@ -48,7 +56,9 @@ def test_product_photo_comes_back_close_to_the_original() -> None:
         restored = image_bytes_to_input(product_photo(TEST_IMAGES[index], seed=index))
         assert restored.shape == (28, 28) and restored.dtype == np.uint8
         difference = np.abs(restored.astype(int) - TEST_IMAGES[index].astype(int)).mean()
-        assert difference < 30, f"image {index}: mean absolute difference {difference:.1f}"
+        # Sharpening (as the dataset was made) an upscaled image that was sharpened once already moves it
+        # a few grey levels further from the original: up to 33.4 here, against 28.6 without.
+        assert difference < 35, f"image {index}: mean absolute difference {difference:.1f}"
 
 
 @pytest.mark.parametrize("orientation", sorted(ROTATIONS))
@@ -156,7 +166,11 @@ def test_degenerate_images_still_become_28x28_inputs(mode: str, size: tuple[int,
 
 @pytest.mark.parametrize(
     "conversion",
-    [Conversion(subsample=True), Conversion(sharpen=True), Conversion(subsample=True, sharpen=True)],
+    [
+        Conversion(subsample=True, sharpen=False),
+        Conversion(sharpen=True),
+        Conversion(subsample=True, sharpen=True),
+    ],
     ids=["subsample", "sharpen", "subsample+sharpen"],
 )
 def test_the_papers_conversion_steps_make_28x28_inputs_and_sharpen_adds_edge_contrast(
@@ -169,7 +183,9 @@ def test_the_papers_conversion_steps_make_28x28_inputs_and_sharpen_adds_edge_con
         assert sliver.shape == (28, 28) and sliver.dtype == np.uint8
     photo = photo_of(7)
     converted = fashion_mnist_style(photo, conversion).astype(float)
-    plain = fashion_mnist_style(photo, Conversion(subsample=conversion.subsample)).astype(float)
+    plain = fashion_mnist_style(photo, Conversion(subsample=conversion.subsample, sharpen=False)).astype(
+        float
+    )
     assert converted.shape == (28, 28)
     if conversion.sharpen:
         steepness = [np.abs(np.diff(image, axis=1)).mean() for image in (plain, converted)]
@@ -210,3 +226,19 @@ def test_formats_decoded_in_full_have_a_lower_pixel_cap_than_jpeg() -> None:
     assert error.value.code == "image_too_large" and "WEBP images are decoded in full" in error.value.message
     assert image_bytes_to_input(encode(Image.new("L", (6000, 6000), 255), "JPEG")).shape == (28, 28)
     assert image_bytes_to_input(encode(Image.new("L", (4000, 3000), 255), "PNG")).shape == (28, 28)
+
+
+@pytest.mark.parametrize(("make", "name"), [(heic_header, "HEIC"), (svg_logo, "SVG")])
+def test_formats_people_send_but_cannot_be_read_are_named_in_a_415(
+    make: Callable[[], bytes], name: str
+) -> None:
+    with pytest.raises(ImageError) as error:
+        image_bytes_to_input(make())
+    assert error.value.code == "unsupported_format" and error.value.message.startswith(f"{name} images")
+
+
+def test_a_jpeg_header_claiming_more_pixels_than_its_bytes_hold_is_corrupt() -> None:
+    """Before: a 675-byte file said to be 4000x3000 was decoded, padded with grey, and classified."""
+    with pytest.raises(ImageError) as error:
+        image_bytes_to_input(lying_jpeg((4000, 3000)))
+    assert error.value.code == "corrupt_image" and "claims 4000x3000 pixels" in error.value.message

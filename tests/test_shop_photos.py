@@ -38,12 +38,14 @@ from text_recognizer.datasets.shop_photos import (
 )
 from text_recognizer.datasets.versions import DataVersion, DataVersionError, sha256_file
 from text_recognizer.labels import LabelError
+from training.config import CONFIGS_DIR, load_config
 from training.data_versions import pull_version, verify_versions
 from training.labelled_images import from_folder, preprocessing_sha256, refuse_evaluation_photos
 
 from .conftest import REPO_ROOT, spec_for
 
 SHOP_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "shop_photos"
+PHOTO_VERSION = load_config(CONFIGS_DIR / "photos.yaml").data.version  # what the shipped config trains on
 TEN = Manifest.named("fashion_mnist").classes
 ELEVEN = (*TEN, OUT_OF_SCOPE)
 
@@ -216,30 +218,31 @@ def test_the_committed_splits_are_what_the_split_code_makes_from_the_full_export
 
 @pytest.mark.slow
 def test_a_version_with_shop_photos_is_rebuilt_from_its_recipe_where_no_remote_has_it(dvc_repo: Path) -> None:
-    """A clean clone has no DVC remote with v2: pull rebuilds it from v1, the export, the mapping and the
-    splits, and only accepts bytes that match the committed record."""
+    """A clean clone has no DVC remote with the photo version the shipped config trains on: pull rebuilds
+    it from v1, the export, the mapping and the splits, and only accepts bytes that match the record."""
     versions = dvc_repo / "data" / "versions"
-    shutil.copy(REPO_ROOT / "data" / "versions" / "v2.dvc", versions / "v2.dvc")
-    assert pull_version("v2", root=dvc_repo) == versions / "v2"
-    assert verify_versions(["v2"], root=dvc_repo)[0].startswith("ok     v2")
-    record = DataVersion.read("v2", versions)
+    shutil.copy(REPO_ROOT / "data" / "versions" / f"{PHOTO_VERSION}.dvc", versions / f"{PHOTO_VERSION}.dvc")
+    assert pull_version(PHOTO_VERSION, root=dvc_repo) == versions / PHOTO_VERSION
+    assert verify_versions([PHOTO_VERSION], root=dvc_repo)[0].startswith(f"ok     {PHOTO_VERSION}")
+    record = DataVersion.read(PHOTO_VERSION, versions)
     assert record.class_names == ELEVEN and record.counts["train"] > 60_000
 
 
 def test_a_version_whose_mapping_changed_since_is_not_rebuilt_but_named(dvc_repo: Path) -> None:
     versions = dvc_repo / "data" / "versions"
-    record = yaml.safe_load((REPO_ROOT / "data" / "versions" / "v2.dvc").read_text())
+    record = yaml.safe_load((REPO_ROOT / "data" / "versions" / f"{PHOTO_VERSION}.dvc").read_text())
     record["meta"]["data_version"]["sources"][0]["mapping_sha256"] = "0" * 64  # made from another mapping
-    (versions / "v2.dvc").write_text(yaml.safe_dump(record))
+    (versions / f"{PHOTO_VERSION}.dvc").write_text(yaml.safe_dump(record))
     with pytest.raises(DataVersionError, match=r"shop_photos_mapping\.csv changed since it was made"):
-        pull_version("v2", root=dvc_repo)
-    assert not (versions / "v2").exists() and not (versions / ".v2.part").exists()
+        pull_version(PHOTO_VERSION, root=dvc_repo)
+    assert not (versions / PHOTO_VERSION).exists() and not (versions / f".{PHOTO_VERSION}.part").exists()
 
 
 def test_the_committed_photo_version_was_made_by_todays_preprocessing_mapping_and_splits() -> None:
-    """Training converts nothing: v2 holds the photos as the preprocessing of its day made them, while
-    validation, test and serving convert with today's. They must be the same code, or v2 is stale."""
-    (source,) = DataVersion.read("v2").sources
+    """Training converts nothing: the photo version holds the photos as the preprocessing of its day made
+    them, while validation, test and serving convert with today's. They must be the same code, or the
+    version is stale (v2 is: it predates the sharpening, and stays only as the record of older runs)."""
+    (source,) = DataVersion.read(PHOTO_VERSION).sources
     assert source["preprocessing_sha256"] == preprocessing_sha256(), "remake the version (data.sh add)"
     assert source["mapping_sha256"] == sha256_file(MAPPING_PATH)
     assert source["splits_sha256"] == sha256_file(SPLITS_PATH)

@@ -58,6 +58,13 @@ DEFAULT_MAX_PIXELS = 40_000_000  # a JPEG is decoded at reduced scale: a 40-mega
 # Other formats decode every pixel at 4 bytes each: at this cap one decode peaks near 70 MB and 0.25 s
 # (a 6000x6000 white WebP of 38 bytes took 205 MB and 0.8 s); 4000x3000 still passes.
 MAX_FULL_DECODE_PIXELS = 12_000_000
+# A JPEG header can claim any size; the decoder then pads the missing data with grey. Measured: a uniform
+# white 4000x3000 JPEG, progressive and optimised, still takes a byte per 169 pixels; claiming more than
+# 4096 pixels per byte of file is a lie (a 600-byte file said to be 12 megapixels).
+MAX_JPEG_PIXELS_PER_BYTE = 4096
+# Formats Pillow cannot open but people send (phone photos, vector logos): named in a 415, not "not an image".
+SNIFFED_FORMATS = {b"ftypheic": "HEIC", b"ftypheix": "HEIC", b"ftyphevc": "HEIC", b"ftypmif1": "HEIF",
+                   b"ftypmsf1": "HEIF", b"ftypavif": "AVIF", b"ftypavis": "AVIF"}  # fmt: skip
 SIDE = 28
 # Fashion-MNIST trimmed edges "close to the colour of the corner pixels" with a 5% distance threshold.
 TRIM_THRESHOLD = 0.05 * 255
@@ -89,6 +96,12 @@ def decode_image(
     except Image.DecompressionBombError:
         raise ImageError("image_too_large", f"the image has more than {max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        known = sniffed_format(data)
+        if known:
+            raise ImageError(
+                "unsupported_format",
+                f"{known} images are not accepted; send one of {', '.join(ACCEPTED_FORMATS)}",
+            ) from None
         raise ImageError(
             "invalid_image", f"not a readable image; send one of {', '.join(ACCEPTED_FORMATS)}"
         ) from None
@@ -108,6 +121,12 @@ def decode_image(
             f"the image is {image.width}x{image.height} pixels; {image.format} images are decoded in full, "
             f"limit {max_full_decode_pixels} pixels (JPEG: {max_pixels})",
         )
+    if image.format == "JPEG" and image.width * image.height > len(data) * MAX_JPEG_PIXELS_PER_BYTE:
+        raise ImageError(
+            "corrupt_image",
+            f"the JPEG header claims {image.width}x{image.height} pixels, more than its {len(data)} bytes "
+            "can hold",
+        )
     if image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers the working size
         image.draft(image.mode, (2 * SERVING_CONVERSION.work_side, 2 * SERVING_CONVERSION.work_side))
     try:
@@ -115,6 +134,16 @@ def decode_image(
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError("corrupt_image", f"the image data is truncated or corrupt ({error})") from None
     return image
+
+
+def sniffed_format(data: bytes) -> str | None:
+    """The name of a known format Pillow cannot open (HEIC, HEIF, AVIF, SVG), from its first bytes."""
+    if data[4:12] in SNIFFED_FORMATS:
+        return SNIFFED_FORMATS[data[4:12]]
+    head = data[:1024].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "SVG"
+    return None
 
 
 def flattened(image: Image.Image) -> Image.Image:
@@ -148,8 +177,12 @@ class Conversion:
     """
 
     work_side: int = 112  # the photo is first reduced to this longest side: speed, and enough for 28
-    subsample: bool = False  # the dataset's resize: skip rows and columns instead of filtering
-    sharpen: bool = False  # the dataset's Gaussian sharpening (sigma 1.0) after resizing
+    # The dataset's resize, skipping rows and columns instead of filtering: no better (0.799 vs 0.801, one
+    # seed), and worse combined with sharpening (0.798).
+    subsample: bool = False
+    # The dataset's sharpening (unsharp masking with a Gaussian of sigma 1.0) after resizing: better in
+    # every in-scope domain, mean 0.806 vs 0.800 over 3 seeds (spreads 0.009 and 0.004), for 0.1 ms.
+    sharpen: bool = True
 
 
 SERVING_CONVERSION = Conversion()

@@ -98,3 +98,20 @@ def mutations(count: int, seed: int = 0) -> Iterator[tuple[str, bytes]]:
             else:
                 del data[at : at + int(rng.integers(1, 64))]
         yield f"{name}#{number}", bytes(data)
+
+
+def lying_jpeg(claimed: tuple[int, int] = (4000, 3000)) -> bytes:
+    """A 64x48 JPEG whose frame header claims `claimed` (width, height): the decoder pads it with grey."""
+    data = bytearray(encode(Image.new("RGB", (64, 48), "white"), "JPEG"))
+    frame = data.index(b"\xff\xc0")  # SOF0: marker, length (2), precision (1), height (2), width (2)
+    data[frame + 5 : frame + 9] = struct.pack(">HH", claimed[1], claimed[0])
+    return bytes(data)
+
+
+def heic_header() -> bytes:
+    """The start of an iPhone photo: an ISO-BMFF `ftyp` box with the brand heic (Pillow cannot open it)."""
+    return b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(100)
+
+
+def svg_logo() -> bytes:
+    return b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"></svg>'

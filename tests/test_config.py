@@ -78,7 +78,7 @@ def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path: Path
     assert photos.name == "photos" and DataVersion.read(photos.data.version).has_shop_photos
     assert photos.network == compact.network and photos.augmentation == compact.augmentation
     assert photos.trainer.label_smoothing == compact.trainer.label_smoothing == 0.1  # a section merges
-    assert photos.trainer.epochs != compact.trainer.epochs  # ... and a key set in it wins
+    assert photos.data.version != compact.data.version  # ... and a key set in it wins
     (tmp_path / "a.yaml").write_text("extends: b.yaml\nname: a\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\nname: b\n")
     with pytest.raises(ConfigError, match=r"'extends' makes a cycle through a\.yaml"):

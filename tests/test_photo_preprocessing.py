@@ -56,9 +56,7 @@ def test_product_photo_comes_back_close_to_the_original() -> None:
         restored = image_bytes_to_input(product_photo(TEST_IMAGES[index], seed=index))
         assert restored.shape == (28, 28) and restored.dtype == np.uint8
         difference = np.abs(restored.astype(int) - TEST_IMAGES[index].astype(int)).mean()
-        # Sharpening (as the dataset was made) an upscaled image that was sharpened once already moves it
-        # a few grey levels further from the original: up to 33.4 here, against 28.6 without.
-        assert difference < 35, f"image {index}: mean absolute difference {difference:.1f}"
+        assert difference < 30, f"image {index}: mean absolute difference {difference:.1f}"
 
 
 @pytest.mark.parametrize("orientation", sorted(ROTATIONS))

@@ -4,6 +4,7 @@ import functools
 import hashlib
 import logging
 import threading
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -150,8 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def refuse_repeated_fields(form: FormData) -> None:
         """A field sent twice is ambiguous (which category was meant?): refused, not "last one wins"."""
-        names = [name for name, _ in form.multi_items()]
-        repeated = sorted({name for name in names if names.count(name) > 1})
+        counts = Counter(name for name, _ in form.multi_items())
+        repeated = sorted(name for name, count in counts.items() if count > 1)
         if repeated:
             raise ApiError(400, "repeated_field", f"form field(s) {', '.join(repeated)} sent more than once")
 

@@ -33,9 +33,9 @@ from training.trainer import shuffled_batches
 
 VARIANTS = {
     "corner trim, full size": Conversion(work_side=100_000, sharpen=False),
-    "corner trim at 112 px": Conversion(sharpen=False),
+    "corner trim at 112 px (served)": Conversion(sharpen=False),
     "at 112 px, subsample": Conversion(subsample=True, sharpen=False),
-    "at 112 px, sharpen (served)": Conversion(sharpen=True),
+    "at 112 px, sharpen": Conversion(sharpen=True),
     "at 112 px, subsample + sharpen (the paper's)": Conversion(subsample=True, sharpen=True),
 }
 AUGMENTATION = AugmentationConfig(crop_padding=2, horizontal_flip=True)

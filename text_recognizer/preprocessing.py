@@ -79,15 +79,13 @@ class ImageError(ValueError):
         self.message = message
 
 
-def decode_image(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_full_decode_pixels: int = MAX_FULL_DECODE_PIXELS
-) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open and decode an upload (first frame of a GIF), refusing what is not a usable image.
 
     The pixel count is checked from the header, before decoding, so a decompression bomb costs nothing.
     A JPEG is decoded at reduced scale (its DCT allows 1/2 to 1/8) down to twice the working size: a
     12-megapixel photo costs a fraction of a full decode and of its memory. Other formats are decoded in
-    full, so their cap (`max_full_decode_pixels`) is lower.
+    full, so their cap (`MAX_FULL_DECODE_PIXELS`) is lower.
     """
     if not data:
         raise ImageError("empty_file", "the uploaded file is empty")
@@ -115,19 +113,20 @@ def decode_image(
             "image_too_large",
             f"the image is {image.width}x{image.height} pixels; the limit is {max_pixels} pixels",
         )
-    if image.format != "JPEG" and image.width * image.height > max_full_decode_pixels:
+    if image.format != "JPEG" and image.width * image.height > MAX_FULL_DECODE_PIXELS:
         raise ImageError(
             "image_too_large",
             f"the image is {image.width}x{image.height} pixels; {image.format} images are decoded in full, "
-            f"limit {max_full_decode_pixels} pixels (JPEG: {max_pixels})",
+            f"limit {MAX_FULL_DECODE_PIXELS} pixels (JPEG: {max_pixels})",
         )
-    if image.format == "JPEG" and image.width * image.height > len(data) * MAX_JPEG_PIXELS_PER_BYTE:
-        raise ImageError(
-            "corrupt_image",
-            f"the JPEG header claims {image.width}x{image.height} pixels, more than its {len(data)} bytes "
-            "can hold",
-        )
-    if image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when that still covers the working size
+    if image.format == "JPEG":
+        if image.width * image.height > len(data) * MAX_JPEG_PIXELS_PER_BYTE:
+            raise ImageError(
+                "corrupt_image",
+                f"the JPEG header claims {image.width}x{image.height} pixels, more than its {len(data)} "
+                "bytes can hold",
+            )
+        # Decode at 1/2, 1/4 or 1/8 scale when that still covers the working size.
         image.draft(image.mode, (2 * SERVING_CONVERSION.work_side, 2 * SERVING_CONVERSION.work_side))
     try:
         image.load()

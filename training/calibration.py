@@ -49,10 +49,11 @@ def unsure_threshold(model: ClassifierModel, val: Split, target_accuracy: float)
     correct = predicted == val.labels
     value = confidence_threshold(confidences, correct, target_accuracy)
     kept = confidences >= (value if value is not None else math.inf)
-    if kept.double().mean().item() < MIN_ANSWERED_SHARE:
+    answered = kept.double().mean().item()
+    if answered < MIN_ANSWERED_SHARE:
         raise CalibrationError(
             f"no usable 'unsure' threshold: for {target_accuracy:.1%} accurate answers the service would "
-            f"answer only {kept.double().mean().item():.1%} of the validation images (validation "
+            f"answer only {answered:.1%} of the validation images (validation "
             f"accuracy {correct.double().mean().item():.1%}); promote a better model or lower "
             "--unsure-target-accuracy"
         )
@@ -61,6 +62,6 @@ def unsure_threshold(model: ClassifierModel, val: Split, target_accuracy: float)
         "value": value,
         "target_accuracy": target_accuracy,
         "chosen_on": "validation split",
-        "val_coverage": kept.double().mean().item(),
+        "val_coverage": answered,
         "val_accuracy_when_sure": correct[kept].double().mean().item(),
     }

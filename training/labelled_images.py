@@ -48,15 +48,21 @@ class LabelledImage:
         return entry
 
 
-def read_labelled(path: Path, label: int, source: str, replaces: int | None = None) -> LabelledImage:
-    """A labelled image file through the serving preprocessing, with its photo's thumbnail."""
+def read_image(path: Path) -> tuple[bytes, np.ndarray]:
+    """An image file's bytes and its 28x28 input (the serving preprocessing); unusable files as LabelError."""
     try:
         data = path.read_bytes()
-        return LabelledImage(image_bytes_to_input(data), label, source, replaces, thumbnail(data))
+        return data, image_bytes_to_input(data)
     except ImageError as error:
         raise LabelError(f"{path}: {error}") from None
     except OSError as error:
         raise LabelError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def read_labelled(path: Path, label: int, source: str, replaces: int | None = None) -> LabelledImage:
+    """A labelled image file through the serving preprocessing, with its photo's thumbnail."""
+    data, pixels = read_image(path)
+    return LabelledImage(pixels, label, source, replaces, thumbnail(data))
 
 
 def refuse_evaluation_photos(

@@ -22,7 +22,7 @@ from text_recognizer.labels import LabelError
 from text_recognizer.models import ArtifactError, ClassifierModel
 from text_recognizer.paths import PROMOTED_MODEL_PATH
 from training.image_grid import save_image_grid
-from training.labelled_images import IMAGE_SUFFIXES, read_labelled
+from training.labelled_images import IMAGE_SUFFIXES, read_image
 
 logger = logging.getLogger("select_for_labeling")
 STRATEGIES = ("margin", "entropy")
@@ -55,7 +55,7 @@ def score_pool(model: ClassifierModel, pool: Path) -> tuple[list[Candidate], lis
     readable, skipped = [], []
     for path in paths:
         try:
-            readable.append((path, read_labelled(path, -1, path.name).pixels))
+            readable.append((path, read_image(path)[1]))
         except LabelError as error:
             skipped.append(str(error))
     if not readable:

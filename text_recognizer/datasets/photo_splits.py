@@ -81,16 +81,18 @@ def perceptual_hash(thumb: np.ndarray) -> int:
 
 
 def near_pairs(
-    hashes: np.ndarray, max_bits: int = CANDIDATE_BITS, chunk: int = 2048
+    hashes: np.ndarray, max_bits: int = CANDIDATE_BITS, chunk: int = 2048, rows: int | None = None
 ) -> list[tuple[int, int]]:
-    """Index pairs (i < j) whose hashes differ in at most `max_bits` bits: exact, by brute force."""
+    """Index pairs (i < j) whose hashes differ in at most `max_bits` bits: exact, by brute force. With
+    `rows`, only pairs whose first index is below it (the rest are not compared with each other)."""
     pairs = []
-    for start in range(0, len(hashes), chunk):
-        block = hashes[start : start + chunk]
+    end = len(hashes) if rows is None else rows
+    for start in range(0, end, chunk):
+        block = hashes[start : min(start + chunk, end)]
         distances = np.bitwise_count(block[:, None] ^ hashes[None, :])
-        rows, cols = np.nonzero(distances <= max_bits)
-        keep = cols > rows + start
-        pairs += list(zip((rows[keep] + start).tolist(), cols[keep].tolist(), strict=True))
+        in_block, cols = np.nonzero(distances <= max_bits)
+        keep = cols > in_block + start
+        pairs += list(zip((in_block[keep] + start).tolist(), cols[keep].tolist(), strict=True))
     return pairs
 
 
@@ -110,11 +112,12 @@ class UnionFind:
             self.parent[max(root_a, root_b)] = min(root_a, root_b)
 
 
-def same_picture_pairs(thumbnails: np.ndarray) -> np.ndarray:
+def same_picture_pairs(thumbnails: np.ndarray, rows: int | None = None) -> np.ndarray:
     """Index pairs (i < j) of thumbnails that show the same picture: a near hash confirmed by the
-    thumbnails (re-encoded or resized: a small mean difference; recoloured: a high correlation)."""
+    thumbnails (re-encoded or resized: a small mean difference; recoloured: a high correlation). With
+    `rows`, only pairs whose first index is below it."""
     hashes = np.array([perceptual_hash(thumb) for thumb in thumbnails], dtype=np.uint64)
-    pairs = np.array(near_pairs(hashes), dtype=np.int64).reshape(-1, 2)
+    pairs = np.array(near_pairs(hashes, rows=rows), dtype=np.int64).reshape(-1, 2)
     flat = thumbnails.reshape(len(thumbnails), -1).astype(np.float32)
     normalised = (flat - flat.mean(axis=1, keepdims=True)) / (flat.std(axis=1, keepdims=True) + 1e-6)
     confirmed = []
@@ -127,7 +130,7 @@ def same_picture_pairs(thumbnails: np.ndarray) -> np.ndarray:
             correlation >= RECOLOURED_CORRELATION + RECOLOURED_STEP * bits
         )
         confirmed.append(chunk[(difference <= NEAR_DUPLICATE_MEAN_DIFFERENCE) | recoloured])
-    return np.concatenate(confirmed) if confirmed else pairs
+    return np.concatenate(confirmed)  # array_split gives at least one chunk
 
 
 def duplicate_groups(photos: list[Photo], thumbnails: np.ndarray) -> list[int]:
@@ -153,11 +156,12 @@ def evaluation_duplicates(candidates: list[np.ndarray], evaluation: dict[str, np
     names = list(evaluation)
     if not candidates or not names:
         return {}
-    stacked = np.stack([*evaluation.values(), *candidates])
+    # Candidates first, and only their rows compared: the evaluation photos are not paired among themselves.
+    stacked = np.stack([*candidates, *evaluation.values()])
     found: dict[int, str] = {}
-    for a, b in same_picture_pairs(stacked).tolist():
-        if a < len(names) <= b:
-            found.setdefault(b - len(names), names[a])
+    for a, b in same_picture_pairs(stacked, rows=len(candidates)).tolist():
+        if b >= len(candidates):
+            found.setdefault(a, names[b - len(candidates)])
     return found
 
 

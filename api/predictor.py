@@ -17,6 +17,7 @@ from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import ArtifactError
 from text_recognizer.paths import MODEL_CARD_NAME
 from text_recognizer.preprocessing import image_bytes_to_input
+from text_recognizer.promoted import model_file
 
 UNSURE = "unsure"
 CATEGORY_DESCRIPTION = (
@@ -61,12 +62,13 @@ class Predictor:
 
     @classmethod
     def load(cls, model_path: Path, use_confidence_threshold: bool = True) -> "Predictor":
-        """Load the artifact and its model card (beside it, refused unless it names these very weights);
-        the version is the card's, else a hash.
+        """Load the artifact (a file, or a weights folder's promoted version) and its model card (beside
+        it, refused unless it names these very weights); the version is the card's, else a hash.
 
         The card's confidence threshold (chosen on the validation split at promotion) turns predictions
         below it into "unsure", unless `use_confidence_threshold` is off.
         """
+        model_path = model_file(model_path)
         model = ClassifierModel.load(model_path)
         model.fold_batch_norm()
         card_path = model_path.with_name(MODEL_CARD_NAME)

@@ -5,7 +5,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from text_recognizer.datasets.feedback import DEFAULT_FEEDBACK_DIR
-from text_recognizer.paths import PROMOTED_MODEL_PATH
+from text_recognizer.paths import WEIGHTS_DIR
 from text_recognizer.preprocessing import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "APPAREL_"
@@ -13,7 +13,8 @@ ENV_PREFIX = "APPAREL_"
 
 @dataclass(frozen=True)
 class Settings:
-    model_path: Path = PROMOTED_MODEL_PATH
+    # A model file, or a weights folder whose promoted version (its CURRENT) is served.
+    model_path: Path = WEIGHTS_DIR
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_batch_files: int = 16

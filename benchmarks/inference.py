@@ -14,7 +14,7 @@ import torch
 from benchmarks.common import median, percentile, print_table, write_result
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.models import ClassifierModel
-from text_recognizer.paths import PROMOTED_MODEL_PATH
+from text_recognizer.promoted import promoted_model_path
 
 
 def timings(function: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor]) -> list[float]:
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = ClassifierModel.load(PROMOTED_MODEL_PATH)
+    model = ClassifierModel.load(promoted_model_path())
     model.network.eval()
     images = load_fashion_mnist().test.images
     single_inputs = [model.network_input(images[i : i + 1]) for i in range(args.single)]

@@ -15,7 +15,7 @@ from text_recognizer.datasets.download import download_dir
 from text_recognizer.datasets.manifest import FileSpec, Manifest
 from text_recognizer.datasets.versions import VERSIONS_DIR
 from text_recognizer.models import ClassifierModel
-from text_recognizer.paths import PROMOTED_MODEL_PATH
+from text_recognizer.promoted import promoted_model_path
 from training.data_versions import pull_version
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def full_data_dir() -> Path:
 def shipped_data_version(full_data_dir: Path) -> str:
     """The data version the shipped model was trained on, present and verified (a clean clone rebuilds
     it from Fashion-MNIST and the shop photo export): its validation split is rebuilt from it."""
-    name = str(ClassifierModel.load(PROMOTED_MODEL_PATH).metadata["config"]["data"]["version"])
+    name = str(ClassifierModel.load(promoted_model_path()).metadata["config"]["data"]["version"])
     pull_version(name)
     return name
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.models import ClassifierModel
-from text_recognizer.paths import PROMOTED_MODEL_PATH
+from text_recognizer.promoted import promoted_model_path
 from training.labelled_images import from_csv
 from training.select_for_labeling import entropies, main, margins
 
@@ -18,13 +18,13 @@ from .conftest import FIXTURES_DIR
 
 IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
 LABELS = read_idx(FIXTURES_DIR / "t10k-labels-idx1-ubyte.gz").tolist()
-CLASSES = ClassifierModel.load(PROMOTED_MODEL_PATH).class_names
+CLASSES = ClassifierModel.load(promoted_model_path()).class_names
 
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Path:
     """A confidently classified trouser, the real test image the model hesitates most on, and junk."""
-    model = ClassifierModel.load(PROMOTED_MODEL_PATH)
+    model = ClassifierModel.load(promoted_model_path())
     probabilities = model.predict(IMAGES).probabilities
     hardest = int(margins(probabilities).argmin())
     trouser = LABELS.index(1)

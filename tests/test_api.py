@@ -20,8 +20,8 @@ from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, iter_image_bytes, labelled_photos
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
-from text_recognizer.paths import PROMOTED_MODEL_PATH
 from text_recognizer.preprocessing import image_bytes_to_input
+from text_recognizer.promoted import promoted_model_path
 from training.promote import DEFAULT_MIN_TEST_ACCURACY
 
 from .conftest import FIXTURES_DIR
@@ -38,7 +38,7 @@ from .test_shop_photos import SHOP_FIXTURES
 
 TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
 SETTINGS = Settings(max_upload_bytes=200_000, max_batch_files=4)
-CLASSES = ClassifierModel.load(PROMOTED_MODEL_PATH).class_names
+CLASSES = ClassifierModel.load(promoted_model_path()).class_names
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def client() -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def expected_categories() -> list[str]:
     """What the promoted model says about the original 28x28 test images."""
-    return ClassifierModel.load(PROMOTED_MODEL_PATH).predict(TEST_IMAGES[:8]).categories
+    return ClassifierModel.load(promoted_model_path()).predict(TEST_IMAGES[:8]).categories
 
 
 def upload(data: bytes, name: str = "item.jpg", field: str = "file") -> dict[str, tuple[str, bytes, str]]:
@@ -246,7 +246,7 @@ def test_health_and_metadata(client: TestClient) -> None:
     assert metadata["classes"][0] == "T-shirt/top" and metadata["classes"][10:] == [OUT_OF_SCOPE]
     assert metadata["input"]["model_input"] == {"shape": [1, 28, 28], "dtype": "uint8"}
     assert metadata["metrics"]["test_accuracy"] >= DEFAULT_MIN_TEST_ACCURACY
-    card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
+    card = json.loads(promoted_model_path().with_name("model_card.json").read_text())
     assert metadata["confidence_temperature"] == card["calibration"]["temperature"] != 1.0
     assert len(metadata["data_checksums"]) == 4 and metadata["version"] == ready.json()["model_version"]
     assert list(metadata["domains"]) == ["fashion_mnist", "catalogue", "shoes", "phone", "out-of-scope"]
@@ -356,8 +356,8 @@ def test_web_page_is_served_without_external_resources(client: TestClient) -> No
 def served_with_threshold(tmp_path: Path, threshold: float, use_threshold: bool = True) -> TestClient:
     weights = tmp_path / "weights"
     weights.mkdir()
-    shutil.copy(PROMOTED_MODEL_PATH, weights / "model.pt")
-    card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
+    shutil.copy(promoted_model_path(), weights / "model.pt")
+    card = json.loads(promoted_model_path().with_name("model_card.json").read_text())
     card["confidence_threshold"]["value"] = threshold
     (weights / "model_card.json").write_text(json.dumps(card))
     settings = Settings(model_path=weights / "model.pt", use_confidence_threshold=use_threshold)

@@ -11,14 +11,14 @@ from PIL import Image
 
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.models import ClassifierModel
-from text_recognizer.paths import PROMOTED_MODEL_PATH
+from text_recognizer.promoted import promoted_model_path
 
 from .conftest import FIXTURES_DIR
 
 
 @pytest.fixture(scope="module")
 def model() -> ClassifierModel:
-    return ClassifierModel.load(PROMOTED_MODEL_PATH)
+    return ClassifierModel.load(promoted_model_path())
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.versions import DataVersion, DataVersionError, resolve_version
 from text_recognizer.labels import LabelError
 from text_recognizer.preprocessing import image_bytes_to_input
+from text_recognizer.promoted import promoted_model_path
 from training import data_versions
 from training.config import CONFIGS_DIR, load_config
 from training.data_versions import DvcError, create_version, pull_version, verify_versions
@@ -207,7 +208,8 @@ def test_dvc_pipeline_runs_download_train_evaluate_and_reruns_only_what_changed(
     assert "Data and pipelines are up to date" in repro()
     params = pipeline_copy / "params.yaml"
     params.write_text(params.read_text().replace("reports/pipeline", "reports/again"))
-    card = pipeline_copy / "text_recognizer/weights/MODEL_CARD.md"  # a promotion since
+    promoted = promoted_model_path(pipeline_copy / "text_recognizer/weights")  # a promotion since
+    card = promoted.with_name("MODEL_CARD.md")
     card.write_text(card.read_text() + "\npromoted again\n")
     third = repro()
     assert "Running stage 'evaluate'" in third and "Running stage 'train'" not in third

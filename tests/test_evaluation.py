@@ -20,7 +20,7 @@ from text_recognizer.evaluation import (
     fit_temperature,
 )
 from text_recognizer.models import ClassifierModel
-from text_recognizer.paths import PROMOTED_MODEL_PATH
+from text_recognizer.promoted import promoted_model_path
 from training.evaluate import main as evaluate_main
 from training.promote import DEFAULT_DOMAIN_FLOORS, DEFAULT_MIN_TEST_ACCURACY, domain_results, floor_problems
 
@@ -100,7 +100,7 @@ def test_confidence_threshold_keeps_the_most_confident_until_the_target() -> Non
 
 @pytest.fixture(scope="module")
 def promoted() -> ClassifierModel:
-    return ClassifierModel.load(PROMOTED_MODEL_PATH)
+    return ClassifierModel.load(promoted_model_path())
 
 
 @pytest.mark.slow
@@ -116,7 +116,7 @@ def test_promoted_model_meets_the_floor_of_every_photo_domain(
 ) -> None:
     """The shipped model's photo test figures, recomputed at its threshold: at or above promotion's
     floors, and the figures its model card (and /v1/metadata) publish."""
-    card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
+    card = json.loads(promoted_model_path().with_name("model_card.json").read_text())
     results = domain_results(promoted, card["confidence_threshold"]["value"], DOMAINS)
     assert floor_problems(results, DEFAULT_DOMAIN_FLOORS) == []
     for domain, result in results.items():
@@ -141,7 +141,7 @@ def test_single_image_prediction_is_within_budget(promoted: ClassifierModel) -> 
 def test_evaluate_command_writes_report_and_rebuilds_the_validation_split(
     shipped_data_version: str, tmp_path: Path
 ) -> None:
-    assert evaluate_main([str(PROMOTED_MODEL_PATH), "--split", "val", "--output", str(tmp_path)]) == 0
+    assert evaluate_main([str(promoted_model_path()), "--split", "val", "--output", str(tmp_path)]) == 0
     output = tmp_path / "val"
     assert sorted(p.name for p in output.iterdir()) == [
         "confusion_catalogue.png", "confusion_matrix.png", "confusion_out-of-scope.png",
@@ -150,7 +150,7 @@ def test_evaluate_command_writes_report_and_rebuilds_the_validation_split(
     for plot in output.glob("*.png"):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     report = json.loads((output / "metrics.json").read_text())
-    card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
+    card = json.loads(promoted_model_path().with_name("model_card.json").read_text())
     # The same held-out images as in training: Fashion-MNIST's 5,000 and the photo validation split.
     assert report["images"] == 5000
     assert sum(result["images"] for result in report["domains"].values()) == card["data"]["val_images"]

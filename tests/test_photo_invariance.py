@@ -9,7 +9,7 @@ from api.app import create_app
 from api.settings import Settings
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.models import ClassifierModel
-from text_recognizer.paths import PROMOTED_MODEL_PATH
+from text_recognizer.promoted import promoted_model_path
 
 from .support.product_photos import product_photo
 
@@ -24,7 +24,7 @@ def test_product_photos_get_the_original_images_predictions(full_data_dir: Path)
     Compares the service's top category (what it says before any "unsure" threshold).
     """
     images = read_split(full_data_dir, "test").images[:CASES].numpy()
-    expected = ClassifierModel.load(PROMOTED_MODEL_PATH).predict(images).categories
+    expected = ClassifierModel.load(promoted_model_path()).predict(images).categories
     served = []
     with TestClient(create_app(Settings(max_batch_files=BATCH))) as client:
         for start in range(0, CASES, BATCH):

@@ -21,7 +21,7 @@ from text_recognizer.datasets.shop_photos import (
 )
 from text_recognizer.datasets.versions import DataVersion
 from text_recognizer.labels import slug
-from text_recognizer.paths import PROMOTED_MODEL_PATH
+from text_recognizer.promoted import promoted_model_path
 
 from .test_shop_photos import PHOTO_VERSION, SHOP_FIXTURES
 
@@ -59,7 +59,7 @@ def test_queue_relabel_replace_new_version_and_a_run_on_real_photos(
         (pool / name.replace("/", "_")).write_bytes(data)
     queue_dir = tmp_path / "queue"
     run(project, "-m", "training.select_for_labeling", "--pool", str(pool), "--n", "8", "--model",
-        str(PROMOTED_MODEL_PATH), "--out", str(queue_dir))  # fmt: skip
+        str(promoted_model_path()), "--out", str(queue_dir))  # fmt: skip
     table = queue_dir / "queue.csv"
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 8 and (queue_dir / "contact_sheet.png").read_bytes().startswith(b"\x89PNG")

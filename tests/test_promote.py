@@ -5,6 +5,7 @@ import hashlib
 import json
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 from api.predictor import Predictor
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import ArtifactError
-from text_recognizer.paths import PROMOTED_MODEL_PATH
+from text_recognizer.promoted import CURRENT, PromotedModelError, promoted_model_path, publish, versions
 from training.promote import DEFAULT_MAX_SIZE_MB, DEFAULT_MIN_TEST_ACCURACY, floor_problems, parse_floors
 from training.promote import main as promote_main
 
@@ -32,13 +33,14 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
     smoke = ["--min-test-accuracy", "0.5", "--unsure-target-accuracy", "0.9"]  # a 1-epoch model's reach
     assert promote_main([str(smoke_run), "--weights-dir", str(weights), *smoke, *floors]) == 0
     best = smoke_run / "checkpoints" / "best.pt"
-    promoted, trained = ClassifierModel.load(weights / "model.pt"), ClassifierModel.load(best)
+    artifact = promoted_model_path(weights)
+    promoted, trained = ClassifierModel.load(artifact), ClassifierModel.load(best)
     for name, tensor in trained.network.state_dict().items():
         assert torch.equal(promoted.network.state_dict()[name], tensor)
     assert trained.temperature == 1.0 and promoted.temperature != 1.0
-    card = json.loads((weights / "model_card.json").read_text())
+    card = json.loads(artifact.with_name("model_card.json").read_text())
     summary = json.loads((smoke_run / "summary.json").read_text())
-    assert card["sha256"] == hashlib.sha256((weights / "model.pt").read_bytes()).hexdigest()
+    assert card["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
     calibration = card["calibration"]
     assert (
         calibration["temperature"] == promoted.temperature and calibration["chosen_on"] == "validation split"
@@ -47,7 +49,7 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
     assert card["metrics"]["test_accuracy"] == summary["test"]["accuracy"]
     assert card["network"]["name"] == "cnn" and card["parameters"] == summary["parameters"]
     assert card["data"]["checksums"] == summary["data"]["checksums"]
-    markdown = (weights / "MODEL_CARD.md").read_text()
+    markdown = artifact.with_name("MODEL_CARD.md").read_text()
     assert card["data"]["version"] == "v1"
     assert f"| data version | v1 (sha256 `{card['data']['version_hash']}`)" in markdown
     assert card["git_commit"] == summary["environment"]["git_commit"] and card["config"]["name"] == "smoke"
@@ -56,7 +58,7 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
     assert 0 < threshold["value"] <= 1 and threshold["chosen_on"] == "validation split"
     assert threshold["val_accuracy_when_sure"] >= threshold["target_accuracy"] == 0.9
     assert 0.5 <= threshold["val_coverage"] < 1, "a threshold that answers most images, not all"
-    assert Predictor.load(weights / "model.pt").version == card["version"]
+    assert Predictor.load(weights).version == card["version"]
     assert list(card["domains"]) == ["fashion_mnist", "catalogue", "shoes", "phone", "out-of-scope"]
     assert card["domains"]["fashion_mnist"]["accuracy"] == card["metrics"]["test_accuracy"]
     assert "| phone |" in markdown and card["domain_floors"] == {"catalogue": 0.0}
@@ -65,7 +67,7 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
 def test_the_service_refuses_a_card_that_describes_other_weights(tmp_path: Path) -> None:
     """A promotion interrupted between the weights and the card left the old card beside new weights:
     the service took another model's version and threshold. Now it refuses to load."""
-    shutil.copytree(PROMOTED_MODEL_PATH.parent, tmp_path / "weights")
+    shutil.copytree(promoted_model_path().parent, tmp_path / "weights")
     card_path = tmp_path / "weights" / "model_card.json"
     card = json.loads(card_path.read_text())
     card_path.write_text(json.dumps({**card, "sha256": "0" * 64}))
@@ -73,6 +75,91 @@ def test_the_service_refuses_a_card_that_describes_other_weights(tmp_path: Path)
         Predictor.load(tmp_path / "weights" / "model.pt")
     card_path.write_text(json.dumps(card))
     assert Predictor.load(tmp_path / "weights" / "model.pt").version == card["version"]
+
+
+def a_version(folder: Path, temperature: float) -> dict[str, Path]:
+    """The shipped model with another temperature: other weights bytes, and a card that names them."""
+    folder.mkdir()
+    shipped = promoted_model_path()
+    model = ClassifierModel.load(shipped)
+    model.temperature = temperature
+    model.save(folder / "model.pt")
+    card = json.loads(shipped.with_name("model_card.json").read_text())
+    digest = hashlib.sha256((folder / "model.pt").read_bytes()).hexdigest()
+    (folder / "model_card.json").write_text(json.dumps({**card, "sha256": digest, "version": digest[:12]}))
+    (folder / "MODEL_CARD.md").write_text(f"# {digest[:12]}\n")
+    return {name: folder / name for name in ("model.pt", "model_card.json", "MODEL_CARD.md")}
+
+
+def sha256_of(files: dict[str, Path]) -> str:
+    return hashlib.sha256(files["model.pt"].read_bytes()).hexdigest()
+
+
+def test_a_promotion_is_one_switch_that_keeps_the_previous_version_and_can_roll_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "weights"
+    first, second, third = (a_version(tmp_path / str(t), t) for t in (0.7, 0.8, 0.9))
+    names = [publish(weights, sha256_of(files), files).name for files in (first, second)]
+    assert (weights / CURRENT).read_text() == names[1] + "\n"
+    assert Predictor.load(weights).version == sha256_of(second)[:12]
+    assert versions(weights) == names  # the previous version stays for readers in flight and rollback
+    names.append(publish(weights, sha256_of(third), third).name)
+    assert versions(weights) == names[1:]  # older ones go
+    assert promote_main(["--rollback", "--weights-dir", str(weights)]) == 0
+    assert f"serving {names[1]} again" in capsys.readouterr().out
+    assert Predictor.load(weights).version == sha256_of(second)[:12]
+    assert promote_main(["--rollback", "--weights-dir", str(weights)]) == 2
+    assert f"keeps no version older than {names[1]} to roll back to" in capsys.readouterr().err
+    assert [p.name for p in weights.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_promotion_that_fails_before_the_switch_changes_nothing(tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    served = a_version(tmp_path / "served", 0.7)
+    publish(weights, sha256_of(served), served)
+    before = sorted(p.name for p in weights.iterdir())
+    broken = a_version(tmp_path / "broken", 0.8)
+    broken["MODEL_CARD.md"].unlink()  # the process dies while writing the card
+    with pytest.raises(FileNotFoundError):
+        publish(weights, sha256_of(broken), broken)
+    assert sorted(p.name for p in weights.iterdir()) == before  # no new version, no staging folder left
+    assert Predictor.load(weights).version == sha256_of(served)[:12]
+
+
+def test_readers_never_see_one_version_s_weights_beside_another_s_card(tmp_path: Path) -> None:
+    """Before, `model.pt` was replaced first and the card after it, so a service starting during a
+    promotion loaded new weights with the old card (refused now) or another model's threshold."""
+    weights = tmp_path / "weights"
+    candidates = [a_version(tmp_path / str(t), t) for t in (0.7, 0.8)]
+    publish(weights, sha256_of(candidates[0]), candidates[0])
+    stop, loaded, failures = threading.Event(), [], []
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                artifact = promoted_model_path(weights)
+                card = json.loads(artifact.with_name("model_card.json").read_text())
+                loaded.append(card["sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest())
+            except Exception as error:  # any failure to read a whole version counts
+                failures.append(repr(error))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for i in range(40):
+        files = candidates[(i + 1) % 2]
+        publish(weights, sha256_of(files), files)
+    stop.set()
+    reader.join()
+    assert failures == [] and len(loaded) > 40 and all(loaded)
+
+
+def test_a_weights_folder_without_a_promoted_version_is_named(tmp_path: Path) -> None:
+    with pytest.raises(PromotedModelError, match=r"holds no promoted model \(CURRENT is missing\)"):
+        promoted_model_path(tmp_path)
+    (tmp_path / CURRENT).write_text("../../etc\n")
+    with pytest.raises(PromotedModelError, match=r"names '\.\./\.\./etc', which is not a version directory"):
+        promoted_model_path(tmp_path)
 
 
 @pytest.mark.slow
@@ -154,10 +241,10 @@ def test_refuses_an_unfinished_run(
 
 
 def test_shipped_artifact_matches_its_model_card() -> None:
-    card = json.loads(PROMOTED_MODEL_PATH.with_name("model_card.json").read_text())
-    assert hashlib.sha256(PROMOTED_MODEL_PATH.read_bytes()).hexdigest() == card["sha256"]
-    assert card["size_bytes"] == PROMOTED_MODEL_PATH.stat().st_size <= DEFAULT_MAX_SIZE_MB * 1e6
+    card = json.loads(promoted_model_path().with_name("model_card.json").read_text())
+    assert hashlib.sha256(promoted_model_path().read_bytes()).hexdigest() == card["sha256"]
+    assert card["size_bytes"] == promoted_model_path().stat().st_size <= DEFAULT_MAX_SIZE_MB * 1e6
     assert card["metrics"]["test_accuracy"] >= DEFAULT_MIN_TEST_ACCURACY
-    model = ClassifierModel.load(PROMOTED_MODEL_PATH)
+    model = ClassifierModel.load(promoted_model_path())
     assert model.parameter_count == card["parameters"]
     assert model.metadata["metrics"]["test_accuracy"] == card["metrics"]["test_accuracy"]

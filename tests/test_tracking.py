@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from text_recognizer.promoted import promoted_model_path
 from training.evaluate import main as evaluate_main
 from training.promote import REGISTERED_MODEL_NAME
 from training.promote import main as promote_main
@@ -43,7 +44,7 @@ def test_run_evaluation_and_promotion_are_tracked(
     arguments = ["--weights-dir", str(weights), "--min-test-accuracy", "0.5", "--domain-floors", "none",
                  "--unsure-target-accuracy", "0.9"]  # fmt: skip
     assert promote_main([str(run_dir), *arguments]) == 0
-    card = json.loads((weights / "model_card.json").read_text())
+    card = json.loads(promoted_model_path(weights).with_name("model_card.json").read_text())
     versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")
     assert card["mlflow"]["version"] in {str(v.version) for v in versions}
     assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} >= {

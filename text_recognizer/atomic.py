@@ -1,5 +1,6 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never a partial one."""
 
+import fcntl
 import json
 import os
 import tempfile
@@ -30,6 +31,18 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def folder_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (flock on the folder itself: no lock files among the data),
+    so that no other process is writing there while this one checks, cleans or fetches."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def write_text_atomically(path: Path, text: str) -> None:

@@ -19,5 +19,4 @@ def raw_data_dir() -> Path:
 
 # The production model: promoted by `tasks/promote.sh`, shipped inside the package.
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-PROMOTED_MODEL_PATH = WEIGHTS_DIR / "model.pt"
 MODEL_CARD_NAME = "model_card.json"  # beside a promoted artifact: its version, threshold and figures

@@ -5,6 +5,7 @@ from text_recognizer.datasets.idx import IdxFormatError
 from text_recognizer.datasets.versions import DataVersionError
 from text_recognizer.labels import LabelError
 from text_recognizer.models.classifier import ArtifactError
+from text_recognizer.promoted import PromotedModelError
 from training.calibration import CalibrationError
 from training.config import ConfigError
 from training.runtime import DeviceError
@@ -21,4 +22,5 @@ USER_ERRORS = (
     ArtifactError,
     LabelError,
     DivergenceError,
+    PromotedModelError,
 )

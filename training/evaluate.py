@@ -36,6 +36,7 @@ from text_recognizer.evaluation import classification_report, domain_report
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import MODEL_CARD_NAME
+from text_recognizer.promoted import model_file
 from training.calibration import (
     DEFAULT_UNSURE_TARGET_ACCURACY,
     CalibrationError,
@@ -52,7 +53,11 @@ ALL_DOMAINS = (FASHION_MNIST_DOMAIN, *DOMAINS)
 
 
 def resolve(target: Path) -> tuple[Path, Path]:
-    """The artifact to evaluate and the default output folder for a model file or a run directory."""
+    """The artifact to evaluate and the default output folder for a model file, a weights folder (its
+    promoted version) or a run directory."""
+    artifact = model_file(target)
+    if artifact != target:
+        return artifact, Path("reports") / artifact.parent.name
     if target.is_dir():
         return RunDirectory(target).best_checkpoint, target / "evaluation"
     return target, Path("reports") / target.stem

@@ -1,9 +1,12 @@
 """Promote a finished run's best checkpoint to the production artifact, with a model card.
 
     promote RUN_DIR [--min-test-accuracy 0.94] [--max-size-mb 1.0] [--weights-dir text_recognizer/weights]
+    promote --rollback [--weights-dir text_recognizer/weights]
 
 Writes `model.pt` (the run's weights with a temperature fitted on the validation split, so that
-confidences are calibrated), `model_card.json` and `MODEL_CARD.md`, each atomically. Refuses a run whose
+confidences are calibrated), `model_card.json` and `MODEL_CARD.md` into a new version directory of the
+weights folder, and then switches the served version to it by one rename (`text_recognizer.promoted`);
+`--rollback` switches back to the previous version. Refuses a run whose
 summary is missing, whose test accuracy is below the floor, whose checkpoint is over the size budget
 (the temperature adds a few bytes; a test holds the shipped `model.pt` to the budget too), or whose
 photo test splits miss a per-domain floor (`--domain-floors`; the photos need SHOP_PHOTOS_MIRROR).
@@ -16,6 +19,7 @@ import hashlib
 import json
 import logging
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,12 @@ from text_recognizer.evaluation import domain_report
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import MODEL_CARD_NAME, WEIGHTS_DIR
+from text_recognizer.promoted import (
+    MODEL_FILE,
+    promoted_model_path,
+    publish,
+    rollback,
+)
 from training.calibration import DEFAULT_UNSURE_TARGET_ACCURACY, calibrate, unsure_threshold
 from training.errors import USER_ERRORS
 from training.evaluate import evaluation_sets, evaluation_split
@@ -218,28 +228,30 @@ def promote(
     problems = floor_problems(results, domain_floors)
     if problems:
         raise PromotionError("refused, test splits below their floors: " + "; ".join(problems))
-    # Everything is computed before the served model is replaced, so a failure leaves the old one whole.
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    promoted = weights_dir / "model.pt"
-    model.save(promoted)  # the run's weights, plus the temperature
-    card = model_card(run, summary, model, promoted.read_bytes())
-    card["calibration"] = calibration_report
-    card["confidence_threshold"] = threshold
-    card["domains"] = results
-    card["domain_floors"] = domain_floors
-    tracker = tracker_for_run(run_path, logging.getLogger("training.promote"))
-    if tracker:  # the registered version is the served artifact, temperature included
-        version = tracker.register_model(REGISTERED_MODEL_NAME, [promoted])
-        if version:
-            card["mlflow"] = {
-                "run_id": tracker.run_id,
-                "registered_model": REGISTERED_MODEL_NAME,
-                "version": version,
-            }
-    write_json_atomically(weights_dir / MODEL_CARD_NAME, card)
-    write_text_atomically(weights_dir / "MODEL_CARD.md", card_markdown(card))
+    # Everything is computed before the served model is replaced, and the switch is one rename (see
+    # text_recognizer.promoted): a failure at any step leaves the old model served, whole.
+    with tempfile.TemporaryDirectory() as scratch:
+        files = {name: Path(scratch) / name for name in (MODEL_FILE, MODEL_CARD_NAME, "MODEL_CARD.md")}
+        model.save(files[MODEL_FILE])  # the run's weights, plus the temperature
+        card = model_card(run, summary, model, files[MODEL_FILE].read_bytes())
+        card["calibration"] = calibration_report
+        card["confidence_threshold"] = threshold
+        card["domains"] = results
+        card["domain_floors"] = domain_floors
+        tracker = tracker_for_run(run_path, logging.getLogger("training.promote"))
+        if tracker:  # the registered version is the served artifact, temperature included
+            version = tracker.register_model(REGISTERED_MODEL_NAME, [files[MODEL_FILE]])
+            if version:
+                card["mlflow"] = {
+                    "run_id": tracker.run_id,
+                    "registered_model": REGISTERED_MODEL_NAME,
+                    "version": version,
+                }
+        write_json_atomically(files[MODEL_CARD_NAME], card)
+        write_text_atomically(files["MODEL_CARD.md"], card_markdown(card))
+        version_dir = publish(weights_dir, card["sha256"], files)
     if tracker:
-        tracker.log_artifacts([weights_dir / MODEL_CARD_NAME, weights_dir / "MODEL_CARD.md"], "model")
+        tracker.log_artifacts([version_dir / MODEL_CARD_NAME, version_dir / "MODEL_CARD.md"], "model")
     return card
 
 
@@ -247,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=Path, nargs="?")
+    parser.add_argument("--rollback", action="store_true", help="serve the previous promoted version again")
     parser.add_argument("--min-test-accuracy", type=float, default=DEFAULT_MIN_TEST_ACCURACY)
     parser.add_argument(
         "--max-size-mb", type=float, default=DEFAULT_MAX_SIZE_MB, help="refuse a larger checkpoint"
@@ -269,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         + ")",
     )
     args = parser.parse_args(argv)
+    if args.rollback == (args.run_dir is not None):
+        parser.error("give a run directory to promote, or --rollback")
     try:
+        if args.rollback:
+            print(f"serving {rollback(args.weights_dir)} again (from {args.weights_dir})")
+            return 0
         card = promote(
             args.run_dir,
             args.weights_dir,
@@ -282,8 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"promoted {card['name']} {card['version']} (test accuracy {card['metrics']['test_accuracy']:.4f})")
-    print(f"artifact:   {args.weights_dir / 'model.pt'}")
-    print(f"model card: {args.weights_dir / 'MODEL_CARD.md'}")
+    artifact = promoted_model_path(args.weights_dir)
+    print(f"artifact:   {artifact}")
+    print(f"model card: {artifact.with_name('MODEL_CARD.md')}")
     return 0
 
 

@@ -20,7 +20,8 @@ import torch
 
 from text_recognizer.labels import LabelError
 from text_recognizer.models import ArtifactError, ClassifierModel
-from text_recognizer.paths import PROMOTED_MODEL_PATH
+from text_recognizer.paths import WEIGHTS_DIR
+from text_recognizer.promoted import PromotedModelError, model_file
 from training.image_grid import save_image_grid
 from training.labelled_images import IMAGE_SUFFIXES, read_image
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "--pool", type=Path, required=True, help="folder of unlabelled images (searched deeply)"
     )
     parser.add_argument("--n", type=int, required=True, help="how many images to queue")
-    parser.add_argument("--model", type=Path, default=PROMOTED_MODEL_PATH)
+    parser.add_argument("--model", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--by", choices=STRATEGIES, default="margin")
     parser.add_argument("--out", type=Path, default=Path("reports") / "labeling")
     args = parser.parse_args(argv)
@@ -121,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --pool {args.pool} is not a folder", file=sys.stderr)
         return 2
     try:
-        model = ClassifierModel.load(args.model)
-    except (ArtifactError, OSError) as error:
+        model = ClassifierModel.load(model_file(args.model))
+    except (ArtifactError, PromotedModelError, OSError) as error:
         print(f"error: cannot load --model {args.model}: {error}", file=sys.stderr)
         return 2
     candidates, skipped = score_pool(model, args.pool)

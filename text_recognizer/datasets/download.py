@@ -8,7 +8,6 @@ Processes sharing a folder (two runs on a fresh machine, DDP nodes) take turns o
 """
 
 import argparse
-import fcntl
 import functools
 import hashlib
 import logging
@@ -17,13 +16,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
 
-from text_recognizer.atomic import atomic_path, remove_stale_parts
+from text_recognizer.atomic import atomic_path, folder_lock, remove_stale_parts
 from text_recognizer.datasets.manifest import FileSpec, Manifest
 from text_recognizer.paths import raw_data_dir
 
@@ -96,18 +94,6 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, urllib.error.URLError):
         return not isinstance(error.reason, FileNotFoundError | PermissionError | IsADirectoryError)
     return isinstance(error, TimeoutError | ConnectionError | HTTPException | ChecksumError)
-
-
-@contextmanager
-def folder_lock(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `directory` (flock on the folder itself: no lock files among the data),
-    so that no other process is writing there while this one checks, cleans or fetches."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)  # releases the lock
 
 
 def fetch_verified(url: str, spec: FileSpec, target: Path) -> None:

@@ -10,6 +10,7 @@ import uuid
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
@@ -18,6 +19,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # A client's request id is echoed and logged, so only a plain token is taken; anything else gets a new one.
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Metric labels come from a fixed set: every unknown method or path would otherwise add series for good.
+CLIENT_CLOSED_REQUEST = 499
+REFUSED_WITH = "apparel.refused_with"  # scope extension: the status the server sent before closing
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 access_log = logging.getLogger("api.access")
@@ -110,7 +113,8 @@ class Observability:
     one access-log line, with the path as it came on the wire (still percent-encoded) and escaped.
 
     An unexpected exception ends here: logged once with its traceback, answered with the JSON 500 and the
-    request id, on a connection that stays usable. A request cut off by the end of the shutdown drain
+    request id, on a connection that stays usable. A client that leaves mid-request is counted as 499
+    (nginx's "client closed request"), not as an error. A request cut off by the end of the shutdown drain
     gets a 503 `shutting_down` with Retry-After. (Starlette's own last-resort handler sends its 500 and
     then re-raises, so the server logs the traceback again and drops the connection unannounced.)"""
 
@@ -147,6 +151,10 @@ class Observability:
                 headers = {"Retry-After": "1", "Connection": "close"}
                 await error_response(503, "shutting_down", message, headers)(scope, receive, send_with_id)
             raise
+        except ClientDisconnect:
+            # The client went away mid-request, or the server answered it 408 and closed the connection
+            # (api.connections records that status here): nobody to answer, nothing went wrong.
+            status = scope.get("extensions", {}).get(REFUSED_WITH, CLIENT_CLOSED_REQUEST)
         except Exception:
             if responded:  # too late for an error response: the server closes the connection
                 raise

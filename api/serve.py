@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         access_log=False,  # the app logs each request with its request id
         server_header=False,  # no "server: uvicorn" for a scanner to match versions against
+        http="api.connections:ServiceProtocol",  # deadlines for slow clients, a connection cap
         timeout_graceful_shutdown=10,
     )
 

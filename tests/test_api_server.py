@@ -205,3 +205,112 @@ def test_two_workers_behind_one_port_share_the_feedback_database(tmp_path: Path)
             if "Started server process" in line}  # fmt: skip
     assert len(pids) >= 2, "two worker processes (plus the supervisor) served the port"
     assert len(FeedbackStore.at(feedback).all()) == 16
+
+
+@pytest.fixture(scope="module")
+def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The deployed server with short deadlines for slow clients and room for three connections."""
+    env = {"APPAREL_HEADER_TIMEOUT_S": "1", "APPAREL_BODY_TIMEOUT_S": "1.5", "APPAREL_MAX_CONNECTIONS": "3"}
+    live = LiveServer.start(tmp_path_factory.mktemp("impatient") / "server.log", env=env)
+    yield live
+    live.stop()
+
+
+def connect(server: LiveServer) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)), timeout=10)
+    return connection
+
+
+def answer_and_close(connection: socket.socket) -> tuple[float, bytes]:
+    """Seconds until the server closed the connection, and everything it sent before."""
+    start, received = time.monotonic(), b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return time.monotonic() - start, received
+
+
+@pytest.mark.parametrize(
+    ("sent", "owed"),
+    [
+        (b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ", "headers"),
+        (
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n"
+            + b"\x89PNG",
+            "body",
+        ),
+    ],
+    ids=["slow headers", "short body"],
+)
+def test_a_request_that_does_not_arrive_in_time_gets_408_and_is_closed(
+    impatient_server: LiveServer, sent: bytes, owed: str
+) -> None:
+    """Before: slow headers, a slow body and a short Content-Length held their connections open for
+    more than 75 s."""
+    with connect(impatient_server) as connection:
+        connection.sendall(sent)
+        waited, received = answer_and_close(connection)
+    assert waited < 4, f"closed after {waited:.1f} s"
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower()
+    assert json.loads(body)["error"] == {
+        "code": "request_timeout",
+        "message": f"the request's {owed} did not arrive within {1 if owed == 'headers' else 1.5} s",
+    }
+    metrics = httpx.get(impatient_server.url + "/metrics").text
+    assert 'status="500"' not in metrics and "Traceback" not in impatient_server.log_path.read_text()
+    if owed == "body":  # the app was reading it: counted as what the client got
+        assert 'route="/v1/predict",status="408"} 1.0' in metrics
+
+
+def test_a_client_that_leaves_mid_upload_is_counted_499_not_an_error(tmp_path: Path) -> None:
+    """Before: a client closing its connection during an upload was logged as an unexpected error with
+    a traceback and counted as a 500."""
+    live = LiveServer.start(tmp_path / "server.log")
+    try:
+        with connect(live) as connection:
+            connection.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 5000\r\n\r\n\x89PNG"
+            )
+            time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while 'status="499"' not in (metrics := httpx.get(live.url + "/metrics").text):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.1)
+        assert 'route="/v1/predict",status="499"} 1.0' in metrics and 'status="500"' not in metrics
+        assert "ERROR" not in live.log_path.read_text()
+    finally:
+        live.stop()
+
+
+def test_a_connection_that_sends_nothing_is_closed_silently(impatient_server: LiveServer) -> None:
+    with connect(impatient_server) as connection:
+        waited, received = answer_and_close(connection)
+    assert received == b"" and waited < 4
+
+
+def test_a_client_that_keeps_its_connection_between_requests_is_not_cut_off(
+    impatient_server: LiveServer,
+) -> None:
+    """The deadlines run while a request is being sent, not while the client thinks: a pause shorter
+    than uvicorn's keep-alive (5 s) but longer than the header deadline is fine."""
+    with httpx.Client(base_url=impatient_server.url, timeout=10) as client:
+        assert client.get("/health/live").status_code == 200
+        time.sleep(2)
+        assert client.get("/health/live").status_code == 200
+
+
+def test_connections_past_the_cap_get_503_busy_and_the_server_recovers(impatient_server: LiveServer) -> None:
+    held = [connect(impatient_server) for _ in range(3)]
+    try:
+        with connect(impatient_server) as surplus:
+            _, received = answer_and_close(surplus)
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in head.lower()
+        assert json.loads(body)["error"]["code"] == "busy"
+    finally:
+        for connection in held:
+            connection.close()
+    time.sleep(0.2)  # the server notices the closed connections
+    assert httpx.get(impatient_server.url + "/health/live").status_code == 200

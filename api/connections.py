@@ -1,0 +1,120 @@
+"""Slow and surplus clients, handled where uvicorn reads the socket (its h11 protocol, subclassed).
+
+uvicorn closes idle keep-alive connections but has no deadline for a request that is being sent: a client
+trickling its headers or body (slowloris) holds a connection forever. Here a request must arrive whole
+within `header_timeout_s` (request line and headers) plus `body_timeout_s` (the body), or it is answered
+408 and the connection closed; a connection that sends nothing is closed after `header_timeout_s`; past
+`max_connections` open connections a new one is answered 503 `busy` at once. Answers use the service's one
+error schema.
+"""
+
+import asyncio
+import functools
+import json
+from typing import Any, ClassVar
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from api.errors import ErrorBody, ErrorResponse
+from api.observability import REFUSED_WITH
+from api.settings import Settings
+
+
+@functools.cache
+def settings_from_env() -> Settings:
+    return Settings.from_env()
+
+
+class ServiceProtocol(H11Protocol):
+    """uvicorn's `http` protocol for the service (`api.serve` passes it to every worker by name)."""
+
+    settings: ClassVar[Settings | None] = None  # None: the environment's, like the app's
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = self.settings or settings_from_env()
+        self.deadline: asyncio.TimerHandle | None = None
+        self.waiting_for: str | None = None  # "headers" or "body" while a deadline runs
+        self.bytes_seen = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.refuse(
+                503,
+                "busy",
+                f"the server has {self.limits.max_connections} connections open; retry shortly",
+                retry_after=1,
+            )
+            return
+        self.watch()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_seen = True
+        super().data_received(data)
+        self.watch()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self.bytes_seen = False  # uvicorn's keep-alive timeout takes over while the connection is idle
+        self.watch()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_deadline()
+        super().connection_lost(exc)
+
+    def watch(self) -> None:
+        """Run the deadline that fits what the client still owes: headers, the body, or nothing."""
+        state = self.conn.their_state
+        if self.transport.is_closing():
+            waiting_for = None
+        elif state is h11.IDLE and (self.bytes_seen or self.cycle is None):
+            waiting_for = "headers"
+        elif state is h11.SEND_BODY:
+            waiting_for = "body"
+        else:
+            waiting_for = None
+        if waiting_for == self.waiting_for:
+            return
+        self.stop_deadline()
+        self.waiting_for = waiting_for
+        if waiting_for is not None:
+            seconds = self.limits.header_timeout_s if waiting_for == "headers" else self.limits.body_timeout_s
+            self.deadline = self.loop.call_later(seconds, self.on_deadline, waiting_for, seconds)
+
+    def stop_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        self.waiting_for = None
+
+    def on_deadline(self, waiting_for: str, seconds: float) -> None:
+        self.deadline = None
+        if waiting_for == "headers" and not self.bytes_seen:
+            self.transport.close()  # a connection that never sent a byte gets no answer
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()
+            return
+        message = f"the request's {waiting_for} did not arrive within {seconds:g} s"
+        self.refuse(408, "request_timeout", message)
+
+    def refuse(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
+        """Answer with the error schema and close: written to the socket directly, past h11, whose
+        state does not allow a response before a request has been read."""
+        body = json.dumps(ErrorResponse(error=ErrorBody(code=code, message=message)).model_dump()).encode()
+        reason = {408: b"Request Timeout", 503: b"Service Unavailable"}[status]
+        headers = [
+            b"content-type: application/json",
+            b"content-length: " + str(len(body)).encode(),
+            b"connection: close",
+        ]
+        if retry_after is not None:
+            headers.append(b"retry-after: " + str(retry_after).encode())
+        head = b"HTTP/1.1 %d %s\r\n%s\r\n\r\n" % (status, reason, b"\r\n".join(headers))
+        self.transport.write(head + body)
+        if self.cycle is not None:  # the app, still reading the body, learns that it was answered
+            self.cycle.scope.setdefault("extensions", {})[REFUSED_WITH] = status  # type: ignore[assignment]
+            self.cycle.disconnected = True  # and sends nothing after this answer
+        self.transport.close()

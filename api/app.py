@@ -15,6 +15,7 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
@@ -26,7 +27,7 @@ from api.errors import ApiError, ErrorBody, documented_errors, error_response, i
 from api.limits import BodySizeLimit, DecodeSlots
 from api.observability import Metrics, Observability, configure_logging, request_id_var
 from api.predictor import Prediction, Predictor, png_data_url
-from api.security_headers import SecurityHeaders
+from api.security_headers import DOCS_ASSETS, SecurityHeaders
 from api.settings import Settings
 from text_recognizer.datasets.feedback import DuplicateFeedbackError, FeedbackRecord, FeedbackStore
 from text_recognizer.labels import LabelError, class_index
@@ -107,7 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if batcher is not None:
             await batcher.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs with its assets served here, not from a CDN; one docs page is enough
+        static_url=DOCS_ASSETS,
+        redoc_url=None,
         title="Apparel classifier",
         version="1",
         summary="Upload a photo of one apparel item; get its Fashion-MNIST category and a confidence.",

@@ -1,6 +1,7 @@
 """Security headers on every response: no MIME sniffing, no framing, no referrer, and a content security
-policy that lets the web page load only its own files (plus `data:`/`blob:` images: the preview and the
-28x28 model input). `/docs` and `/redoc` keep FastAPI's CDN-hosted assets, so they get no CSP."""
+policy that lets a page load only this server's files (plus `data:`/`blob:` images: the web page's
+preview and 28x28 model input). The API documentation (`/docs`, Swagger UI, its assets served locally by
+fastapi-offline) also needs the inline script and styles that FastAPI writes into the page."""
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -10,11 +11,14 @@ HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
+ONLY_OURS = "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+CONTENT_SECURITY_POLICY = f"default-src 'self'; img-src 'self' data: blob:; {ONLY_OURS}"
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    f"img-src 'self' data:; {ONLY_OURS}"
 )
-CDN_PAGES = ("/docs", "/redoc")
+DOCS_ASSETS = "/static-docs"
+DOCS_PAGE = "/docs"
 
 
 class SecurityHeaders:
@@ -25,14 +29,13 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        with_policy = not scope["path"].startswith(CDN_PAGES)
+        policy = DOCS_POLICY if scope["path"] == DOCS_PAGE else CONTENT_SECURITY_POLICY
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers.update(HEADERS)
-                if with_policy:
-                    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+                headers["Content-Security-Policy"] = policy
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

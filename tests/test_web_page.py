@@ -137,3 +137,19 @@ def test_a_rejected_file_shows_a_clear_message(page: Page, tmp_path: Path) -> No
     expect(page.locator("#error")).to_be_visible()
     expect(page.locator("#error")).to_contain_text("Rejected: not a readable image")
     expect(page.locator("#result")).to_be_hidden()
+
+
+def test_the_api_documentation_renders_offline_under_its_policy(browser: Browser, server: LiveServer) -> None:
+    """Before, /docs loaded Swagger UI from a CDN: offline or behind a strict proxy it was a blank page."""
+    page = browser.new_page()
+    elsewhere: list[str] = []
+    page.route(
+        re.compile(r"^(?!" + re.escape(server.url) + ").*"),
+        lambda route: (elsewhere.append(route.request.url), route.abort()),
+    )
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    page.goto(server.url + "/docs")
+    expect(page.get_by_text("/v1/predict/batch").first).to_be_visible(timeout=20_000)
+    page.close()
+    assert elsewhere == [] and refused == []

@@ -2,6 +2,7 @@
 
 import functools
 import hashlib
+import hmac
 import logging
 import threading
 from collections import Counter
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -24,14 +25,25 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.batching import MicroBatcher
 from api.errors import ApiError, ErrorBody, documented_errors, error_response, install_error_handlers
-from api.limits import BodySizeLimit, DecodeSlots
+from api.limits import BodySizeLimit, DecodeSlots, RateLimit
 from api.observability import Metrics, Observability, configure_logging, request_id_var
-from api.predictor import Prediction, Predictor, png_data_url
+from api.predictor import Prediction, Predictor, png_bytes, png_data_url
 from api.security_headers import DOCS_ASSETS, SecurityHeaders
 from api.settings import Settings
-from text_recognizer.datasets.feedback import DuplicateFeedbackError, FeedbackRecord, FeedbackStore
+from text_recognizer.datasets.feedback import (
+    ConflictingFeedbackError,
+    DuplicateFeedbackError,
+    FeedbackRecord,
+    FeedbackStore,
+)
 from text_recognizer.labels import LabelError, class_index
-from text_recognizer.preprocessing import ImageError, decode_image, fashion_mnist_style, image_bytes_to_input
+from text_recognizer.preprocessing import (
+    ImageError,
+    decode_image,
+    fashion_mnist_style,
+    image_bytes_to_input,
+    working_image,
+)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 IMAGE_ERROR_STATUS = {"unsupported_format": 415, "image_too_large": 413}
@@ -85,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     metrics = Metrics()
     decode_slots = DecodeSlots(settings.max_concurrent_decodes, settings.decode_wait_s)
+    feedback_rate = RateLimit(settings.feedback_per_minute)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -256,7 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/v1/feedback",
         status_code=201,
         response_model=FeedbackReceipt,
-        responses=documented_errors(400, 409, 413, 415, 422, 503),
+        responses=documented_errors(400, 401, 409, 413, 415, 422, 429, 503, 507),
     )
     async def feedback(
         request: Request,
@@ -265,20 +278,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             str | None, Form(description="the correct category: name, slug (ankle-boot) or index")
         ] = None,
         confirm: Annotated[bool, Form(description="true: the prediction was right")] = False,
+        api_key: Annotated[
+            str | None, Header(alias="X-API-Key", description="required when the service sets a feedback key")
+        ] = None,
     ) -> FeedbackReceipt:
-        """Tell the service the correct category of an image (or confirm its prediction), for retraining."""
+        """Tell the service the correct category of an image (or confirm its prediction), for retraining.
+
+        Stored is the image the model worked from (at most 112 px, PNG, no metadata), not the upload. A
+        different category for an image that already has feedback is a 409 `conflicting_feedback`, kept
+        for review; only reviewed or confirmed feedback becomes training data."""
+        if settings.feedback_api_key and not hmac.compare_digest(
+            (api_key or "").encode(), settings.feedback_api_key.encode()
+        ):
+            raise ApiError(401, "unauthorized", "feedback needs this service's key in the X-API-Key header")
+        feedback_rate.take(request.client.host if request.client else "unknown")
         predictor = predictor_of(request)
         refuse_repeated_fields(await request.form())
         if (category is None) == (not confirm):
             raise ApiError(422, "validation_error", "send either category=<correct category> or confirm=true")
         data = await read_upload(file)
 
-        def decode_and_predict() -> tuple[str, Prediction]:
-            image = decode_image(data, settings.max_pixels)
-            return image.format or "", predictor.predict_arrays([fashion_mnist_style(image)], 1)[0]
+        def decode_and_predict() -> tuple[bytes, Prediction]:
+            image = working_image(decode_image(data, settings.max_pixels))
+            return png_bytes(image), predictor.predict_arrays([fashion_mnist_style(image)], 1)[0]
 
         try:
-            image_format, prediction = await run_in_threadpool(decode_slots.run, decode_and_predict)
+            png, prediction = await run_in_threadpool(decode_slots.run, decode_and_predict)
         except ImageError as error:
             raise rejected(error) from None
         predicted = prediction.top_k[0]
@@ -289,14 +314,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(422, "unknown_category", str(error)) from None
 
         def store(*args: Any, **fields: Any) -> FeedbackRecord:
-            return feedback_store().add(*args, **fields)
+            store = feedback_store()
+            if settings.feedback_max_bytes and store.stored_bytes() >= settings.feedback_max_bytes:
+                message = "the feedback storage quota is used up; tell the service's operators"
+                raise ApiError(507, "storage_full", message)
+            return store.add(*args, **fields)
 
         try:
             record = await run_in_threadpool(
                 store,
-                data,
+                png,
                 hashlib.sha256(data).hexdigest(),
-                image_format,
                 label=label,
                 category=classes[label],
                 predicted_category=predicted.category,
@@ -307,6 +335,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         except DuplicateFeedbackError as error:
             raise ApiError(409, "duplicate_feedback", str(error)) from None
+        except ConflictingFeedbackError as error:
+            raise ApiError(409, "conflicting_feedback", str(error)) from None
         except (OSError, SQLAlchemyError):
             logger.exception("feedback could not be stored")
             raise ApiError(

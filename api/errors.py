@@ -13,13 +13,16 @@ from starlette.exceptions import HTTPException
 PYTHON_TYPE = re.compile(r"<class '[\w.]+'>")
 STATUS_CODES = {
     400: "bad_request",
+    401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "rate_limited",
     503: "not_ready",
+    507: "storage_full",
 }
 
 
@@ -91,9 +94,13 @@ def documented_errors(*status_codes: int) -> dict[int | str, dict[str, Any]]:
         400: "Bad input: empty file, not an image, corrupt or truncated image, too many files, a form "
         "field sent twice",
         413: "Upload larger than the size limit, or image with more pixels than the limit",
-        409: "Feedback for this image was already recorded",
+        401: "Feedback without the service's key (`X-API-Key`), when one is set",
+        409: "Feedback for this image was already recorded (`duplicate_feedback`), or with another "
+        "category (`conflicting_feedback`: kept for review)",
         415: "An image format other than JPEG, PNG, WebP, BMP or GIF",
         422: "Missing `file` field, an invalid parameter, or an unknown category",
+        429: "Too many requests from one client (see Retry-After)",
+        507: "The feedback storage quota is used up",
         503: "The model is not loaded yet, every image decoder is busy (see Retry-After), or feedback "
         "storage is unavailable",
     }

@@ -1,7 +1,10 @@
 """Limits on what one request may cost: the body size, enforced while the body streams in, before anything
 is parsed or buffered; and how many images are decoded at once."""
 
+import math
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -93,3 +96,37 @@ class DecodeSlots:
             return function(*args, **kwargs)
         finally:
             self.semaphore.release()
+
+
+class RateLimit:
+    """A token bucket per client address: `per_minute` requests, refilled evenly, at most `per_minute` in
+    a burst; past it a 429 with `Retry-After`. Per worker process (N workers allow N times the rate);
+    at most `MAX_CLIENTS` addresses are remembered, the least recently seen forgotten first."""
+
+    MAX_CLIENTS = 10_000
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, when)
+        self.lock = threading.Lock()
+
+    def take(self, client: str) -> None:
+        if self.per_minute <= 0:
+            return
+        with self.lock:
+            now = self.clock()
+            tokens, then = self.buckets.pop(client, (float(self.per_minute), now))
+            tokens = min(float(self.per_minute), tokens + (now - then) * self.per_minute / 60)
+            if tokens < 1:
+                self.buckets[client] = (tokens, now)
+                wait = math.ceil((1 - tokens) * 60 / self.per_minute)
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"at most {self.per_minute} requests a minute from one client here; retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
+            self.buckets[client] = (tokens - 1, now)
+            if len(self.buckets) > self.MAX_CLIENTS:
+                self.buckets.popitem(last=False)

@@ -46,10 +46,14 @@ class Prediction(BaseModel):
     )
 
 
-def png_data_url(pixels: np.ndarray) -> str:
+def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_data_url(pixels: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(Image.fromarray(pixels))).decode("ascii")
 
 
 @dataclass

@@ -42,6 +42,12 @@ class Settings:
     # (any SQLAlchemy URL, e.g. postgresql://...) is given; shared by all workers.
     feedback_dir: Path = DEFAULT_FEEDBACK_DIR
     feedback_db_url: str = ""
+    # Abuse of feedback: with a key set, POST /v1/feedback needs it in `X-API-Key` (401 otherwise); each
+    # client address may send `feedback_per_minute` a minute per worker (429 past it; 0 = no limit); once
+    # the stored images reach `feedback_max_bytes`, feedback gets 507 `storage_full` (0 = no quota).
+    feedback_api_key: str = ""
+    feedback_per_minute: int = 30
+    feedback_max_bytes: int = 1_000_000_000
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -59,7 +65,7 @@ def parse(name: str, raw: str) -> object:
     """An environment value as the type of the setting it sets, or an error naming the variable."""
     if name in ("model_path", "feedback_dir"):
         return Path(raw)
-    if name == "feedback_db_url":
+    if name in ("feedback_db_url", "feedback_api_key"):
         return raw
     if name == "use_confidence_threshold":
         if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):

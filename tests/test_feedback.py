@@ -1,21 +1,29 @@
 """POST /v1/feedback: durable storage in SQLite (image, label, prediction, model version), clear 4xx for
 malformed or duplicate feedback, and the round trip into a new data version."""
 
+import hashlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from api.app import create_app
+from api.errors import ApiError
+from api.limits import RateLimit
 from api.settings import Settings
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.feedback import FeedbackStore
 from text_recognizer.datasets.idx import read_idx
+from text_recognizer.labels import LabelError
 from text_recognizer.preprocessing import image_bytes_to_input
 from training.data_versions import create_version
 from training.labelled_images import from_feedback
+from training.review_feedback import main as review_main
 
 from .conftest import FIXTURES_DIR
 from .support.product_photos import product_photo
@@ -55,8 +63,9 @@ def test_a_correction_and_a_confirmation_are_stored_with_image_prediction_and_mo
     first, second = FeedbackStore.at(feedback_dir).all()  # a fresh connection: the rows are committed
     assert (first.id, first.label, first.category) == (corrected["id"], 8, "Bag")
     assert first.predicted_category == "Trouser" and not first.confirmed
-    assert first.image_path.read_bytes() == trouser and first.image_path.suffix == ".jpg"
-    assert second.image_path.suffix == ".png" and second.model_version == version and second.request_id
+    # What is kept is the image the model worked from, converting to exactly the same 28x28 input.
+    assert np.array_equal(image_bytes_to_input(first.image_path.read_bytes()), image_bytes_to_input(trouser))
+    assert first.image_path.suffix == ".png" and second.model_version == version and second.request_id
     assert 'feedback_total{confirmed="false"} 1.0' in client.get("/metrics").text
 
 
@@ -75,7 +84,7 @@ def test_malformed_and_duplicate_feedback_get_clear_4xx(client: TestClient) -> N
         odd = client.post("/v1/feedback", files=upload(photo), data={"category": digit})
         assert_error(odd, 422, "unknown_category")
     assert client.post("/v1/feedback", files=upload(photo), data={"category": "9"}).status_code == 201
-    again = client.post("/v1/feedback", files=upload(photo), data={"category": "Sandal"})
+    again = client.post("/v1/feedback", files=upload(photo), data={"category": "ankle-boot"})
     assert_error(again, 409, "duplicate_feedback")
     assert "already has feedback (id 1)" in again.json()["error"]["message"]
 
@@ -94,6 +103,8 @@ def test_feedback_becomes_a_new_data_version(client: TestClient, feedback_dir: P
     photos = [product_photo(TEST_IMAGES[TROUSER], seed=5), product_photo(TEST_IMAGES[BOOT], seed=6)]
     client.post("/v1/feedback", files=upload(photos[0]), data={"category": "Trouser"})
     client.post("/v1/feedback", files=upload(photos[1]), data={"category": "sandal"})
+    assert [image.source for image in from_feedback(FeedbackStore.at(feedback_dir))] == ["feedback:1"]
+    assert review_main(["--feedback", str(feedback_dir), "accept", "2"]) == 0  # the correction, reviewed
     images = from_feedback(FeedbackStore.at(feedback_dir))
     version = create_version(
         "v2", base="v1", images=images, description="feedback", root=dvc_repo, push=False
@@ -103,3 +114,81 @@ def test_feedback_becomes_a_new_data_version(client: TestClient, feedback_dir: P
     train = read_split(dvc_repo / "data" / "versions" / "v2", "train")
     assert train.labels[-2:].tolist() == [1, 5]
     assert torch.equal(train.images[-1], torch.from_numpy(image_bytes_to_input(photos[1])))
+
+
+def test_stored_images_keep_no_metadata_and_nothing_after_the_pixels(
+    client: TestClient, feedback_dir: Path
+) -> None:
+    """Before, uploads were kept byte for byte: EXIF GPS stayed, and a PNG+ZIP polyglot kept its payload."""
+    exif = Image.Exif()
+    exif[0x8825] = {2: (52.0, 31.0, 0.0)}  # GPS latitude
+    buffer = io.BytesIO()
+    Image.fromarray(255 - TEST_IMAGES[BOOT]).resize((600, 600)).convert("RGB").save(buffer, "JPEG", exif=exif)
+    polyglot = buffer.getvalue() + b"PK\x03\x04" + b"payload" * 100
+    receipt = client.post("/v1/feedback", files=upload(polyglot), data={"confirm": "true"}).json()
+    (record,) = FeedbackStore.at(feedback_dir).all()
+    stored = record.image_path.read_bytes()
+    assert b"PK\x03\x04" not in stored and b"payload" not in stored and receipt["id"] == record.id
+    with Image.open(io.BytesIO(stored)) as image:
+        assert image.format == "PNG" and "exif" not in image.info and max(image.size) <= 112
+    assert record.image_sha256 == hashlib.sha256(polyglot).hexdigest()  # still named by the upload
+
+
+def test_feedback_can_require_a_key(feedback_dir: Path) -> None:
+    photo = upload(product_photo(TEST_IMAGES[0], seed=7))
+    with TestClient(create_app(Settings(feedback_dir=feedback_dir, feedback_api_key="s3cret"))) as client:
+        for headers in ({}, {"X-API-Key": "guess"}):
+            response = client.post("/v1/feedback", files=photo, data={"confirm": "true"}, headers=headers)
+            assert_error(response, 401, "unauthorized")
+        keyed = {"X-API-Key": "s3cret"}
+        response = client.post("/v1/feedback", files=photo, data={"confirm": "true"}, headers=keyed)
+        assert response.status_code == 201
+        assert client.post("/v1/predict", files=photo).status_code == 200  # predictions need no key
+
+
+def test_one_client_is_rate_limited_and_the_storage_has_a_quota(feedback_dir: Path) -> None:
+    photos = [upload(product_photo(TEST_IMAGES[i], seed=i)) for i in range(3)]
+    with TestClient(create_app(Settings(feedback_dir=feedback_dir, feedback_per_minute=2))) as client:
+        responses = [client.post("/v1/feedback", files=p, data={"confirm": "true"}) for p in photos]
+    assert [response.status_code for response in responses] == [201, 201, 429]
+    limited = responses[2]
+    assert_error(limited, 429, "rate_limited")
+    assert int(limited.headers["Retry-After"]) == 30
+    with TestClient(create_app(Settings(feedback_dir=feedback_dir, feedback_max_bytes=1))) as client:
+        full = client.post("/v1/feedback", files=photos[2], data={"confirm": "true"})
+    assert_error(full, 507, "storage_full")
+    assert len(FeedbackStore.at(feedback_dir).all()) == 2
+
+
+def test_the_rate_limit_refills_evenly_per_client() -> None:
+    now = [0.0]
+    limit = RateLimit(per_minute=6, clock=lambda: now[0])
+    for _ in range(6):
+        limit.take("a")
+    with pytest.raises(ApiError, match="retry in 10 s"):
+        limit.take("a")
+    limit.take("b")  # another client has its own bucket
+    now[0] = 10.0
+    limit.take("a")  # one token back after 60/6 seconds
+    with pytest.raises(ApiError):
+        limit.take("a")
+
+
+def test_conflicting_labels_are_kept_for_review_not_dropped(client: TestClient, feedback_dir: Path) -> None:
+    """Before, the first label won and a different one for the same image was lost."""
+    photo = upload(product_photo(TEST_IMAGES[BOOT], seed=8))
+    assert client.post("/v1/feedback", files=photo, data={"confirm": "true"}).status_code == 201
+    conflicting = client.post("/v1/feedback", files=photo, data={"category": "Sandal"})
+    assert_error(conflicting, 409, "conflicting_feedback")
+    message = conflicting.json()["error"]["message"]
+    assert "saying 'Ankle boot'; your 'Sandal' is recorded as a conflict" in message
+    store = FeedbackStore.at(feedback_dir)
+    assert store.conflicts() == {1: ["Sandal"]} and store.training_rows().conflicted == [1]
+    with pytest.raises(LabelError, match="no reviewed or confirmed feedback"):
+        from_feedback(store)  # a confirmed image with a conflict waits for a review
+    assert review_main(["--feedback", str(feedback_dir), "accept", "1", "--category", "sandal"]) == 0
+    (image,) = from_feedback(FeedbackStore.at(feedback_dir))
+    assert image.label == 5 and image.source == "feedback:1"
+    assert review_main(["--feedback", str(feedback_dir), "reject", "1"]) == 0
+    assert FeedbackStore.at(feedback_dir).training_rows().rejected == [1]
+    assert review_main(["--feedback", str(feedback_dir), "reject", "99"]) == 2

@@ -200,6 +200,18 @@ def gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
     return blurred
 
 
+def working_image(image: Image.Image, conversion: Conversion = SERVING_CONVERSION) -> Image.Image:
+    """What the conversion works from: flattened, and no larger than its working size. Converting it
+    again gives the same 28x28 image, so it is what feedback keeps of an upload (no metadata, no bytes
+    beyond the pixels)."""
+    image = flattened(image)
+    if max(image.size) > conversion.work_side:
+        scale = conversion.work_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    return image
+
+
 def fashion_mnist_style(image: Image.Image, conversion: Conversion = SERVING_CONVERSION) -> np.ndarray:
     """Convert a photo the way Fashion-MNIST was made from product photos; 28x28 inputs pass unchanged.
 
@@ -207,13 +219,9 @@ def fashion_mnist_style(image: Image.Image, conversion: Conversion = SERVING_CON
     edge to 28, extend the shorter edge to 28 keeping the item centred, negate (when the background is
     light, as in product photos), 8-bit grayscale; then stretch to full intensity, as the dataset is.
     """
-    image = flattened(image)
+    image = working_image(image, conversion)
     if image.size == (SIDE, SIDE):
         return np.asarray(image.convert("L"), dtype=np.uint8)
-    if max(image.size) > conversion.work_side:
-        scale = conversion.work_side / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
     pixels = np.asarray(image.convert("L"), dtype=np.float64)
     corners = np.array([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
     background = float(np.median(corners))

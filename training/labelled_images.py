@@ -6,6 +6,7 @@ becomes the 28x28 Fashion-MNIST-style image the model will see from the API.
 """
 
 import csv
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from text_recognizer.datasets.versions import content_hash, sha256_file
 from text_recognizer.labels import LabelError, class_index, is_index
 from text_recognizer.paths import PROJECT_ROOT
 from text_recognizer.preprocessing import ImageError, image_bytes_to_input
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 
@@ -175,10 +178,14 @@ def from_csv(path: Path, class_names: tuple[str, ...]) -> list[LabelledImage]:
 
 
 def from_feedback(store: FeedbackStore) -> list[LabelledImage]:
-    """Every feedback image with the category its sender gave (or confirmed), oldest first."""
-    images = [
-        read_labelled(record.image_path, record.label, f"feedback:{record.id}") for record in store.all()
-    ]
+    """Feedback that may become training data (reviewed and accepted, or confirmed), oldest first, with
+    the reviewed label; what is held back is logged by id and reason."""
+    rows = store.training_rows()
+    for reason, ids in (("not reviewed", rows.unreviewed), ("conflicting labels", rows.conflicted),
+                        ("rejected", rows.rejected)):  # fmt: skip
+        if ids:
+            logger.warning("feedback held back (%s): ids %s; see ./tasks/review_feedback.sh", reason, ids)
+    images = [read_labelled(r.image_path, r.label, f"feedback:{r.id}") for r in rows.records]
     if not images:
-        raise LabelError(f"no feedback stored in {store.engine.url}")
+        raise LabelError(f"no reviewed or confirmed feedback in {store.engine.url}")
     return images

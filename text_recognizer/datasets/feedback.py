@@ -2,12 +2,20 @@
 
 A source of labelled images for new data versions (`./tasks/data.sh add NAME --from BASE --feedback`).
 
-Rows live in any SQLAlchemy database (SQLite under `data/feedback/` by default); the uploaded bytes are
-saved under a content-addressed name beside it, written atomically before the row is committed, so a
-row never points at a missing or partial image. The same image cannot be given feedback twice.
+Rows live in any SQLAlchemy database (SQLite under `data/feedback/` by default); the image is saved
+beside it under the upload's sha256, written atomically before the row is committed, so a row never
+points at a missing or partial image. What is saved is not the upload but the image the conversion
+works from (`working_image`, as PNG): no metadata, nothing hidden after the pixels, at most a few tens
+of kilobytes, and converted again it gives exactly the 28x28 input the model saw.
+
+The same image cannot be given feedback twice: the same label again is a duplicate; a different one is
+kept as a conflict for review. Only reviewed rows, and rows whose sender confirmed the prediction with
+no conflict and no rejection, become training data (`training_rows`).
 """
 
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +26,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    ForeignKey,
     Integer,
     MetaData,
     String,
@@ -32,7 +41,8 @@ from text_recognizer.atomic import atomic_path
 from text_recognizer.paths import PROJECT_ROOT
 
 DEFAULT_FEEDBACK_DIR = PROJECT_ROOT / "data" / "feedback"
-IMAGE_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "GIF": ".gif"}
+USAGE_CACHE_SECONDS = 10.0  # how stale the images folder's measured size may be for the quota
+ACCEPTED, REJECTED = "accepted", "rejected"
 
 metadata = MetaData()
 feedback_table = Table(
@@ -50,12 +60,42 @@ feedback_table = Table(
     Column("model_version", String(64), nullable=False),
     Column("request_id", String(64)),
 )
+# Separate tables, so that a store made before reviews existed gains them by `create_all`, untouched.
+conflicts_table = Table(
+    "feedback_conflicts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("feedback_id", Integer, ForeignKey("feedback.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("label", Integer, nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("request_id", String(64)),
+)
+reviews_table = Table(
+    "feedback_reviews",
+    metadata,
+    Column("feedback_id", Integer, ForeignKey("feedback.id"), primary_key=True),
+    Column("decision", String(16), nullable=False),  # accepted or rejected
+    Column("label", Integer, nullable=False),  # the category the reviewer settled on
+    Column("category", String(64), nullable=False),
+    Column("reviewer", String(64), nullable=False),
+    Column("reviewed_at", DateTime(timezone=True), nullable=False),
+)
 
 
 class DuplicateFeedbackError(ValueError):
     def __init__(self, existing_id: int) -> None:
         super().__init__(f"this image already has feedback (id {existing_id}); send each image once")
         self.existing_id = existing_id
+
+
+class ConflictingFeedbackError(ValueError):
+    def __init__(self, existing: "FeedbackRecord", category: str) -> None:
+        super().__init__(
+            f"this image already has feedback (id {existing.id}) saying {existing.category!r}; your "
+            f"{category!r} is recorded as a conflict, and the image waits for a review"
+        )
+        self.existing_id = existing.id
 
 
 @dataclass(frozen=True)
@@ -73,9 +113,20 @@ class FeedbackRecord:
     request_id: str | None
 
 
+@dataclass
+class TrainingRows:
+    """What feedback may become training data, and what was held back and why."""
+
+    records: list[FeedbackRecord] = field(default_factory=list)  # labels as reviewed
+    unreviewed: list[int] = field(default_factory=list)  # corrections nobody has reviewed
+    conflicted: list[int] = field(default_factory=list)  # conflicting labels, not reviewed
+    rejected: list[int] = field(default_factory=list)
+
+
 class FeedbackStore:
     def __init__(self, url: str, images_dir: Path) -> None:
         self.images_dir = images_dir
+        self.usage_bytes, self.usage_measured_at = 0, -USAGE_CACHE_SECONDS - 1.0
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         # SQLite: writers from several worker processes wait for each other instead of failing.
@@ -91,17 +142,20 @@ class FeedbackStore:
         """The store in `directory` (images in `images/`), with SQLite there unless `url` names a database."""
         return cls(url or f"sqlite:///{directory / 'feedback.db'}", directory / "images")
 
-    def add(self, image: bytes, sha256: str, image_format: str, **fields: Any) -> FeedbackRecord:
-        """Save the image and its row; DuplicateFeedbackError if the image was already given feedback."""
+    def add(self, png: bytes, sha256: str, **fields: Any) -> FeedbackRecord:
+        """Save the image (`png`, named by the upload's `sha256`) and its row. The image already has
+        feedback: DuplicateFeedbackError for the same label, ConflictingFeedbackError (the conflict
+        recorded) for another."""
         existing = self.find(sha256)
         if existing is not None:
-            raise DuplicateFeedbackError(existing.id)
-        relative = Path(sha256[:2]) / f"{sha256}{IMAGE_EXTENSIONS.get(image_format, '.img')}"
+            raise self.refusal(existing, fields)
+        relative = Path(sha256[:2]) / f"{sha256}.png"
         target = self.images_dir / relative
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(target) as part:
-                part.write_bytes(image)
+                part.write_bytes(png)
+            self.usage_bytes += len(png)
         row = {"created_at": datetime.now(UTC), "image_sha256": sha256, "image_path": str(relative), **fields}
         try:
             with self.engine.begin() as connection:
@@ -110,10 +164,95 @@ class FeedbackStore:
             found = self.find(sha256)
             if found is None:
                 raise
-            raise DuplicateFeedbackError(found.id) from None
+            raise self.refusal(found, fields) from None
         stored = self.find(sha256)
         assert stored is not None
         return stored
+
+    def refusal(self, existing: FeedbackRecord, fields: dict[str, Any]) -> ValueError:
+        if fields["label"] == existing.label:
+            return DuplicateFeedbackError(existing.id)
+        conflict = {
+            "feedback_id": existing.id,
+            "created_at": datetime.now(UTC),
+            "label": fields["label"],
+            "category": fields["category"],
+            "request_id": fields.get("request_id"),
+        }
+        with self.engine.begin() as connection:
+            connection.execute(insert(conflicts_table).values(**conflict))
+        return ConflictingFeedbackError(existing, fields["category"])
+
+    def stored_bytes(self) -> int:
+        """The images folder's size, measured at most every few seconds (plus this process's writes)."""
+        now = time.monotonic()
+        if now - self.usage_measured_at > USAGE_CACHE_SECONDS:
+            files = self.images_dir.glob("*/*") if self.images_dir.is_dir() else iter(())
+            self.usage_bytes = sum(path.stat().st_size for path in files if path.is_file())
+            self.usage_measured_at = now
+        return self.usage_bytes
+
+    def review(
+        self,
+        ids: Iterable[int],
+        decision: str,
+        reviewer: str,
+        label: int | None = None,
+        category: str | None = None,
+    ) -> None:
+        """Accept (with the sender's label, or `label`/`category`) or reject rows; a later review of a
+        row replaces an earlier one."""
+        for feedback_id in ids:
+            record = self.get(feedback_id)
+            row = {
+                "feedback_id": feedback_id,
+                "decision": decision,
+                "reviewer": reviewer,
+                "reviewed_at": datetime.now(UTC),
+                "label": record.label if label is None else label,
+                "category": record.category if category is None else category,
+            }
+            with self.engine.begin() as connection:
+                connection.execute(reviews_table.delete().where(reviews_table.c.feedback_id == feedback_id))
+                connection.execute(insert(reviews_table).values(**row))
+
+    def get(self, feedback_id: int) -> FeedbackRecord:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(feedback_table).where(feedback_table.c.id == feedback_id)).first()
+        if row is None:
+            raise KeyError(f"no feedback with id {feedback_id} in {self.engine.url}")
+        return self.record(row._mapping)
+
+    def conflicts(self) -> dict[int, list[str]]:
+        """Each row's conflicting categories, by feedback id."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(select(conflicts_table).order_by(conflicts_table.c.id)).all()
+        found: dict[int, list[str]] = {}
+        for row in rows:
+            found.setdefault(row.feedback_id, []).append(row.category)
+        return found
+
+    def reviews(self) -> dict[int, Any]:
+        with self.engine.connect() as connection:
+            return {row.feedback_id: row for row in connection.execute(select(reviews_table)).all()}
+
+    def training_rows(self) -> TrainingRows:
+        """Reviewed-and-accepted rows (with the reviewer's label), and confirmed rows with neither a
+        conflict nor a rejection; everything else is held back and named."""
+        rows, reviews, conflicts = TrainingRows(), self.reviews(), self.conflicts()
+        for record in self.all():
+            review = reviews.get(record.id)
+            if review is not None and review.decision == REJECTED:
+                rows.rejected.append(record.id)
+            elif review is not None:
+                rows.records.append(replace(record, label=review.label, category=review.category))
+            elif record.id in conflicts:
+                rows.conflicted.append(record.id)
+            elif not record.confirmed:
+                rows.unreviewed.append(record.id)
+            else:
+                rows.records.append(record)
+        return rows
 
     def find(self, sha256: str) -> FeedbackRecord | None:
         with self.engine.connect() as connection:

@@ -1,0 +1,100 @@
+"""Review feedback before it becomes training data.
+
+    review_feedback list [--all] [--sheet FILE]         what waits for a review (--all: every row)
+    review_feedback accept ID [ID ...] [--category C]   keep as training data (with C, if given)
+    review_feedback reject ID [ID ...]                  never use
+
+`--feedback DIR` and `--feedback-db URL` choose the store (default data/feedback, SQLite there).
+Corrections (the sender gave another category than the model's) and images with conflicting labels wait
+for a review; confirmations are used unless rejected. `./tasks/data.sh add --feedback` takes what this
+leaves usable.
+"""
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from text_recognizer.datasets.feedback import (
+    ACCEPTED,
+    DEFAULT_FEEDBACK_DIR,
+    REJECTED,
+    FeedbackRecord,
+    FeedbackStore,
+)
+from text_recognizer.datasets.manifest import Manifest
+from text_recognizer.datasets.versions import FASHION_MNIST
+from text_recognizer.labels import OUT_OF_SCOPE, LabelError, class_index
+from text_recognizer.preprocessing import image_bytes_to_input
+from training.image_grid import save_image_grid
+from training.table import format_table
+
+
+def listing(store: FeedbackStore, everything: bool) -> list[FeedbackRecord]:
+    rows = store.training_rows()
+    waiting = set(rows.unreviewed) | set(rows.conflicted)
+    return [record for record in store.all() if everything or record.id in waiting]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="review_feedback.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--feedback", type=Path, default=DEFAULT_FEEDBACK_DIR, metavar="DIR")
+    parser.add_argument("--feedback-db", metavar="URL", help="SQLAlchemy URL of the feedback database")
+    commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("list", help="feedback waiting for a review")
+    show.add_argument("--all", action="store_true", help="every row, with its review")
+    show.add_argument("--sheet", type=Path, help="also write a contact sheet (PNG) of the model inputs")
+    for decision in ("accept", "reject"):
+        command = commands.add_parser(decision)
+        command.add_argument("ids", type=int, nargs="+", metavar="ID")
+        command.add_argument("--reviewer", default=getpass.getuser())
+        if decision == "accept":
+            command.add_argument("--category", help="the correct category, if not the sender's")
+    args = parser.parse_args(argv)
+    store = FeedbackStore.at(args.feedback, args.feedback_db)
+    try:
+        if args.command == "list":
+            show_listing(store, listing(store, args.all), args.sheet)
+            return 0
+        label = category = None
+        if getattr(args, "category", None):
+            classes = (*Manifest.named(FASHION_MNIST).classes, OUT_OF_SCOPE)  # the served model's labels
+            label = class_index(args.category, classes)
+            category = classes[label]
+        decision = ACCEPTED if args.command == "accept" else REJECTED
+        store.review(args.ids, decision, args.reviewer, label, category)
+    except (KeyError, LabelError) as error:
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return 2
+    print(f"{args.command}ed {len(args.ids)} row(s)")
+    return 0
+
+
+def show_listing(store: FeedbackStore, records: list[FeedbackRecord], sheet: Path | None) -> None:
+    reviews, conflicts = store.reviews(), store.conflicts()
+    rows = [
+        {
+            "id": r.id,
+            "category": r.category,
+            "predicted": f"{r.predicted_category} ({r.predicted_confidence:.2f})",
+            "confirmed": r.confirmed,
+            "conflicts": ", ".join(conflicts.get(r.id, [])) or "-",
+            "review": f"{reviews[r.id].decision}: {reviews[r.id].category}" if r.id in reviews else "-",
+            "image": str(r.image_path),
+        }
+        for r in records
+    ]
+    print(format_table(rows) if rows else "nothing waits for a review")
+    if sheet and records:
+        inputs = [image_bytes_to_input(r.image_path.read_bytes()) for r in records]
+        captions = [f"{r.id}: {r.category}" for r in records]
+        save_image_grid([np.asarray(i) for i in inputs], captions, sheet, "feedback waiting for a review")
+        print(f"contact sheet: {sheet}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,7 +25,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.batching import MicroBatcher
 from api.errors import ApiError, ErrorBody, documented_errors, error_response, install_error_handlers
-from api.limits import BodySizeLimit, DecodeSlots, RateLimit
+from api.limits import BodySizeLimit, DecodeSlots, RateLimit, return_freed_memory_promptly
 from api.observability import Metrics, Observability, configure_logging, request_id_var
 from api.predictor import Prediction, Predictor, png_bytes, png_data_url
 from api.security_headers import DOCS_ASSETS, SecurityHeaders
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging()
+        return_freed_memory_promptly()
         torch.set_num_threads(settings.torch_threads)
         predictor = Predictor.load(settings.model_path, settings.use_confidence_threshold)
         await run_in_threadpool(predictor.warm_up)
@@ -203,11 +204,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             if batcher is None:  # one hop to the thread pool: decode and predict there
                 prediction = await run_in_threadpool(
-                    decode_slots.run, predictor.predict_bytes, data, top_k, settings.max_pixels, include_input
+                    decode_slots.run, data, predictor.predict_bytes, top_k, settings.max_pixels, include_input
                 )
             else:
                 pixels = await run_in_threadpool(
-                    decode_slots.run, image_bytes_to_input, data, settings.max_pixels
+                    decode_slots.run, data, image_bytes_to_input, settings.max_pixels
                 )
                 prediction = await batcher.predict(pixels, top_k)
                 if include_input:
@@ -298,12 +299,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(422, "validation_error", "send either category=<correct category> or confirm=true")
         data = await read_upload(file)
 
-        def decode_and_predict() -> tuple[bytes, Prediction]:
+        def decode_and_predict(data: bytes) -> tuple[bytes, Prediction]:
             image = working_image(decode_image(data, settings.max_pixels))
             return png_bytes(image), predictor.predict_arrays([fashion_mnist_style(image)], 1)[0]
 
         try:
-            png, prediction = await run_in_threadpool(decode_slots.run, decode_and_predict)
+            png, prediction = await run_in_threadpool(decode_slots.run, data, decode_and_predict)
         except ImageError as error:
             raise rejected(error) from None
         predicted = prediction.top_k[0]

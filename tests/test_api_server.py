@@ -20,12 +20,15 @@ from fastapi import FastAPI
 from PIL import Image
 
 from api.app import create_app
+from api.errors import ApiError
+from api.limits import DecodeSlots
 from api.local_server import LiveServer, free_port
 from api.settings import Settings
 from text_recognizer.datasets.feedback import FeedbackStore
 from text_recognizer.datasets.idx import read_idx
 
 from .conftest import FIXTURES_DIR
+from .support import hostile_uploads
 from .support.product_photos import product_photo
 from .test_photo_preprocessing import bomb_png, truncated_jpeg
 
@@ -314,3 +317,29 @@ def test_connections_past_the_cap_get_503_busy_and_the_server_recovers(impatient
             connection.close()
     time.sleep(0.2)  # the server notices the closed connections
     assert httpx.get(impatient_server.url + "/health/live").status_code == 200
+
+
+def test_large_decodes_take_turns_while_small_ones_pass() -> None:
+    """Two 12-megapixel WebP decodes at once peaked at 250 MB; one at a time, 69 MB."""
+    slots = DecodeSlots(2, wait_s=0.05)
+    large = hostile_uploads.encode(Image.new("RGB", (3000, 3000), "white"), "WEBP", lossless=True)
+    small = hostile_uploads.encode(Image.fromarray(TEST_IMAGES[0]), "PNG")
+    decoding, release = threading.Event(), threading.Event()
+
+    def hold(data: bytes) -> str:
+        decoding.set()
+        release.wait(10)
+        return "first"
+
+    first = threading.Thread(target=slots.run, args=(large, hold))
+    first.start()
+    try:
+        assert decoding.wait(10)
+        with pytest.raises(ApiError, match="retry in a second") as busy:
+            slots.run(large, len)
+        assert busy.value.status_code == 503 and busy.value.code == "busy"
+        assert slots.run(small, len) == len(small)  # the second slot still serves small images
+    finally:
+        release.set()
+        first.join()
+    assert slots.run(large, len) == len(large)

@@ -126,13 +126,31 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
                 f"the JPEG header claims {image.width}x{image.height} pixels, more than its {len(data)} "
                 "bytes can hold",
             )
-        # Decode at 1/2, 1/4 or 1/8 scale when that still covers the working size.
-        image.draft(image.mode, (2 * SERVING_CONVERSION.work_side, 2 * SERVING_CONVERSION.work_side))
+        draft(image)
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError("corrupt_image", f"the image data is truncated or corrupt ({error})") from None
     return image
+
+
+def draft(jpeg: Image.Image) -> None:
+    """Set a JPEG to decode at 1/2, 1/4 or 1/8 scale, where that still covers twice the working size."""
+    side = 2 * SERVING_CONVERSION.work_side
+    jpeg.draft(jpeg.mode, (side, side))
+
+
+def decoded_pixels(data: bytes) -> int:
+    """How many pixels `decode_image` would decode (a JPEG at its reduced scale), read from the header
+    alone; 0 for what it refuses before decoding or cannot read (it then says why, at no cost)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format == "JPEG":
+                draft(image)
+            pixels = image.width * image.height
+            return pixels if pixels <= MAX_FULL_DECODE_PIXELS else 0
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return 0
 
 
 def sniffed_format(data: bytes) -> str | None:
@@ -146,13 +164,14 @@ def sniffed_format(data: bytes) -> str | None:
 
 
 def flattened(image: Image.Image) -> Image.Image:
-    """An 8-bit RGB or L image after EXIF orientation; alpha is flattened onto a white background.
+    """An 8-bit RGB or L image after EXIF orientation (applied to `image` itself); alpha is flattened
+    onto a white background.
 
     Handles palette, 16-bit, 32-bit and float, CMYK and alpha modes. Malformed EXIF is refused: reading
     or rewriting it raises assorted errors, and a wrong orientation would turn the item on its side.
     """
     try:
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # a copy would double a large image's memory
     except (SyntaxError, struct.error, ValueError, TypeError, KeyError, IndexError, OSError) as error:
         raise ImageError("corrupt_image", f"the image's EXIF metadata is malformed ({error})") from None
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):

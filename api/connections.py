@@ -1,9 +1,10 @@
 """Slow and surplus clients, handled where uvicorn reads the socket (its h11 protocol, subclassed).
 
 uvicorn closes idle keep-alive connections but has no deadline for a request that is being sent: a client
-trickling its headers or body (slowloris) holds a connection forever. Here a request must arrive whole
-within `header_timeout_s` (request line and headers) plus `body_timeout_s` (the body), or it is answered
-408 and the connection closed; a connection that sends nothing is closed after `header_timeout_s`; past
+trickling its headers or body (slowloris) holds a connection forever. Here a request's headers must
+arrive within `header_timeout_s` of its first byte and the whole request within `request_timeout_s`, or
+it is answered 408 and the connection closed; a connection that sends nothing is closed after
+`header_timeout_s`; past
 `max_connections` open connections a new one is answered 503 `busy` at once. Answers use the service's one
 error schema.
 """
@@ -36,6 +37,7 @@ class ServiceProtocol(H11Protocol):
         self.limits = self.settings or settings_from_env()
         self.deadline: asyncio.TimerHandle | None = None
         self.waiting_for: str | None = None  # "headers" or "body" while a deadline runs
+        self.request_started = 0.0  # loop time of the request's first byte (or of the connection)
         self.bytes_seen = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -79,9 +81,13 @@ class ServiceProtocol(H11Protocol):
             return
         self.stop_deadline()
         self.waiting_for = waiting_for
+        if waiting_for == "headers":
+            self.request_started = self.loop.time()
         if waiting_for is not None:
-            seconds = self.limits.header_timeout_s if waiting_for == "headers" else self.limits.body_timeout_s
-            self.deadline = self.loop.call_later(seconds, self.on_deadline, waiting_for, seconds)
+            limits = self.limits
+            seconds = limits.header_timeout_s if waiting_for == "headers" else limits.request_timeout_s
+            at = self.request_started + seconds
+            self.deadline = self.loop.call_at(at, self.on_deadline, waiting_for, seconds)
 
     def stop_deadline(self) -> None:
         if self.deadline is not None:
@@ -97,7 +103,8 @@ class ServiceProtocol(H11Protocol):
         if self.cycle is not None and self.cycle.response_started:
             self.transport.close()
             return
-        message = f"the request's {waiting_for} did not arrive within {seconds:g} s"
+        what = "request's headers" if waiting_for == "headers" else "whole request"
+        message = f"the {what} did not arrive within {seconds:g} s"
         self.refuse(408, "request_timeout", message)
 
     def refuse(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:

@@ -24,10 +24,10 @@ class Settings:
     decode_wait_s: float = 2.0
     default_top_k: int = 3
     # Slow and surplus clients (api.connections): a request's headers must arrive within
-    # `header_timeout_s`, its body within `body_timeout_s` more (10 MB in 30 s needs 2.8 Mbit/s), else
-    # 408; past `max_connections` open connections per worker a new one gets 503 `busy`.
+    # `header_timeout_s` of its first byte, the whole request within `request_timeout_s` (10 MB in 30 s
+    # needs 2.8 Mbit/s), else 408; past `max_connections` open connections per worker a new one gets 503.
     header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
+    request_timeout_s: float = 30.0
     max_connections: int = 128
     # One intra-op thread per worker: a single 28x28 forward pass is fastest that way (0.5 ms vs 3 ms
     # with 2 threads on a busy 2-core machine); scale with workers, not threads.

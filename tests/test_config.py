@@ -67,7 +67,7 @@ def test_malformed_files(tmp_path: Path, content: str, message: str) -> None:
 
 
 def test_missing_file_lists_shipped_configs(tmp_path: Path) -> None:
-    shipped = r"compact\.yaml, default\.yaml, photos\.yaml, smoke\.yaml, tiny\.yaml"
+    shipped = r"compact\.yaml, default\.yaml, photos-phone\.yaml, photos\.yaml, smoke\.yaml, tiny\.yaml"
     with pytest.raises(ConfigError, match=rf"not found; shipped configs: {shipped}"):
         load_config(tmp_path / "nope.yaml")
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from text_recognizer.datasets.download import DownloadError, download, download_dir
 from text_recognizer.datasets.manifest import Manifest
-from text_recognizer.datasets.photo_sets import NO_CLASS, load_photo_split
+from text_recognizer.datasets.photo_sets import NO_CLASS, load_photo_split, oversampled
 from text_recognizer.datasets.photo_splits import make_splits, to_csv
 from text_recognizer.datasets.shop_photos import (
     DOMAINS,
@@ -202,6 +202,15 @@ def test_photo_sets_go_through_the_serving_preprocessing_with_their_domains(expo
     _, photos = labelled_photos(TEN, splits=("train", "val", "test"), directory=export)
     assert len(photos) == len(read_photos(export)) - 3, "one excluded photo per source is left out"
     assert all(read_splits()[item.photo.image] == item.split for item in photos)
+
+
+def test_oversampling_repeats_the_training_photos_of_a_domain(export: Path) -> None:
+    _, photos = labelled_photos(ELEVEN, splits=("train",), directory=export)
+    indices = torch.tensor([0, 2, *range(5, 5 + len(photos))])  # release images (some held out), photos
+    repeated = oversampled(indices, ELEVEN, {"phone": 3}, photos_start=5, directory=export)
+    phone = {5 + i for i, item in enumerate(photos) if item.domain == "phone"}
+    assert phone and Counter(repeated.tolist()) == {i: 3 if i in phone else 1 for i in indices.tolist()}
+    assert repeated[: len(indices)].tolist() == indices.tolist()  # the original order, then the copies
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from text_recognizer.datasets.shop_photos import DOMAINS
 from text_recognizer.datasets.versions import OFFICIAL_VERSION
 from text_recognizer.networks import NETWORKS, network_arguments
 
@@ -45,6 +46,10 @@ class DataConfig(Strict):
     train_size: PositiveInt | None = Field(None, description="stratified subset of the training split")
     split_seed: int = Field(0, description="seeds the validation hold-out, apart from the training seed")
     mirror: str | None = Field(None, description="local or alternative mirror; env FASHION_MNIST_MIRROR too")
+    oversample: dict[Literal[DOMAINS], PositiveInt] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        description="repeat a photo domain's training photos, e.g. {phone: 3}; a version with shop photos",
+    )
 
 
 class NetworkConfig(Strict):

@@ -138,6 +138,7 @@ class Trainer:
             train_size=config.data.train_size,
             split_seed=config.data.split_seed,
             mirror=config.data.mirror,
+            oversample=dict(config.data.oversample),
         )
         self.steps_per_epoch = len(self.data.train) // config.trainer.batch_size
         if self.steps_per_epoch == 0:

@@ -11,9 +11,14 @@ import torch
 
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.labelled_split import Split
-from text_recognizer.datasets.photo_sets import load_photo_split
+from text_recognizer.datasets.photo_sets import load_photo_split, oversampled
 from text_recognizer.datasets.splits import stratified_sample
-from text_recognizer.datasets.versions import OFFICIAL_VERSION, SPLIT_FILES, resolve_version
+from text_recognizer.datasets.versions import (
+    OFFICIAL_VERSION,
+    SPLIT_FILES,
+    DataVersionError,
+    resolve_version,
+)
 from text_recognizer.preprocessing import Normalization
 
 INPUT_SHAPE = (1, 28, 28)
@@ -54,6 +59,7 @@ def load_fashion_mnist(
     mirror: str | None = None,
     raw_dir: Path | None = None,
     photo_validation: bool = True,
+    oversample: dict[str, int] | None = None,
 ) -> DatasetSplits:
     """Load a data version (verified byte for byte), then hold out a stratified validation split.
 
@@ -63,6 +69,7 @@ def load_fashion_mnist(
     split is read apart, once, after training.
     `photo_validation=False` leaves the photos out, for callers that read only the test split.
     `train_size` keeps a stratified subset of the remaining training images (for smoke runs).
+    `oversample` repeats the training photos of some domains (`{"phone": 3}`: each phone photo 3 times).
     Normalization statistics come from the training split that is actually trained on.
     """
     record, directory = resolve_version(version, expected_hash=version_hash, mirror=mirror, raw_dir=raw_dir)
@@ -71,10 +78,15 @@ def load_fashion_mnist(
     val_indices, _ = stratified_sample(full_train.labels[:official], val_size, split_seed)
     held_out = torch.zeros(len(full_train), dtype=torch.bool)
     held_out[val_indices] = True
-    train = full_train.subset(torch.nonzero(~held_out).flatten())
-    if train_size is not None and train_size < len(train):
-        kept, _ = stratified_sample(train.labels, train_size, split_seed)
-        train = train.subset(kept)
+    indices = torch.nonzero(~held_out).flatten()
+    if train_size is not None and train_size < len(indices):
+        kept, _ = stratified_sample(full_train.labels[indices], train_size, split_seed)
+        indices = indices[kept]
+    if oversample:
+        if not record.has_shop_photos:
+            raise DataVersionError(f"{record.name} has no shop photos to oversample ({oversample})")
+        indices = oversampled(indices, record.class_names, oversample, photos_start=official)
+    train = full_train.subset(indices)
     val = full_train.subset(val_indices)
     if photo_validation and record.has_shop_photos:
         val = val + load_photo_split(record.class_names, "val")

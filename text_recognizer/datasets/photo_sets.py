@@ -37,3 +37,25 @@ def load_photo_split(
         torch.tensor([photo_label(item.target, class_names) for item in photos], dtype=torch.int64),
         tuple(item.domain for item in photos),
     )
+
+
+def oversampled(
+    indices: torch.Tensor,
+    class_names: tuple[str, ...],
+    factors: dict[str, int],
+    photos_start: int,
+    directory: Path | None = None,
+) -> torch.Tensor:
+    """Training indices with each shop photo of a domain in `factors` repeated that many times in all.
+
+    The photos' domains come from the export's `photos.csv` (no image is read): a version with shop
+    photos holds them from `photos_start` on, in that order, as `data.sh add --shop-photos` wrote them.
+    """
+    _, photos = labelled_photos(class_names, splits=("train",), directory=directory)
+    extra = [
+        index
+        for index in indices.tolist()
+        if 0 <= index - photos_start < len(photos)
+        for _ in range(factors.get(photos[index - photos_start].domain, 1) - 1)
+    ]
+    return torch.cat([indices, torch.tensor(extra, dtype=indices.dtype)])

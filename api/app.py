@@ -288,9 +288,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         Stored is the image the model worked from (at most 112 px, PNG, no metadata), not the upload. A
         different category for an image that already has feedback is a 409 `conflicting_feedback`, kept
         for review; only reviewed or confirmed feedback becomes training data."""
-        if settings.feedback_api_key and not hmac.compare_digest(
-            (api_key or "").encode(), settings.feedback_api_key.encode()
-        ):
+        key = settings.feedback_api_key.get_secret_value()
+        if key and not hmac.compare_digest((api_key or "").encode(), key.encode()):
             raise ApiError(401, "unauthorized", "feedback needs this service's key in the X-API-Key header")
         feedback_rate.take(request.client.host if request.client else "unknown")
         predictor = predictor_of(request)

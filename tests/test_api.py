@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.app import create_app
-from api.settings import Settings
+from api.settings import Settings, SettingsError
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, iter_image_bytes, labelled_photos
 from text_recognizer.labels import OUT_OF_SCOPE
@@ -386,5 +386,14 @@ def test_settings_from_environment_name_a_bad_variable(monkeypatch: pytest.Monke
     settings = Settings.from_env()
     assert settings.max_batch_files == 8 and settings.use_confidence_threshold is False
     monkeypatch.setenv("APPAREL_MAX_UPLOAD_BYTES", "ten megabytes")
-    with pytest.raises(ValueError, match="APPAREL_MAX_UPLOAD_BYTES='ten megabytes' is not a whole number"):
+    monkeypatch.setenv("APPAREL_REQUEST_TIMEOUT_S", "-1")  # before: accepted, and every request timed out
+    with pytest.raises(SettingsError) as error:
         Settings.from_env()
+    assert str(error.value) == (
+        "APPAREL_MAX_UPLOAD_BYTES='ten megabytes': input should be a valid integer, unable to parse string "
+        "as an integer; APPAREL_REQUEST_TIMEOUT_S='-1': input should be greater than 0"
+    )
+    monkeypatch.setenv("APPAREL_FEEDBACK_API_KEY", "s3cret")
+    monkeypatch.delenv("APPAREL_MAX_UPLOAD_BYTES")
+    monkeypatch.delenv("APPAREL_REQUEST_TIMEOUT_S")
+    assert "s3cret" not in repr(Settings.from_env())

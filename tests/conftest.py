@@ -26,6 +26,17 @@ DVC = str(Path(sys.executable).parent / "dvc")
 torch.set_num_threads(1)
 
 
+DATA_FIXTURES = {"full_data_dir", "shipped_data_version"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the full dataset are marked `data`, so `-m "not slow and not data"` is the quick
+    loop of a fresh clone with no dataset and no network."""
+    for item in items:
+        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.data)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Runs started by tests (in-process or as subprocesses) track into a throwaway MLflow store."""

@@ -27,10 +27,10 @@ from typing import Any
 import httpx2 as httpx
 from PIL import Image
 
-from api.local_server import LiveServer
 from benchmarks.common import median, percentile, print_table, write_result
-from tests.support import hostile_uploads
-from tests.support.product_photos import product_photo
+from support import hostile_uploads
+from support.local_server import LiveServer
+from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.preprocessing import MAX_FULL_DECODE_PIXELS
 

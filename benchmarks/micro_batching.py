@@ -10,9 +10,9 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from api.local_server import LiveServer
 from benchmarks.api_load import load, payloads
 from benchmarks.common import print_table, write_result
+from support.local_server import LiveServer
 
 CONCURRENCY = 32
 

@@ -30,7 +30,7 @@ for _ in $(seq 1 120); do
 done
 "$VENV_PYTHON" -c "
 import sys; sys.path.insert(0, '$ROOT')
-from tests.support.product_photos import product_photo
+from support.product_photos import product_photo
 from text_recognizer.datasets.idx import read_idx
 from pathlib import Path
 image = read_idx(Path('$ROOT/tests/fixtures/fashion_mnist/t10k-images-idx3-ubyte.gz'))[0].numpy()

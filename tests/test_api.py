@@ -16,6 +16,14 @@ from PIL import Image
 
 from api.app import create_app
 from api.settings import Settings, SettingsError
+from support.hostile_uploads import (
+    exif_negative_rational_jpeg,
+    heic_header,
+    lying_jpeg,
+    malformed_exif_webp,
+    svg_logo,
+)
+from support.product_photos import product_photo
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, iter_image_bytes, labelled_photos
 from text_recognizer.labels import OUT_OF_SCOPE
@@ -25,14 +33,6 @@ from text_recognizer.promoted import promoted_model_path
 from training.promote import DEFAULT_MIN_TEST_ACCURACY
 
 from .conftest import FIXTURES_DIR
-from .support.hostile_uploads import (
-    exif_negative_rational_jpeg,
-    heic_header,
-    lying_jpeg,
-    malformed_exif_webp,
-    svg_logo,
-)
-from .support.product_photos import product_photo
 from .test_photo_preprocessing import bomb_png, truncated_jpeg
 from .test_shop_photos import SHOP_FIXTURES
 

@@ -22,14 +22,14 @@ from PIL import Image
 from api.app import create_app
 from api.errors import ApiError
 from api.limits import DecodeSlots
-from api.local_server import LiveServer, free_port
 from api.settings import Settings
+from support import hostile_uploads
+from support.local_server import LiveServer, free_port
+from support.product_photos import product_photo
 from text_recognizer.datasets.feedback import FeedbackStore
 from text_recognizer.datasets.idx import read_idx
 
 from .conftest import FIXTURES_DIR
-from .support import hostile_uploads
-from .support.product_photos import product_photo
 from .test_photo_preprocessing import bomb_png, truncated_jpeg
 
 TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()

@@ -11,10 +11,10 @@ from api.app import create_app
 from api.batching import MicroBatcher
 from api.predictor import Prediction
 from api.settings import Settings
+from support.product_photos import product_photo
 from text_recognizer.datasets.idx import read_idx
 
 from .conftest import FIXTURES_DIR
-from .support.product_photos import product_photo
 from .test_api import upload
 
 IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.versions import DataVersion, DataVersionError, resolve_version
 from text_recognizer.labels import LabelError
@@ -22,7 +23,6 @@ from training.labelled_images import from_csv, from_folder
 from training.trainer import start_run
 
 from .conftest import DVC, FIXTURES_DIR, REPO_ROOT
-from .support.product_photos import product_photo
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot")  # fmt: skip

@@ -16,6 +16,7 @@ from api.app import create_app
 from api.errors import ApiError
 from api.limits import RateLimit
 from api.settings import Settings
+from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.feedback import FeedbackStore
 from text_recognizer.datasets.idx import read_idx
@@ -26,7 +27,6 @@ from training.labelled_images import from_feedback
 from training.review_feedback import main as review_main
 
 from .conftest import FIXTURES_DIR
-from .support.product_photos import product_photo
 from .test_api import assert_error, upload
 
 TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()

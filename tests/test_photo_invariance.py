@@ -7,11 +7,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
+from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.models import ClassifierModel
 from text_recognizer.promoted import promoted_model_path
-
-from .support.product_photos import product_photo
 
 CASES = 300
 BATCH = 50

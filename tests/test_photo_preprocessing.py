@@ -10,6 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from support.hostile_uploads import (
+    exif_negative_rational_jpeg,
+    heic_header,
+    lying_jpeg,
+    malformed_exif_webp,
+    mutations,
+    svg_logo,
+    white_webp,
+)
+from support.product_photos import ROTATIONS, product_photo
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.preprocessing import (
     Conversion,
@@ -20,16 +30,6 @@ from text_recognizer.preprocessing import (
 )
 
 from .conftest import FIXTURES_DIR
-from .support.hostile_uploads import (
-    exif_negative_rational_jpeg,
-    heic_header,
-    lying_jpeg,
-    malformed_exif_webp,
-    mutations,
-    svg_logo,
-    white_webp,
-)
-from .support.product_photos import ROTATIONS, product_photo
 
 TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from api.local_server import LiveServer
+from support.local_server import LiveServer
+from support.product_photos import product_photo
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
 from text_recognizer.preprocessing import image_bytes_to_input
 
 from .conftest import FIXTURES_DIR
-from .support.product_photos import product_photo
 from .test_shop_photos import SHOP_FIXTURES
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -2,7 +2,6 @@
 
 import functools
 import hashlib
-import hmac
 import logging
 import threading
 from collections import Counter
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from fastapi import FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -25,7 +24,14 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.batching import MicroBatcher
 from api.errors import ApiError, ErrorBody, documented_errors, error_response, install_error_handlers
-from api.limits import BodySizeLimit, DecodeSlots, RateLimit, return_freed_memory_promptly
+from api.limits import (
+    FEEDBACK_KEY_HEADER,
+    BodySizeLimit,
+    DecodeSlots,
+    FeedbackGate,
+    RateLimit,
+    return_freed_memory_promptly,
+)
 from api.observability import Metrics, Observability, configure_logging, request_id_var
 from api.predictor import Prediction, Predictor, png_bytes, png_data_url
 from api.security_headers import DOCS_ASSETS, SecurityHeaders
@@ -97,7 +103,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     metrics = Metrics()
     decode_slots = DecodeSlots(settings.max_concurrent_decodes, settings.decode_wait_s)
-    feedback_rate = RateLimit(settings.feedback_per_minute)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -131,6 +136,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(
+        FeedbackGate,
+        path="/v1/feedback",
+        api_key=settings.feedback_api_key.get_secret_value(),
+        rate=RateLimit(settings.feedback_per_minute),
+    )
     app.add_middleware(
         BodySizeLimit,
         limit_bytes=settings.max_upload_bytes,
@@ -271,6 +282,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status_code=201,
         response_model=FeedbackReceipt,
         responses=documented_errors(400, 401, 409, 413, 415, 422, 429, 503, 507),
+        openapi_extra={"parameters": [FEEDBACK_KEY_HEADER]},
     )
     async def feedback(
         request: Request,
@@ -279,19 +291,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             str | None, Form(description="the correct category: name, slug (ankle-boot) or index")
         ] = None,
         confirm: Annotated[bool, Form(description="true: the prediction was right")] = False,
-        api_key: Annotated[
-            str | None, Header(alias="X-API-Key", description="required when the service sets a feedback key")
-        ] = None,
     ) -> FeedbackReceipt:
         """Tell the service the correct category of an image (or confirm its prediction), for retraining.
 
         Stored is the image the model worked from (at most 112 px, PNG, no metadata), not the upload. A
         different category for an image that already has feedback is a 409 `conflicting_feedback`, kept
-        for review; only reviewed or confirmed feedback becomes training data."""
-        key = settings.feedback_api_key.get_secret_value()
-        if key and not hmac.compare_digest((api_key or "").encode(), key.encode()):
-            raise ApiError(401, "unauthorized", "feedback needs this service's key in the X-API-Key header")
-        feedback_rate.take(request.client.host if request.client else "unknown")
+        for review; only reviewed or confirmed feedback becomes training data. The key and the rate limit
+        are checked before the body is read (`api.limits.FeedbackGate`)."""
         predictor = predictor_of(request)
         refuse_repeated_fields(await request.form())
         if (category is None) == (not confirm):

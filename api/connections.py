@@ -79,10 +79,10 @@ class ServiceProtocol(H11Protocol):
             waiting_for = None
         if waiting_for == self.waiting_for:
             return
+        if self.waiting_for is None:  # a new request has begun: its deadlines count from now
+            self.request_started = self.loop.time()
         self.stop_deadline()
         self.waiting_for = waiting_for
-        if waiting_for == "headers":
-            self.request_started = self.loop.time()
         if waiting_for is not None:
             limits = self.limits
             seconds = limits.header_timeout_s if waiting_for == "headers" else limits.request_timeout_s
@@ -100,8 +100,8 @@ class ServiceProtocol(H11Protocol):
         if waiting_for == "headers" and not self.bytes_seen:
             self.transport.close()  # a connection that never sent a byte gets no answer
             return
-        if self.cycle is not None and self.cycle.response_started:
-            self.transport.close()
+        if self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete:
+            self.transport.close()  # too late for an answer: this request's response is under way
             return
         what = "request's headers" if waiting_for == "headers" else "whole request"
         message = f"the {what} did not arrive within {seconds:g} s"

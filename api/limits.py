@@ -2,6 +2,7 @@
 is parsed or buffered; and how many images are decoded at once."""
 
 import ctypes
+import hmac
 import math
 import threading
 import time
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Concatenate, ParamSpec, TypeVar
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import ApiError, error_response
@@ -164,3 +166,42 @@ def return_freed_memory_promptly() -> None:
         libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
     except (OSError, AttributeError):
         pass
+
+
+FEEDBACK_KEY_HEADER = {
+    "name": "X-API-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "required when the service sets a feedback key (APPAREL_FEEDBACK_API_KEY)",
+}
+
+
+class FeedbackGate:
+    """The rate limit and the key for POST `path`, checked before its body is read: FastAPI parses a
+    form before the endpoint runs, so checks there let any client make the server spool 10 MB uploads
+    (found in review). Failed keys count against the rate limit, which slows guessing."""
+
+    def __init__(self, app: ASGIApp, path: str, api_key: str, rate: RateLimit) -> None:
+        self.app = app
+        self.path = path
+        self.api_key = api_key.encode()
+        self.rate = rate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path and scope["method"] == "POST":
+            try:
+                self.check(scope)
+            except ApiError as error:
+                headers = dict(error.headers or {})
+                answer = error_response(error.status_code, error.code, error.message, headers)
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def check(self, scope: Scope) -> None:
+        client = scope.get("client")
+        self.rate.take(client[0] if client else "unknown")
+        sent = Headers(scope=scope).get("x-api-key", "").encode()
+        if self.api_key and not hmac.compare_digest(sent, self.api_key):
+            raise ApiError(401, "unauthorized", "feedback needs this service's key in the X-API-Key header")

@@ -27,7 +27,8 @@ class SettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+    # No inf or nan: an infinite wait made a semaphore raise OverflowError (found in review).
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore", allow_inf_nan=False)
 
     # A model file, or a weights folder whose promoted version (its CURRENT) is served.
     model_path: Path = WEIGHTS_DIR

@@ -308,6 +308,30 @@ def test_a_client_that_keeps_its_connection_between_requests_is_not_cut_off(
         assert client.get("/health/live").status_code == 200
 
 
+def test_uploads_on_an_old_keep_alive_connection_get_their_own_deadline(
+    impatient_server: LiveServer,
+) -> None:
+    """Found in review: a request whose headers came in one read kept the connection's start as its
+    own, so an upload on a keep-alive connection older than the deadline got an instant 408."""
+    photo = product_photo(TEST_IMAGES[0], seed=0, image_format="PNG")
+    headers = (
+        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(photo)
+    )
+    with connect(impatient_server) as connection, connection.makefile("rb") as reader:
+        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(reader)[0] == 200
+        time.sleep(2)  # the connection is now older than the 1.5 s request deadline
+        connection.sendall(headers)
+        time.sleep(0.3)  # the body follows the headers in another read
+        connection.sendall(photo)
+        status, _, body = read_response(reader)
+        assert status == 200, body
+        time.sleep(1.2)  # past the 1 s header deadline since that request
+        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(reader)[0] == 200
+
+
 def test_connections_past_the_cap_get_503_busy_and_the_server_recovers(impatient_server: LiveServer) -> None:
     held = [connect(impatient_server) for _ in range(3)]
     try:

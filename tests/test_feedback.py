@@ -140,6 +140,8 @@ def test_feedback_can_require_a_key(feedback_dir: Path) -> None:
         for headers in ({}, {"X-API-Key": "guess"}):
             response = client.post("/v1/feedback", files=photo, data={"confirm": "true"}, headers=headers)
             assert_error(response, 401, "unauthorized")
+        # Refused before the body is read (found in review: this was a 422 for the missing file).
+        assert_error(client.post("/v1/feedback", data={"confirm": "true"}), 401, "unauthorized")
         keyed = {"X-API-Key": "s3cret"}
         response = client.post("/v1/feedback", files=photo, data={"confirm": "true"}, headers=keyed)
         assert response.status_code == 201

@@ -154,6 +154,16 @@ def test_readers_never_see_one_version_s_weights_beside_another_s_card(tmp_path:
     assert failures == [] and len(loaded) > 40 and all(loaded)
 
 
+def test_a_damaged_current_does_not_block_the_next_promotion(tmp_path: Path) -> None:
+    """Found in review: a damaged CURRENT made promotion fail after its new directory was in place."""
+    weights = tmp_path / "weights"
+    served = a_version(tmp_path / "served", 0.7)
+    publish(weights, sha256_of(served), served)
+    (weights / CURRENT).write_text("garbage\n")
+    repaired = publish(weights, sha256_of(served), served)
+    assert promoted_model_path(weights) == repaired / "model.pt"
+
+
 def test_a_weights_folder_without_a_promoted_version_is_named(tmp_path: Path) -> None:
     with pytest.raises(PromotedModelError, match=r"holds no promoted model \(CURRENT is missing\)"):
         promoted_model_path(tmp_path)

@@ -69,6 +69,10 @@ def publish(weights_dir: Path, sha256: str, files: Mapping[str, Path]) -> Path:
 
 
 def switch_to_new_version(weights_dir: Path, sha256: str, files: Mapping[str, Path]) -> Path:
+    try:  # kept for readers in flight and rollback; a damaged CURRENT is replaced, not an obstacle
+        previous: str | None = current_version(weights_dir)
+    except PromotedModelError:
+        previous = None
     name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{sha256[:12]}"
     if (weights_dir / name).exists():
         raise PromotedModelError(f"{weights_dir / name} exists already")
@@ -83,7 +87,6 @@ def switch_to_new_version(weights_dir: Path, sha256: str, files: Mapping[str, Pa
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     sync(weights_dir)
-    previous = current_version(weights_dir) if (weights_dir / CURRENT).exists() else None
     write_text_atomically(weights_dir / CURRENT, name + "\n")  # the switch
     prune(weights_dir, keep={name, previous})
     return weights_dir / name

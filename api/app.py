@@ -52,6 +52,7 @@ from text_recognizer.preprocessing import (
 )
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+FEEDBACK_PATH = "/v1/feedback"
 IMAGE_ERROR_STATUS = {"unsupported_format": 415, "image_too_large": 413}
 logger = logging.getLogger("api")
 
@@ -138,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(
         FeedbackGate,
-        path="/v1/feedback",
+        path=FEEDBACK_PATH,
         api_key=settings.feedback_api_key.get_secret_value(),
         rate=RateLimit(settings.feedback_per_minute),
     )
@@ -278,7 +279,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return BatchResponse(results=results, model_version=predictor.version)
 
     @app.post(
-        "/v1/feedback",
+        FEEDBACK_PATH,
         status_code=201,
         response_model=FeedbackReceipt,
         responses=documented_errors(400, 401, 409, 413, 415, 422, 429, 503, 507),

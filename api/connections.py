@@ -4,15 +4,14 @@ uvicorn closes idle keep-alive connections but has no deadline for a request tha
 trickling its headers or body (slowloris) holds a connection forever. Here a request's headers must
 arrive within `header_timeout_s` of its first byte and the whole request within `request_timeout_s`, or
 it is answered 408 and the connection closed; a connection that sends nothing is closed after
-`header_timeout_s`; past
-`max_connections` open connections a new one is answered 503 `busy` at once. Answers use the service's one
-error schema.
+`header_timeout_s`; past `max_connections` open connections a new one is answered 503 `busy` at once.
+Answers use the service's one error schema. Limits come from the environment (`APPAREL_*`), like the
+app's settings, since uvicorn builds this protocol in every worker by name.
 """
 
 import asyncio
 import functools
-import json
-from typing import Any, ClassVar
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -30,11 +29,9 @@ def settings_from_env() -> Settings:
 class ServiceProtocol(H11Protocol):
     """uvicorn's `http` protocol for the service (`api.serve` passes it to every worker by name)."""
 
-    settings: ClassVar[Settings | None] = None  # None: the environment's, like the app's
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limits = self.settings or settings_from_env()
+        self.limits = settings_from_env()
         self.deadline: asyncio.TimerHandle | None = None
         self.waiting_for: str | None = None  # "headers" or "body" while a deadline runs
         self.request_started = 0.0  # loop time of the request's first byte (or of the connection)
@@ -110,7 +107,7 @@ class ServiceProtocol(H11Protocol):
     def refuse(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
         """Answer with the error schema and close: written to the socket directly, past h11, whose
         state does not allow a response before a request has been read."""
-        body = json.dumps(ErrorResponse(error=ErrorBody(code=code, message=message)).model_dump()).encode()
+        body = ErrorResponse(error=ErrorBody(code=code, message=message)).model_dump_json().encode()
         reason = {408: b"Request Timeout", 503: b"Service Unavailable"}[status]
         headers = [
             b"content-type: application/json",

@@ -97,9 +97,12 @@ class DecodeSlots:
         self.wait_s = wait_s
 
     def run(
-        self, data: bytes, function: Callable[Concatenate[bytes, Params], Result], *args: Params.args,
+        self,
+        data: bytes,
+        function: Callable[Concatenate[bytes, Params], Result],
+        *args: Params.args,
         **kwargs: Params.kwargs,
-    ) -> Result:  # fmt: skip
+    ) -> Result:
         """`function(data, ...)` in the slots its decode needs (from a worker thread: waiting blocks it)."""
         with ExitStack() as held:
             if decoded_pixels(data) > self.LARGE_DECODE_PIXELS:

@@ -59,7 +59,7 @@ def versions(weights_dir: Path) -> list[str]:
 
 
 def publish(weights_dir: Path, sha256: str, files: Mapping[str, Path]) -> Path:
-    """Move `files` (name -> a written file) into a new version directory and switch `CURRENT` to it.
+    """Copy `files` (name -> a written file) into a new version directory and switch `CURRENT` to it.
 
     Returns the new version directory. Everything before the switch can fail without effect.
     """
@@ -83,7 +83,7 @@ def switch_to_new_version(weights_dir: Path, sha256: str, files: Mapping[str, Pa
             sync(staging / file_name)
         staging.chmod(0o755)
         sync(staging)
-        os.rename(staging, weights_dir / name)  # fails, changing nothing, if that name exists already
+        os.rename(staging, weights_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     sync(weights_dir)

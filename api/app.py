@@ -1,7 +1,6 @@
 """The FastAPI application: prediction endpoints, health, metadata, metrics and the web page."""
 
 import functools
-import hashlib
 import logging
 import threading
 from collections import Counter
@@ -215,13 +214,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batcher: MicroBatcher | None = request.app.state.batcher
         try:
             if batcher is None:  # one hop to the thread pool: decode and predict there
-                prediction = await run_in_threadpool(
-                    decode_slots.run, data, predictor.predict_bytes, top_k, settings.max_pixels, include_input
+                prediction = await decode_slots.run(
+                    data, predictor.predict_bytes, top_k, settings.max_pixels, include_input
                 )
             else:
-                pixels = await run_in_threadpool(
-                    decode_slots.run, data, image_bytes_to_input, settings.max_pixels
-                )
+                pixels = await decode_slots.run(data, image_bytes_to_input, settings.max_pixels)
                 prediction = await batcher.predict(pixels, top_k)
                 if include_input:
                     prediction.model_input = png_data_url(pixels)
@@ -297,7 +294,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         Stored is the image the model worked from (at most 112 px, PNG, no metadata), not the upload. A
         different category for an image that already has feedback is a 409 `conflicting_feedback`, kept
-        for review; only reviewed or confirmed feedback becomes training data. The key and the rate limit
+        for review; only feedback a reviewer accepted becomes training data. The key and the rate limit
         are checked before the body is read (`api.limits.FeedbackGate`)."""
         predictor = predictor_of(request)
         refuse_repeated_fields(await request.form())
@@ -310,7 +307,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return png_bytes(image), predictor.predict_arrays([fashion_mnist_style(image)], 1)[0]
 
         try:
-            png, prediction = await run_in_threadpool(decode_slots.run, data, decode_and_predict)
+            png, prediction = await decode_slots.run(data, decode_and_predict)
         except ImageError as error:
             raise rejected(error) from None
         predicted = prediction.top_k[0]
@@ -331,7 +328,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             record = await run_in_threadpool(
                 store,
                 png,
-                hashlib.sha256(data).hexdigest(),
                 label=label,
                 category=classes[label],
                 predicted_category=predicted.category,

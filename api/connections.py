@@ -5,8 +5,12 @@ trickling its headers or body (slowloris) holds a connection forever. Here a req
 arrive within `header_timeout_s` of its first byte and the whole request within `request_timeout_s`, or
 it is answered 408 and the connection closed; a connection that sends nothing is closed after
 `header_timeout_s`; past `max_connections` open connections a new one is answered 503 `busy` at once.
-Answers use the service's one error schema. Limits come from the environment (`APPAREL_*`), like the
-app's settings, since uvicorn builds this protocol in every worker by name.
+A client that stops reading its answers for `write_timeout_s` is dropped: the server would otherwise
+wait for the socket to drain forever, holding the connection. Answers use the service's one error schema;
+a refused client's input is read and dropped for a moment after the answer (a lingering close), since
+closing with input unread makes the kernel reset the connection, destroying the answer before it is
+read. Limits come from the environment (`APPAREL_*`), like the app's settings, since uvicorn builds this
+protocol in every worker by name.
 """
 
 import asyncio
@@ -19,6 +23,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from api.errors import ErrorBody, ErrorResponse
 from api.observability import REFUSED_WITH
 from api.settings import Settings
+
+LINGER_S = 2.0  # how long a refused connection's input is read and dropped before it is closed
 
 
 @functools.cache
@@ -36,9 +42,14 @@ class ServiceProtocol(H11Protocol):
         self.waiting_for: str | None = None  # "headers" or "body" while a deadline runs
         self.request_started = 0.0  # loop time of the request's first byte (or of the connection)
         self.bytes_seen = False
+        self.write_deadline: asyncio.TimerHandle | None = None
+        self.lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Writing pauses as soon as the socket cannot take a byte, so the write deadline starts when the
+        # client stops reading, whatever the size of the answers.
+        transport.set_write_buffer_limits(high=0)
         if len(self.connections) > self.limits.max_connections:
             self.refuse(
                 503,
@@ -50,6 +61,8 @@ class ServiceProtocol(H11Protocol):
         self.watch()
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         self.bytes_seen = True
         super().data_received(data)
         self.watch()
@@ -59,8 +72,26 @@ class ServiceProtocol(H11Protocol):
         self.bytes_seen = False  # uvicorn's keep-alive timeout takes over while the connection is idle
         self.watch()
 
+    def eof_received(self) -> bool | None:
+        if self.lingering:
+            self.transport.close()
+        return super().eof_received()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.write_deadline is None:
+            self.write_deadline = self.loop.call_later(self.limits.write_timeout_s, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.write_deadline is not None:
+            self.write_deadline.cancel()
+            self.write_deadline = None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.stop_deadline()
+        if self.write_deadline is not None:
+            self.write_deadline.cancel()
         super().connection_lost(exc)
 
     def watch(self) -> None:
@@ -121,4 +152,13 @@ class ServiceProtocol(H11Protocol):
         if self.cycle is not None:  # the app, still reading the body, learns that it was answered
             self.cycle.scope.setdefault("extensions", {})[REFUSED_WITH] = status  # type: ignore[assignment]
             self.cycle.disconnected = True  # and sends nothing after this answer
-        self.transport.close()
+        self.linger()
+
+    def linger(self) -> None:
+        """Close our side, and read and drop what the client still sends until it closes too or
+        `LINGER_S` passes."""
+        self.stop_deadline()
+        self.lingering = True
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_S, self.transport.close)

@@ -1,16 +1,18 @@
 """Limits on what one request may cost: the body size, enforced while the body streams in, before anything
 is parsed or buffered; and how many images are decoded at once."""
 
+import asyncio
 import ctypes
 import hmac
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Concatenate, ParamSpec, TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -87,38 +89,43 @@ class DecodeSlots:
     Decoding is where an upload's cost lives (memory and CPU grow with its pixels, not its bytes); bounding
     it keeps a burst of large images to a known peak, and the request that finds every slot busy gets a
     503 with `Retry-After` instead of queueing without end. Two 12-megapixel WebP decodes at once peaked
-    at 250 MB over idle, one at 69 MB (measured)."""
+    at 250 MB over idle, one at 69 MB (measured). The wait is in the event loop, not in a worker thread:
+    waits that blocked threads let a burst of large uploads hold the thread pool that every other request
+    needs (found in review)."""
 
     LARGE_DECODE_PIXELS = 2_000_000
 
     def __init__(self, slots: int, wait_s: float) -> None:
-        self.slots = threading.BoundedSemaphore(slots)
-        self.large = threading.BoundedSemaphore(1)
+        self.slots = asyncio.Semaphore(slots)
+        self.large = asyncio.Semaphore(1)
         self.wait_s = wait_s
 
-    def run(
+    async def run(
         self,
         data: bytes,
         function: Callable[Concatenate[bytes, Params], Result],
         *args: Params.args,
         **kwargs: Params.kwargs,
     ) -> Result:
-        """`function(data, ...)` in the slots its decode needs (from a worker thread: waiting blocks it)."""
-        with ExitStack() as held:
+        """`function(data, ...)` on the thread pool, once its decode has the slots it needs."""
+        async with AsyncExitStack() as held:
             if decoded_pixels(data) > self.LARGE_DECODE_PIXELS:
-                held.enter_context(self.slot(self.large))
-            held.enter_context(self.slot(self.slots))
-            return function(data, *args, **kwargs)
+                await held.enter_async_context(self.slot(self.large))
+            await held.enter_async_context(self.slot(self.slots))
+            return await run_in_threadpool(function, data, *args, **kwargs)
 
-    @contextmanager
-    def slot(self, semaphore: threading.BoundedSemaphore) -> Iterator[None]:
-        if not semaphore.acquire(timeout=self.wait_s):
+    @asynccontextmanager
+    async def slot(self, semaphore: asyncio.Semaphore) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self.wait_s if semaphore.locked() else None):
+                await semaphore.acquire()
+        except TimeoutError:
             raise ApiError(
                 503,
                 "busy",
                 "the service is decoding as many images as it can; retry in a second",
                 headers={"Retry-After": "1"},
-            )
+            ) from None
         try:
             yield
         finally:

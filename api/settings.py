@@ -38,13 +38,15 @@ class Settings(BaseSettings):
     # Images decoded at once per worker (one per core), and how long a request waits for a decoder
     # before a 503 `busy` with Retry-After.
     max_concurrent_decodes: PositiveInt = 2
-    decode_wait_s: NonNegativeFloat = 2.0
+    decode_wait_s: NonNegativeFloat = 10.0  # waiting holds no thread, only the upload, already read
     default_top_k: PositiveInt = 3
     # Slow and surplus clients (api.connections): a request's headers must arrive within
     # `header_timeout_s` of its first byte, the whole request within `request_timeout_s` (10 MB in 30 s
-    # needs 2.8 Mbit/s), else 408; past `max_connections` open connections per worker a new one gets 503.
+    # needs 2.8 Mbit/s), else 408; past `max_connections` open connections per worker a new one gets 503;
+    # a client that reads nothing of its answers for `write_timeout_s` is dropped.
     header_timeout_s: PositiveFloat = 10.0
     request_timeout_s: PositiveFloat = 30.0
+    write_timeout_s: PositiveFloat = 30.0
     max_connections: PositiveInt = 128
     # One intra-op thread per worker: a single 28x28 forward pass is fastest that way (0.5 ms vs 3 ms
     # with 2 threads on a busy 2-core machine); scale with workers, not threads.

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+import anyio
 import httpx2 as httpx
 import numpy as np
 import pytest
@@ -214,7 +215,7 @@ def test_two_workers_behind_one_port_share_the_feedback_database(tmp_path: Path)
 def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The deployed server with short deadlines for slow clients and room for three connections."""
     env = {"APPAREL_HEADER_TIMEOUT_S": "1", "APPAREL_REQUEST_TIMEOUT_S": "1.5"}
-    env["APPAREL_MAX_CONNECTIONS"] = "3"
+    env |= {"APPAREL_WRITE_TIMEOUT_S": "1", "APPAREL_MAX_CONNECTIONS": "3"}
     live = LiveServer.start(tmp_path_factory.mktemp("impatient") / "server.log", env=env)
     yield live
     live.stop()
@@ -333,9 +334,13 @@ def test_uploads_on_an_old_keep_alive_connection_get_their_own_deadline(
 
 
 def test_connections_past_the_cap_get_503_busy_and_the_server_recovers(impatient_server: LiveServer) -> None:
+    """Found in review: a surplus client that had already sent its request got a reset instead of the
+    503 (the server closed with the request unread, and the kernel reset the connection)."""
     held = [connect(impatient_server) for _ in range(3)]
     try:
         with connect(impatient_server) as surplus:
+            surplus.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+            time.sleep(0.1)  # the request arrives before the server's answer is read
             _, received = answer_and_close(surplus)
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in head.lower()
@@ -347,9 +352,33 @@ def test_connections_past_the_cap_get_503_busy_and_the_server_recovers(impatient
     assert httpx.get(impatient_server.url + "/health/live").status_code == 200
 
 
-def test_large_decodes_take_turns_while_small_ones_pass() -> None:
-    """Two 12-megapixel WebP decodes at once peaked at 250 MB; one at a time, 69 MB."""
-    slots = DecodeSlots(2, wait_s=0.05)
+def test_clients_that_stop_reading_are_dropped_and_free_their_connections(
+    impatient_server: LiveServer,
+) -> None:
+    """Found in review: a client that sends requests but never reads the answers held its connection
+    forever (the server waited for the socket to drain), so three of them filled the cap of three."""
+    many_requests = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+    stalled = []
+    try:
+        for _ in range(3):
+            connection = socket.socket()
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            host, port = impatient_server.url.removeprefix("http://").split(":")
+            connection.connect((host, int(port)))
+            connection.sendall(many_requests)
+            stalled.append(connection)
+        deadline = time.monotonic() + 10
+        while (status := httpx.get(impatient_server.url + "/health/live").status_code) != 200:
+            assert time.monotonic() < deadline, f"still {status} after 10 s"
+            time.sleep(0.2)
+    finally:
+        for connection in stalled:
+            connection.close()
+
+
+def test_large_decodes_take_turns_while_small_ones_pass_and_waiting_holds_no_thread() -> None:
+    """Two 12-megapixel WebP decodes at once peaked at 250 MB; one at a time, 69 MB. Before: a decode
+    waiting for its slot blocked a worker thread, so a queue of large uploads held the thread pool."""
     large = hostile_uploads.encode(Image.new("RGB", (3000, 3000), "white"), "WEBP", lossless=True)
     small = hostile_uploads.encode(Image.fromarray(TEST_IMAGES[0]), "PNG")
     decoding, release = threading.Event(), threading.Event()
@@ -359,15 +388,30 @@ def test_large_decodes_take_turns_while_small_ones_pass() -> None:
         release.wait(10)
         return "first"
 
-    first = threading.Thread(target=slots.run, args=(large, hold))
-    first.start()
-    try:
-        assert decoding.wait(10)
-        with pytest.raises(ApiError, match="retry in a second") as busy:
-            slots.run(large, len)
-        assert busy.value.status_code == 503 and busy.value.code == "busy"
-        assert slots.run(small, len) == len(small)  # the second slot still serves small images
-    finally:
-        release.set()
-        first.join()
-    assert slots.run(large, len) == len(large)
+    async def scenario() -> None:
+        patient, impatient = DecodeSlots(2, wait_s=30), DecodeSlots(2, wait_s=0.05)
+        threads = anyio.to_thread.current_default_thread_limiter()
+        for slots in (patient, impatient):
+            decoding.clear()
+            first = asyncio.create_task(slots.run(large, hold))
+            while not decoding.is_set():
+                await asyncio.sleep(0.01)
+            try:
+                if slots is patient:
+                    queued = [asyncio.create_task(slots.run(large, len)) for _ in range(5)]
+                    await asyncio.sleep(0.2)
+                    assert threads.borrowed_tokens == 1, "only the running decode holds a thread"
+                else:
+                    with pytest.raises(ApiError, match="retry in a second") as busy:
+                        await slots.run(large, len)
+                    assert busy.value.status_code == 503 and busy.value.code == "busy"
+                assert await slots.run(small, len) == len(small)  # the second slot serves small images
+            finally:
+                release.set()
+            assert await first == "first"
+            if slots is patient:
+                assert await asyncio.gather(*queued) == [len(large)] * 5
+            release.clear()
+        assert await impatient.run(large, len) == len(large)
+
+    asyncio.run(scenario())

@@ -101,8 +101,11 @@ def test_unusable_storage_is_a_503_and_the_service_keeps_predicting(tmp_path: Pa
 
 def test_feedback_becomes_a_new_data_version(client: TestClient, feedback_dir: Path, dvc_repo: Path) -> None:
     photos = [product_photo(TEST_IMAGES[TROUSER], seed=5), product_photo(TEST_IMAGES[BOOT], seed=6)]
-    client.post("/v1/feedback", files=upload(photos[0]), data={"category": "Trouser"})
-    client.post("/v1/feedback", files=upload(photos[1]), data={"category": "sandal"})
+    client.post("/v1/feedback", files=upload(photos[0]), data={"category": "Trouser"})  # a confirmation
+    client.post("/v1/feedback", files=upload(photos[1]), data={"category": "sandal"})  # a correction
+    with pytest.raises(LabelError, match="no accepted feedback"):
+        from_feedback(FeedbackStore.at(feedback_dir))  # before: the confirmation was used unreviewed
+    assert review_main(["--feedback", str(feedback_dir), "accept", "--confirmed"]) == 0
     assert [image.source for image in from_feedback(FeedbackStore.at(feedback_dir))] == ["feedback:1"]
     assert review_main(["--feedback", str(feedback_dir), "accept", "2"]) == 0  # the correction, reviewed
     images = from_feedback(FeedbackStore.at(feedback_dir))
@@ -131,7 +134,16 @@ def test_stored_images_keep_no_metadata_and_nothing_after_the_pixels(
     assert b"PK\x03\x04" not in stored and b"payload" not in stored and receipt["id"] == record.id
     with Image.open(io.BytesIO(stored)) as image:
         assert image.format == "PNG" and "exif" not in image.info and max(image.size) <= 112
-    assert record.image_sha256 == hashlib.sha256(polyglot).hexdigest()  # still named by the upload
+    assert record.image_sha256 == hashlib.sha256(stored).hexdigest()  # named by what is kept
+
+
+def test_the_same_picture_as_other_bytes_is_the_same_image(client: TestClient) -> None:
+    """Found in review: images were told apart by the upload's bytes, so one appended byte gave the
+    same picture a second row (and a second label)."""
+    photo = product_photo(TEST_IMAGES[BOOT], seed=9)
+    assert client.post("/v1/feedback", files=upload(photo), data={"confirm": "true"}).status_code == 201
+    again = client.post("/v1/feedback", files=upload(photo + b"\0"), data={"confirm": "true"})
+    assert_error(again, 409, "duplicate_feedback")
 
 
 def test_feedback_can_require_a_key(feedback_dir: Path) -> None:
@@ -184,13 +196,23 @@ def test_conflicting_labels_are_kept_for_review_not_dropped(client: TestClient, 
     assert_error(conflicting, 409, "conflicting_feedback")
     message = conflicting.json()["error"]["message"]
     assert "saying 'Ankle boot'; your 'Sandal' is recorded as a conflict" in message
+    # Found in review: each repeat was stored, without bound; now once per label (409 duplicate after).
+    repeated = client.post("/v1/feedback", files=photo, data={"category": "Sandal"})
+    assert_error(repeated, 409, "duplicate_feedback")
     store = FeedbackStore.at(feedback_dir)
-    assert store.conflicts() == {1: ["Sandal"]} and store.training_rows().conflicted == [1]
-    with pytest.raises(LabelError, match="no reviewed or confirmed feedback"):
-        from_feedback(store)  # a confirmed image with a conflict waits for a review
+    assert [c.category for c in store.conflicts()[1]] == ["Sandal"]
+    assert store.training_rows().conflicted == [1]
+    assert review_main(["--feedback", str(feedback_dir), "accept", "--confirmed"]) == 0
+    with pytest.raises(LabelError, match="no accepted feedback"):
+        from_feedback(store)  # a confirmed image with a conflict waits for its own review
     assert review_main(["--feedback", str(feedback_dir), "accept", "1", "--category", "sandal"]) == 0
     (image,) = from_feedback(FeedbackStore.at(feedback_dir))
     assert image.label == 5 and image.source == "feedback:1"
+    # Found in review: a conflict arriving after the review left the reviewed label in use.
+    later = client.post("/v1/feedback", files=photo, data={"category": "Sneaker"})
+    assert_error(later, 409, "conflicting_feedback")
+    assert FeedbackStore.at(feedback_dir).training_rows().conflicted == [1]
+    assert review_main(["--feedback", str(feedback_dir), "accept", "1", "--category", "sandal"]) == 0
     assert review_main(["--feedback", str(feedback_dir), "reject", "1"]) == 0
     assert FeedbackStore.at(feedback_dir).training_rows().rejected == [1]
     assert review_main(["--feedback", str(feedback_dir), "reject", "99"]) == 2

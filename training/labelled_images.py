@@ -178,8 +178,8 @@ def from_csv(path: Path, class_names: tuple[str, ...]) -> list[LabelledImage]:
 
 
 def from_feedback(store: FeedbackStore) -> list[LabelledImage]:
-    """Feedback that may become training data (reviewed and accepted, or confirmed), oldest first, with
-    the reviewed label; what is held back is logged by id and reason."""
+    """Feedback a reviewer accepted, oldest first, with the reviewed label; what is held back is
+    logged by id and reason."""
     rows = store.training_rows()
     for reason, ids in (("not reviewed", rows.unreviewed), ("conflicting labels", rows.conflicted),
                         ("rejected", rows.rejected)):  # fmt: skip
@@ -187,5 +187,5 @@ def from_feedback(store: FeedbackStore) -> list[LabelledImage]:
             logger.warning("feedback held back (%s): ids %s; see ./tasks/review_feedback.sh", reason, ids)
     images = [read_labelled(r.image_path, r.label, f"feedback:{r.id}") for r in rows.records]
     if not images:
-        raise LabelError(f"no reviewed or confirmed feedback in {store.engine.url}")
+        raise LabelError(f"no accepted feedback in {store.engine.url}; see ./tasks/review_feedback.sh")
     return images

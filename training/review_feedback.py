@@ -2,12 +2,13 @@
 
     review_feedback list [--all] [--sheet FILE]         what waits for a review (--all: every row)
     review_feedback accept ID [ID ...] [--category C]   keep as training data (with C, if given)
+    review_feedback accept --confirmed                  keep every waiting confirmation (no conflict)
     review_feedback reject ID [ID ...]                  never use
 
 `--feedback DIR` and `--feedback-db URL` choose the store (default data/feedback, SQLite there).
-Corrections (the sender gave another category than the model's) and images with conflicting labels wait
-for a review; confirmations are used unless rejected. `./tasks/data.sh add --feedback` takes what this
-leaves usable.
+Every row waits for a review, confirmations too (anyone can confirm a wrong answer when the endpoint has
+no key), and a conflicting label that arrives later opens it again. `./tasks/data.sh add --feedback`
+takes the accepted rows.
 """
 
 import argparse
@@ -50,11 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--sheet", type=Path, help="also write a contact sheet (PNG) of the model inputs")
     for decision in ("accept", "reject"):
         command = commands.add_parser(decision)
-        command.add_argument("ids", type=int, nargs="+", metavar="ID")
+        command.add_argument("ids", type=int, nargs="*", metavar="ID")
         command.add_argument("--reviewer", default=getpass.getuser())
         if decision == "accept":
             command.add_argument("--category", help="the correct category, if not the sender's")
+            command.add_argument("--confirmed", action="store_true", help="every waiting confirmation")
     args = parser.parse_args(argv)
+    confirmed = getattr(args, "confirmed", False)
+    if args.command != "list" and confirmed == bool(args.ids or getattr(args, "category", None)):
+        parser.error(f"{args.command}: give IDs, or --confirmed alone")
     store = FeedbackStore.at(args.feedback, args.feedback_db)
     try:
         if args.command == "list":
@@ -65,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             classes = (*Manifest.named(FASHION_MNIST).classes, OUT_OF_SCOPE)  # the served model's labels
             label = class_index(args.category, classes)
             category = classes[label]
+        if confirmed:  # waiting, without a conflict: conflicted rows need a decision each
+            waiting = store.training_rows().unreviewed
+            args.ids = [record.id for record in store.all() if record.confirmed and record.id in waiting]
         decision = ACCEPTED if args.command == "accept" else REJECTED
         store.review(args.ids, decision, args.reviewer, label, category)
     except (KeyError, LabelError) as error:
@@ -82,7 +90,7 @@ def show_listing(store: FeedbackStore, records: list[FeedbackRecord], sheet: Pat
             "category": r.category,
             "predicted": f"{r.predicted_category} ({r.predicted_confidence:.2f})",
             "confirmed": r.confirmed,
-            "conflicts": ", ".join(conflicts.get(r.id, [])) or "-",
+            "conflicts": ", ".join(c.category for c in conflicts.get(r.id, [])) or "-",
             "review": f"{reviews[r.id].decision}: {reviews[r.id].category}" if r.id in reviews else "-",
             "image": str(r.image_path),
         }

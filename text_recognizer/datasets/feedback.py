@@ -3,16 +3,19 @@
 A source of labelled images for new data versions (`./tasks/data.sh add NAME --from BASE --feedback`).
 
 Rows live in any SQLAlchemy database (SQLite under `data/feedback/` by default); the image is saved
-beside it under the upload's sha256, written atomically before the row is committed, so a row never
-points at a missing or partial image. What is saved is not the upload but the image the conversion
-works from (`working_image`, as PNG): no metadata, nothing hidden after the pixels, at most a few tens
-of kilobytes, and converted again it gives exactly the 28x28 input the model saw.
+beside it, written atomically before the row is committed, so a row never points at a missing or partial
+image. What is saved is not the upload but the image the conversion works from (`working_image`, as
+PNG): no metadata, nothing hidden after the pixels, at most a few tens of kilobytes, and converted again
+it gives exactly the 28x28 input the model saw. It is named by its own sha256, so the same picture sent
+as other bytes (a byte appended, metadata changed) is still the same image.
 
 The same image cannot be given feedback twice: the same label again is a duplicate; a different one is
-kept as a conflict for review. Only reviewed rows, and rows whose sender confirmed the prediction with
-no conflict and no rejection, become training data (`training_rows`).
+kept as a conflict for review, once per label. Only rows a reviewer accepted become training data
+(`training_rows`), confirmations too: without a key on the endpoint anyone can confirm a wrong answer.
+A conflict that arrives after the review opens the row again.
 """
 
+import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -118,8 +121,8 @@ class TrainingRows:
     """What feedback may become training data, and what was held back and why."""
 
     records: list[FeedbackRecord] = field(default_factory=list)  # labels as reviewed
-    unreviewed: list[int] = field(default_factory=list)  # corrections nobody has reviewed
-    conflicted: list[int] = field(default_factory=list)  # conflicting labels, not reviewed
+    unreviewed: list[int] = field(default_factory=list)  # nobody has reviewed them
+    conflicted: list[int] = field(default_factory=list)  # conflicting labels since the last review
     rejected: list[int] = field(default_factory=list)
 
 
@@ -142,10 +145,11 @@ class FeedbackStore:
         """The store in `directory` (images in `images/`), with SQLite there unless `url` names a database."""
         return cls(url or f"sqlite:///{directory / 'feedback.db'}", directory / "images")
 
-    def add(self, png: bytes, sha256: str, **fields: Any) -> FeedbackRecord:
-        """Save the image (`png`, named by the upload's `sha256`) and its row. The image already has
-        feedback: DuplicateFeedbackError for the same label, ConflictingFeedbackError (the conflict
-        recorded) for another."""
+    def add(self, png: bytes, **fields: Any) -> FeedbackRecord:
+        """Save the image (`png`, the working image) and its row. The image already has feedback:
+        DuplicateFeedbackError for the same label or a conflict already recorded, ConflictingFeedbackError
+        (the conflict recorded) for another."""
+        sha256 = hashlib.sha256(png).hexdigest()
         existing = self.find(sha256)
         if existing is not None:
             raise self.refusal(existing, fields)
@@ -170,7 +174,8 @@ class FeedbackStore:
         return stored
 
     def refusal(self, existing: FeedbackRecord, fields: dict[str, Any]) -> ValueError:
-        if fields["label"] == existing.label:
+        recorded = [conflict.label for conflict in self.conflicts().get(existing.id, [])]
+        if fields["label"] == existing.label or fields["label"] in recorded:  # at most 10 per image
             return DuplicateFeedbackError(existing.id)
         conflict = {
             "feedback_id": existing.id,
@@ -223,13 +228,13 @@ class FeedbackStore:
             raise KeyError(f"no feedback with id {feedback_id} in {self.engine.url}")
         return self.record(row._mapping)
 
-    def conflicts(self) -> dict[int, list[str]]:
-        """Each row's conflicting categories, by feedback id."""
+    def conflicts(self) -> dict[int, list[Any]]:
+        """Each row's conflicts (label, category, created_at, ...), oldest first, by feedback id."""
         with self.engine.connect() as connection:
             rows = connection.execute(select(conflicts_table).order_by(conflicts_table.c.id)).all()
-        found: dict[int, list[str]] = {}
+        found: dict[int, list[Any]] = {}
         for row in rows:
-            found.setdefault(row.feedback_id, []).append(row.category)
+            found.setdefault(row.feedback_id, []).append(row)
         return found
 
     def reviews(self) -> dict[int, Any]:
@@ -237,21 +242,19 @@ class FeedbackStore:
             return {row.feedback_id: row for row in connection.execute(select(reviews_table)).all()}
 
     def training_rows(self) -> TrainingRows:
-        """Reviewed-and-accepted rows (with the reviewer's label), and confirmed rows with neither a
-        conflict nor a rejection; everything else is held back and named."""
+        """Accepted rows, with the reviewer's label; everything else is held back and named."""
         rows, reviews, conflicts = TrainingRows(), self.reviews(), self.conflicts()
         for record in self.all():
             review = reviews.get(record.id)
-            if review is not None and review.decision == REJECTED:
-                rows.rejected.append(record.id)
-            elif review is not None:
-                rows.records.append(replace(record, label=review.label, category=review.category))
-            elif record.id in conflicts:
+            latest_conflict = max((c.created_at for c in conflicts.get(record.id, [])), default=None)
+            if latest_conflict is not None and (review is None or latest_conflict > review.reviewed_at):
                 rows.conflicted.append(record.id)
-            elif not record.confirmed:
+            elif review is None:
                 rows.unreviewed.append(record.id)
+            elif review.decision == REJECTED:
+                rows.rejected.append(record.id)
             else:
-                rows.records.append(record)
+                rows.records.append(replace(record, label=review.label, category=review.category))
         return rows
 
     def find(self, sha256: str) -> FeedbackRecord | None:

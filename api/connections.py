@@ -72,11 +72,6 @@ class ServiceProtocol(H11Protocol):
         self.bytes_seen = False  # uvicorn's keep-alive timeout takes over while the connection is idle
         self.watch()
 
-    def eof_received(self) -> bool | None:
-        if self.lingering:
-            self.transport.close()
-        return super().eof_received()
-
     def pause_writing(self) -> None:
         super().pause_writing()
         if self.write_deadline is None:
@@ -155,8 +150,8 @@ class ServiceProtocol(H11Protocol):
         self.linger()
 
     def linger(self) -> None:
-        """Close our side, and read and drop what the client still sends until it closes too or
-        `LINGER_S` passes."""
+        """Close our side, and read and drop what the client still sends until it closes too (asyncio
+        then closes the transport) or `LINGER_S` passes."""
         self.stop_deadline()
         self.lingering = True
         self.transport.write_eof()

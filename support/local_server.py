@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,14 +26,24 @@ class LiveServer:
     log_path: Path
 
     @classmethod
-    def start(cls, log_path: Path, *args: str, env: dict[str, str] | None = None) -> "LiveServer":
+    def start(
+        cls,
+        log_path: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        command: Sequence[str | Path] = (sys.executable, "-m", "api.serve"),
+        cwd: Path | None = None,
+    ) -> "LiveServer":
+        """`command` (default: this interpreter's `api.serve`) with `--port` and `args`, its output in
+        `log_path`, the environment's variables updated by `env`."""
         port = free_port()
         log = log_path.open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "api.serve", "--port", str(port), *args],
+            [*command, "--port", str(port), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
         server = cls(process, f"http://127.0.0.1:{port}", log_path)
         server.wait_until_ready()

@@ -12,7 +12,7 @@ import yaml
 
 from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import read_split
-from text_recognizer.datasets.versions import DataVersion, DataVersionError, resolve_version
+from text_recognizer.datasets.versions import DataVersion, DataVersionError, official_version, resolve_version
 from text_recognizer.labels import LabelError
 from text_recognizer.preprocessing import image_bytes_to_input
 from text_recognizer.promoted import promoted_model_path
@@ -177,6 +177,14 @@ def test_cli_lists_and_verifies_the_committed_versions(capsys: pytest.CaptureFix
     assert "is not a directory of <class>/<image> files" in capsys.readouterr().err
     assert data_versions.main(["add", "v9", "--from", "v2", "--shop-photos", "--no-push"]) == 2
     assert "v2 already holds the shop photos' training split" in capsys.readouterr().err
+
+
+def test_the_official_version_without_its_record_is_the_committed_record(tmp_path: Path) -> None:
+    """An installed package has no version records; v1 then comes from the release's manifest."""
+    assert official_version() == DataVersion.read("v1")
+    assert DataVersion.read("v1", versions_dir=tmp_path) == official_version()
+    with pytest.raises(DataVersionError, match="unknown data version 'v2'"):
+        DataVersion.read("v2", versions_dir=tmp_path)
 
 
 def test_the_train_stage_depends_on_all_library_code_but_not_the_promoted_weights() -> None:

@@ -1,14 +1,27 @@
 """Where the project keeps its data: one place, so every module and script agrees.
 
-`data/manifests/` is committed; `data/raw/` holds immutable downloads and stays out of git.
-`TEXT_RECOGNIZER_DATA_DIR` moves the raw data elsewhere (a shared disk, a CI cache).
+In a checkout, everything is under the checkout. An installed package writes nothing into itself: its
+data (`data/raw/`, `data/versions/`, `data/feedback/`), runs, MLflow store and promotions go under
+`TEXT_RECOGNIZER_HOME`, or the current directory. The dataset manifests and the shipped model travel
+inside the package. `TEXT_RECOGNIZER_DATA_DIR` moves the raw data elsewhere (a shared disk, a CI cache).
 """
 
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-MANIFESTS_DIR = PROJECT_ROOT / "data" / "manifests"
+PACKAGE_DIR = Path(__file__).resolve().parent
+IN_CHECKOUT = (PACKAGE_DIR.parent / "pyproject.toml").is_file()
+
+
+def project_root() -> Path:
+    """The folder holding `data/`, `runs/` and `mlruns/`."""
+    if home := os.environ.get("TEXT_RECOGNIZER_HOME"):
+        return Path(home).resolve()
+    return PACKAGE_DIR.parent if IN_CHECKOUT else Path.cwd()
+
+
+PROJECT_ROOT = project_root()
+MANIFESTS_DIR = PACKAGE_DIR / "datasets" / "manifests"
 
 
 def raw_data_dir() -> Path:
@@ -17,6 +30,8 @@ def raw_data_dir() -> Path:
     return Path(override) / "raw" if override else PROJECT_ROOT / "data" / "raw"
 
 
-# The production model: promoted by `tasks/promote.sh`, shipped inside the package.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# The production model: promoted by `tasks/promote.sh`, shipped inside the package, and served by default.
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+# Where promotion writes: the shipped weights in a checkout; outside one, `weights/` under the project root.
+PROMOTION_DIR = WEIGHTS_DIR if IN_CHECKOUT else PROJECT_ROOT / "weights"
 MODEL_CARD_NAME = "model_card.json"  # beside a promoted artifact: its version, threshold and figures

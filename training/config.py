@@ -205,9 +205,19 @@ def read_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return merged(read_raw(parent_path, (*seen, path.resolve())), raw)
 
 
+def config_file(path: Path) -> Path:
+    """`path`, or the shipped config it names (`smoke`, `compact.yaml`): an installed package's configs
+    are out of reach by path."""
+    if path.exists() or path.parent != Path("."):
+        return path
+    shipped = CONFIGS_DIR / (path.name if path.suffix else f"{path.name}.yaml")
+    return shipped if shipped.exists() else path
+
+
 def load_config(path: Path, overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a YAML config, apply overrides, validate. Raises ConfigError with every problem named."""
-    raw = read_raw(path)
+    """Read a YAML config (a path, or a shipped config's name), apply overrides, validate. Raises
+    ConfigError with every problem named."""
+    raw = read_raw(config_file(path))
     for override in overrides:
         apply_override(raw, override)
     try:

@@ -32,7 +32,7 @@ from text_recognizer.datasets.shop_photos import DOMAINS
 from text_recognizer.evaluation import domain_report
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
-from text_recognizer.paths import MODEL_CARD_NAME, WEIGHTS_DIR
+from text_recognizer.paths import MODEL_CARD_NAME, PROMOTION_DIR
 from text_recognizer.promoted import (
     MODEL_FILE,
     promoted_model_path,
@@ -195,7 +195,7 @@ def domain_rows(results: dict[str, Any]) -> str:
 
 def promote(
     run_path: Path,
-    weights_dir: Path = WEIGHTS_DIR,
+    weights_dir: Path = PROMOTION_DIR,
     min_test_accuracy: float = DEFAULT_MIN_TEST_ACCURACY,
     unsure_target_accuracy: float = DEFAULT_UNSURE_TARGET_ACCURACY,
     max_size_mb: float = DEFAULT_MAX_SIZE_MB,
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-size-mb", type=float, default=DEFAULT_MAX_SIZE_MB, help="refuse a larger checkpoint"
     )
-    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--weights-dir", type=Path, default=PROMOTION_DIR, help="default: %(default)s")
     parser.add_argument(
         "--unsure-target-accuracy",
         type=float,

@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--dataset", default="fashion_mnist", help="manifest name under data/manifests/ (or shop_photos)"
+        "--dataset",
+        default="fashion_mnist",
+        help="fashion_mnist or shop_photos (a manifest in text_recognizer/datasets/manifests/)",
     )
     parser.add_argument("--mirror", help="directory, file:// or http(s) URL holding the files")
     parser.add_argument("--dest", type=Path, help="target directory (default data/raw/<dataset>)")

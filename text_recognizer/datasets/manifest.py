@@ -40,7 +40,7 @@ class Manifest:
 
     @classmethod
     def named(cls, name: str) -> "Manifest":
-        """The committed manifest `data/manifests/<name>.toml`."""
+        """The committed manifest `text_recognizer/datasets/manifests/<name>.toml`."""
         return cls.load(MANIFESTS_DIR / f"{name}.toml")
 
     def checksums(self) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The shop's photo export: its catalogue of photos, the committed label mapping and the recorded splits.
 
-The export (`data/manifests/shop_photos.toml`) is three archives of JPEGs plus `photos.csv`, one row per
+The export (`manifests/shop_photos.toml`) is three archives of JPEGs plus `photos.csv`, one row per
 photo with its source's own label. What a source label means for this product is a decision recorded in
 `data/labels/shop_photos_mapping.csv`: one of the ten classes, out of scope (taught as the extra class
 "Out of scope") or excluded (neither trained on nor evaluated). Which split each photo belongs to is

@@ -96,7 +96,7 @@ class FeedbackReceipt(BaseModel):
     predicted_confidence: float
     confirmed: bool = Field(description="the sender agreed with the prediction")
     model_version: str
-    image_sha256: str
+    image_sha256: str = Field(description="sha256 of the stored image's pixels: what tells images apart")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -209,16 +209,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         raise ApiError(415, "unsupported_media_type", f"Content-Type {content_type!r}: {MISSING_FILE}")
 
     async def predict_data(
-        request: Request, predictor: Predictor, data: bytes, top_k: int, include_input: bool = False
+        request: Request,
+        predictor: Predictor,
+        data: bytes,
+        top_k: int,
+        include_input: bool = False,
+        deadline: float | None = None,
     ) -> Prediction:
+        """`deadline`: when to stop waiting for a decoder (default: the decode wait from now)."""
         batcher: MicroBatcher | None = request.app.state.batcher
         try:
             if batcher is None:  # one hop to the thread pool: decode and predict there
-                prediction = await decode_slots.run(
-                    data, predictor.predict_bytes, top_k, settings.max_pixels, include_input
+                predict = functools.partial(
+                    predictor.predict_bytes, data, top_k, settings.max_pixels, include_input
                 )
+                prediction = await decode_slots.run(data, predict, deadline)
             else:
-                pixels = await decode_slots.run(data, image_bytes_to_input, settings.max_pixels)
+                convert = functools.partial(image_bytes_to_input, data, settings.max_pixels)
+                pixels = await decode_slots.run(data, convert, deadline)
                 prediction = await batcher.predict(pixels, top_k)
                 if include_input:
                     prediction.model_input = png_data_url(pixels)
@@ -262,10 +270,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if len(files) > settings.max_batch_files:
             message = f"{len(files)} files sent; at most {settings.max_batch_files} per batch"
             raise ApiError(400, "too_many_files", message)
-        results = []
+        results, deadline = [], decode_slots.deadline()  # the batch waits for decoders once, not per file
         for upload in files:
             try:
-                prediction = await predict_data(request, predictor, await read_upload(upload), top_k)
+                data = await read_upload(upload)
+                prediction = await predict_data(request, predictor, data, top_k, deadline=deadline)
                 results.append(BatchItem(filename=upload.filename, prediction=prediction))
             except ApiError as error:
                 results.append(
@@ -302,7 +311,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(422, "validation_error", "send either category=<correct category> or confirm=true")
         data = await read_upload(file)
 
-        def decode_and_predict(data: bytes) -> tuple[bytes, Prediction]:
+        def decode_and_predict() -> tuple[bytes, Prediction]:
             image = working_image(decode_image(data, settings.max_pixels))
             return png_bytes(image), predictor.predict_arrays([fashion_mnist_style(image)], 1)[0]
 

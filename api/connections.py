@@ -147,6 +147,8 @@ class ServiceProtocol(H11Protocol):
         if self.cycle is not None:  # the app, still reading the body, learns that it was answered
             self.cycle.scope.setdefault("extensions", {})[REFUSED_WITH] = status  # type: ignore[assignment]
             self.cycle.disconnected = True  # and sends nothing after this answer
+            self.cycle.waiting_for_100_continue = False  # a "100 Continue" now would follow our EOF
+            self.cycle.message_event.set()  # an app waiting for the body learns at once
         self.linger()
 
     def linger(self) -> None:

@@ -8,9 +8,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Concatenate, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -78,20 +77,20 @@ class LimitedRequest:
         await self.app(scope, limited_receive, send)
 
 
-Params = ParamSpec("Params")
 Result = TypeVar("Result")
 
 
 class DecodeSlots:
     """At most `slots` image decodes at once, and of them at most one large one (over
-    `LARGE_DECODE_PIXELS`, from the header); each waits at most `wait_s` for its slots.
+    `LARGE_DECODE_PIXELS`, from the header); a request waits at most `wait_s` for its slots.
 
     Decoding is where an upload's cost lives (memory and CPU grow with its pixels, not its bytes); bounding
     it keeps a burst of large images to a known peak, and the request that finds every slot busy gets a
     503 with `Retry-After` instead of queueing without end. Two 12-megapixel WebP decodes at once peaked
-    at 250 MB over idle, one at 69 MB (measured). The wait is in the event loop, not in a worker thread:
-    waits that blocked threads let a burst of large uploads hold the thread pool that every other request
-    needs (found in review)."""
+    at 250 MB over idle, one at 69 MB (measured). Found in review, and so: the wait is in the event loop
+    (waits that blocked worker threads let a queue of large uploads hold the thread pool); the header is
+    read on the thread pool (a PNG of many tiny chunks took 1.9 s to open); and a slot is freed when its
+    decode ends, not when its request does (a cancelled request let a third decode start)."""
 
     LARGE_DECODE_PIXELS = 2_000_000
 
@@ -100,24 +99,35 @@ class DecodeSlots:
         self.large = asyncio.Semaphore(1)
         self.wait_s = wait_s
 
-    async def run(
-        self,
-        data: bytes,
-        function: Callable[Concatenate[bytes, Params], Result],
-        *args: Params.args,
-        **kwargs: Params.kwargs,
-    ) -> Result:
-        """`function(data, ...)` on the thread pool, once its decode has the slots it needs."""
-        async with AsyncExitStack() as held:
-            if decoded_pixels(data) > self.LARGE_DECODE_PIXELS:
-                await held.enter_async_context(self.slot(self.large))
-            await held.enter_async_context(self.slot(self.slots))
-            return await run_in_threadpool(function, data, *args, **kwargs)
+    def deadline(self) -> float:
+        """When a request starting now stops waiting: one budget for all the files of a batch."""
+        return asyncio.get_running_loop().time() + self.wait_s
 
-    @asynccontextmanager
-    async def slot(self, semaphore: asyncio.Semaphore) -> AsyncIterator[None]:
+    async def run(self, data: bytes, decode: Callable[[], Result], deadline: float | None = None) -> Result:
+        """`decode()` on the thread pool, once the decode of `data` has the slots it needs."""
+        large = await run_in_threadpool(decoded_pixels, data) > self.LARGE_DECODE_PIXELS
+        needed = [self.large, self.slots] if large else [self.slots]
+        held: list[asyncio.Semaphore] = []
+
+        def release(_: object = None) -> None:
+            for semaphore in held:
+                semaphore.release()
+
         try:
-            async with asyncio.timeout(self.wait_s if semaphore.locked() else None):
+            for semaphore in needed:
+                await self.acquire(semaphore, self.deadline() if deadline is None else deadline)
+                held.append(semaphore)
+            call = asyncio.ensure_future(run_in_threadpool(decode))
+        except BaseException:
+            release()
+            raise
+        call.add_done_callback(release)
+        return await asyncio.shield(call)  # cancelled, the request stops waiting; the decode runs on
+
+    @staticmethod
+    async def acquire(semaphore: asyncio.Semaphore, deadline: float) -> None:
+        try:
+            async with asyncio.timeout_at(deadline if semaphore.locked() else None):
                 await semaphore.acquire()
         except TimeoutError:
             raise ApiError(
@@ -126,10 +136,6 @@ class DecodeSlots:
                 "the service is decoding as many images as it can; retry in a second",
                 headers={"Retry-After": "1"},
             ) from None
-        try:
-            yield
-        finally:
-            semaphore.release()
 
 
 class RateLimit:

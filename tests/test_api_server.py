@@ -1,13 +1,14 @@
 """The service as it is deployed: a real uvicorn process on a loopback port, probed over HTTP."""
 
 import asyncio
+import functools
 import io
 import json
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -377,41 +378,48 @@ def test_clients_that_stop_reading_are_dropped_and_free_their_connections(
 
 
 def test_large_decodes_take_turns_while_small_ones_pass_and_waiting_holds_no_thread() -> None:
-    """Two 12-megapixel WebP decodes at once peaked at 250 MB; one at a time, 69 MB. Before: a decode
-    waiting for its slot blocked a worker thread, so a queue of large uploads held the thread pool."""
+    """Two 12-megapixel WebP decodes at once peaked at 250 MB; one at a time, 69 MB. Found in review:
+    a decode waiting for its slot blocked a worker thread, so a queue of large uploads held the thread
+    pool; and a cancelled request freed its slot while its decode still ran."""
     large = hostile_uploads.encode(Image.new("RGB", (3000, 3000), "white"), "WEBP", lossless=True)
     small = hostile_uploads.encode(Image.fromarray(TEST_IMAGES[0]), "PNG")
     decoding, release = threading.Event(), threading.Event()
 
-    def hold(data: bytes) -> str:
+    def hold() -> str:
         decoding.set()
         release.wait(10)
-        return "first"
+        return "held"
+
+    def size(data: bytes) -> Callable[[], int]:
+        return functools.partial(len, data)
+
+    async def holding(slots: DecodeSlots) -> asyncio.Task[str]:
+        decoding.clear()
+        release.clear()
+        task = asyncio.create_task(slots.run(large, hold))
+        while not decoding.is_set():
+            await asyncio.sleep(0.01)
+        return task
 
     async def scenario() -> None:
         patient, impatient = DecodeSlots(2, wait_s=30), DecodeSlots(2, wait_s=0.05)
+        first = await holding(patient)
+        queued = [asyncio.create_task(patient.run(large, size(large))) for _ in range(5)]
+        await asyncio.sleep(0.3)
         threads = anyio.to_thread.current_default_thread_limiter()
-        for slots in (patient, impatient):
-            decoding.clear()
-            first = asyncio.create_task(slots.run(large, hold))
-            while not decoding.is_set():
-                await asyncio.sleep(0.01)
-            try:
-                if slots is patient:
-                    queued = [asyncio.create_task(slots.run(large, len)) for _ in range(5)]
-                    await asyncio.sleep(0.2)
-                    assert threads.borrowed_tokens == 1, "only the running decode holds a thread"
-                else:
-                    with pytest.raises(ApiError, match="retry in a second") as busy:
-                        await slots.run(large, len)
-                    assert busy.value.status_code == 503 and busy.value.code == "busy"
-                assert await slots.run(small, len) == len(small)  # the second slot serves small images
-            finally:
-                release.set()
-            assert await first == "first"
-            if slots is patient:
-                assert await asyncio.gather(*queued) == [len(large)] * 5
-            release.clear()
-        assert await impatient.run(large, len) == len(large)
+        assert threads.borrowed_tokens == 1, "only the running decode holds a thread"
+        assert await patient.run(small, size(small)) == len(small)  # the second slot serves small images
+        release.set()
+        assert await first == "held" and await asyncio.gather(*queued) == [len(large)] * 5
+
+        first = await holding(impatient)
+        first.cancel()  # the request goes away; its decode runs on and keeps the slot
+        await asyncio.sleep(0.05)
+        with pytest.raises(ApiError, match="retry in a second") as busy:
+            await impatient.run(large, size(large))
+        assert busy.value.status_code == 503 and busy.value.code == "busy"
+        release.set()
+        await asyncio.sleep(0.05)
+        assert await impatient.run(large, size(large)) == len(large)
 
     asyncio.run(scenario())

@@ -1,7 +1,6 @@
 """POST /v1/feedback: durable storage in SQLite (image, label, prediction, model version), clear 4xx for
 malformed or duplicate feedback, and the round trip into a new data version."""
 
-import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import create_engine, inspect, text
 
 from api.app import create_app
 from api.errors import ApiError
@@ -18,7 +18,7 @@ from api.limits import RateLimit
 from api.settings import Settings
 from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import read_split
-from text_recognizer.datasets.feedback import FeedbackStore
+from text_recognizer.datasets.feedback import FeedbackStore, pixels_sha256
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.labels import LabelError
 from text_recognizer.preprocessing import image_bytes_to_input
@@ -134,7 +134,7 @@ def test_stored_images_keep_no_metadata_and_nothing_after_the_pixels(
     assert b"PK\x03\x04" not in stored and b"payload" not in stored and receipt["id"] == record.id
     with Image.open(io.BytesIO(stored)) as image:
         assert image.format == "PNG" and "exif" not in image.info and max(image.size) <= 112
-    assert record.image_sha256 == hashlib.sha256(stored).hexdigest()  # named by what is kept
+    assert record.image_sha256 == pixels_sha256(stored)  # named by the pixels kept
 
 
 def test_the_same_picture_as_other_bytes_is_the_same_image(client: TestClient) -> None:
@@ -212,7 +212,31 @@ def test_conflicting_labels_are_kept_for_review_not_dropped(client: TestClient, 
     later = client.post("/v1/feedback", files=photo, data={"category": "Sneaker"})
     assert_error(later, 409, "conflicting_feedback")
     assert FeedbackStore.at(feedback_dir).training_rows().conflicted == [1]
-    assert review_main(["--feedback", str(feedback_dir), "accept", "1", "--category", "sandal"]) == 0
+    # Found in review: new labels were compared with the sender's label, not the reviewer's.
+    assert review_main(["--feedback", str(feedback_dir), "accept", "1", "--category", "coat"]) == 0
+    assert_error(
+        client.post("/v1/feedback", files=photo, data={"category": "Coat"}), 409, "duplicate_feedback"
+    )
+    assert FeedbackStore.at(feedback_dir).training_rows().conflicted == []
+    sender_again = client.post("/v1/feedback", files=photo, data={"confirm": "true"})  # Ankle boot
+    assert_error(sender_again, 409, "conflicting_feedback")
+    assert FeedbackStore.at(feedback_dir).training_rows().conflicted == [1]
     assert review_main(["--feedback", str(feedback_dir), "reject", "1"]) == 0
     assert FeedbackStore.at(feedback_dir).training_rows().rejected == [1]
     assert review_main(["--feedback", str(feedback_dir), "reject", "99"]) == 2
+
+
+def test_a_store_made_before_reviews_recorded_conflicts_gains_the_column(feedback_dir: Path) -> None:
+    feedback_dir.mkdir()
+    engine = create_engine(f"sqlite:///{feedback_dir / 'feedback.db'}")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE feedback_reviews (feedback_id INTEGER PRIMARY KEY, decision VARCHAR(16), "
+                "label INTEGER, category VARCHAR(64), reviewer VARCHAR(64), reviewed_at DATETIME)"
+            )
+        )
+    FeedbackStore.at(feedback_dir)
+    assert "last_conflict_id" in {
+        column["name"] for column in inspect(engine).get_columns("feedback_reviews")
+    }

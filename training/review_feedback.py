@@ -58,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--confirmed", action="store_true", help="every waiting confirmation")
     args = parser.parse_args(argv)
     confirmed = getattr(args, "confirmed", False)
-    if args.command != "list" and confirmed == bool(args.ids or getattr(args, "category", None)):
-        parser.error(f"{args.command}: give IDs, or --confirmed alone")
+    if args.command != "list" and (confirmed == bool(args.ids) or (confirmed and args.category)):
+        parser.error(
+            f"{args.command}: give IDs" + (", or --confirmed alone" if args.command == "accept" else "")
+        )
     store = FeedbackStore.at(args.feedback, args.feedback_db)
     try:
         if args.command == "list":
@@ -70,11 +72,13 @@ def main(argv: list[str] | None = None) -> int:
             classes = (*Manifest.named(FASHION_MNIST).classes, OUT_OF_SCOPE)  # the served model's labels
             label = class_index(args.category, classes)
             category = classes[label]
+        seen = None
         if confirmed:  # waiting, without a conflict: conflicted rows need a decision each
             waiting = store.training_rows().unreviewed
             args.ids = [record.id for record in store.all() if record.confirmed and record.id in waiting]
+            seen = dict.fromkeys(args.ids)  # none seen: a conflict from now on opens the row again
         decision = ACCEPTED if args.command == "accept" else REJECTED
-        store.review(args.ids, decision, args.reviewer, label, category)
+        store.review(args.ids, decision, args.reviewer, label, category, seen)
     except (KeyError, LabelError) as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2

@@ -6,23 +6,28 @@ Rows live in any SQLAlchemy database (SQLite under `data/feedback/` by default);
 beside it, written atomically before the row is committed, so a row never points at a missing or partial
 image. What is saved is not the upload but the image the conversion works from (`working_image`, as
 PNG): no metadata, nothing hidden after the pixels, at most a few tens of kilobytes, and converted again
-it gives exactly the 28x28 input the model saw. It is named by its own sha256, so the same picture sent
-as other bytes (a byte appended, metadata changed) is still the same image.
+it gives exactly the 28x28 input the model saw. It is named by the sha256 of its pixels, so the same
+picture sent as other bytes (a byte appended, metadata changed) is still the same image, whatever the
+PNG encoder's version.
 
 The same image cannot be given feedback twice: the same label again is a duplicate; a different one is
 kept as a conflict for review, once per label. Only rows a reviewer accepted become training data
 (`training_rows`), confirmations too: without a key on the endpoint anyone can confirm a wrong answer.
-A conflict that arrives after the review opens the row again.
+A review records the newest conflict its reviewer saw (by id: no clocks compared), so a conflict that
+arrives later opens the row again.
 """
 
 import hashlib
+import io
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from sqlalchemy import (
     Boolean,
     Column,
@@ -34,11 +39,14 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    UniqueConstraint,
     create_engine,
     insert,
+    inspect,
     select,
+    text,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from text_recognizer.atomic import atomic_path
 from text_recognizer.paths import PROJECT_ROOT
@@ -73,6 +81,7 @@ conflicts_table = Table(
     Column("label", Integer, nullable=False),
     Column("category", String(64), nullable=False),
     Column("request_id", String(64)),
+    UniqueConstraint("feedback_id", "label"),  # one conflict per image and label
 )
 reviews_table = Table(
     "feedback_reviews",
@@ -83,6 +92,7 @@ reviews_table = Table(
     Column("category", String(64), nullable=False),
     Column("reviewer", String(64), nullable=False),
     Column("reviewed_at", DateTime(timezone=True), nullable=False),
+    Column("last_conflict_id", Integer),  # the newest conflict the reviewer saw; None: none
 )
 
 
@@ -139,6 +149,17 @@ class FeedbackStore:
             metadata.create_all(self.engine)
         except OperationalError:  # another worker created the table between check and create
             metadata.create_all(self.engine)  # checks first again: now a no-op, or the real error
+        self.add_missing_columns()
+
+    def add_missing_columns(self) -> None:
+        """Columns added to a table after stores were made with it (create_all makes only tables)."""
+        present = {column["name"] for column in inspect(self.engine).get_columns(reviews_table.name)}
+        if "last_conflict_id" not in present:
+            # Another worker may add it first: then this fails (and rolls back) harmlessly.
+            with suppress(OperationalError, ProgrammingError), self.engine.begin() as connection:
+                connection.execute(
+                    text(f"ALTER TABLE {reviews_table.name} ADD COLUMN last_conflict_id INTEGER")
+                )
 
     @classmethod
     def at(cls, directory: Path, url: str | None = None) -> "FeedbackStore":
@@ -149,7 +170,7 @@ class FeedbackStore:
         """Save the image (`png`, the working image) and its row. The image already has feedback:
         DuplicateFeedbackError for the same label or a conflict already recorded, ConflictingFeedbackError
         (the conflict recorded) for another."""
-        sha256 = hashlib.sha256(png).hexdigest()
+        sha256 = pixels_sha256(png)
         existing = self.find(sha256)
         if existing is not None:
             raise self.refusal(existing, fields)
@@ -174,8 +195,12 @@ class FeedbackStore:
         return stored
 
     def refusal(self, existing: FeedbackRecord, fields: dict[str, Any]) -> ValueError:
-        recorded = [conflict.label for conflict in self.conflicts().get(existing.id, [])]
-        if fields["label"] == existing.label or fields["label"] in recorded:  # at most 10 per image
+        """Agreeing with the label in use (the reviewer's, once accepted) or repeating a recorded
+        conflict is a duplicate; anything else is recorded as a conflict."""
+        review = self.reviews(existing.id).get(existing.id)
+        in_use = review.label if review is not None and review.decision == ACCEPTED else existing.label
+        recorded = [conflict.label for conflict in self.conflicts(existing.id).get(existing.id, [])]
+        if fields["label"] == in_use or fields["label"] in recorded:  # at most 10 per image
             return DuplicateFeedbackError(existing.id)
         conflict = {
             "feedback_id": existing.id,
@@ -184,8 +209,11 @@ class FeedbackStore:
             "category": fields["category"],
             "request_id": fields.get("request_id"),
         }
-        with self.engine.begin() as connection:
-            connection.execute(insert(conflicts_table).values(**conflict))
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(insert(conflicts_table).values(**conflict))
+        except IntegrityError:  # the same conflict, sent at the same moment to another worker
+            return DuplicateFeedbackError(existing.id)
         return ConflictingFeedbackError(existing, fields["category"])
 
     def stored_bytes(self) -> int:
@@ -204,11 +232,15 @@ class FeedbackStore:
         reviewer: str,
         label: int | None = None,
         category: str | None = None,
+        seen: dict[int, int | None] | None = None,
     ) -> None:
         """Accept (with the sender's label, or `label`/`category`) or reject rows; a later review of a
-        row replaces an earlier one."""
+        row replaces an earlier one. `seen`: the newest conflict id the reviewer saw for each row, when
+        the decision was made from an earlier listing (default: the newest now)."""
+        conflicts = self.conflicts()
         for feedback_id in ids:
             record = self.get(feedback_id)
+            newest = max((c.id for c in conflicts.get(feedback_id, [])), default=None)
             row = {
                 "feedback_id": feedback_id,
                 "decision": decision,
@@ -216,6 +248,7 @@ class FeedbackStore:
                 "reviewed_at": datetime.now(UTC),
                 "label": record.label if label is None else label,
                 "category": record.category if category is None else category,
+                "last_conflict_id": seen.get(feedback_id) if seen is not None else newest,
             }
             with self.engine.begin() as connection:
                 connection.execute(reviews_table.delete().where(reviews_table.c.feedback_id == feedback_id))
@@ -228,26 +261,33 @@ class FeedbackStore:
             raise KeyError(f"no feedback with id {feedback_id} in {self.engine.url}")
         return self.record(row._mapping)
 
-    def conflicts(self) -> dict[int, list[Any]]:
-        """Each row's conflicts (label, category, created_at, ...), oldest first, by feedback id."""
+    def conflicts(self, feedback_id: int | None = None) -> dict[int, list[Any]]:
+        """Each row's conflicts (id, label, category, ...), oldest first, by feedback id (or one row's)."""
+        query = select(conflicts_table).order_by(conflicts_table.c.id)
+        if feedback_id is not None:
+            query = query.where(conflicts_table.c.feedback_id == feedback_id)
         with self.engine.connect() as connection:
-            rows = connection.execute(select(conflicts_table).order_by(conflicts_table.c.id)).all()
+            rows = connection.execute(query).all()
         found: dict[int, list[Any]] = {}
         for row in rows:
             found.setdefault(row.feedback_id, []).append(row)
         return found
 
-    def reviews(self) -> dict[int, Any]:
+    def reviews(self, feedback_id: int | None = None) -> dict[int, Any]:
+        query = select(reviews_table)
+        if feedback_id is not None:
+            query = query.where(reviews_table.c.feedback_id == feedback_id)
         with self.engine.connect() as connection:
-            return {row.feedback_id: row for row in connection.execute(select(reviews_table)).all()}
+            return {row.feedback_id: row for row in connection.execute(query).all()}
 
     def training_rows(self) -> TrainingRows:
         """Accepted rows, with the reviewer's label; everything else is held back and named."""
         rows, reviews, conflicts = TrainingRows(), self.reviews(), self.conflicts()
         for record in self.all():
             review = reviews.get(record.id)
-            latest_conflict = max((c.created_at for c in conflicts.get(record.id, [])), default=None)
-            if latest_conflict is not None and (review is None or latest_conflict > review.reviewed_at):
+            newest = max((c.id for c in conflicts.get(record.id, [])), default=0)
+            seen = (review.last_conflict_id if review is not None else None) or 0
+            if newest > seen:
                 rows.conflicted.append(record.id)
             elif review is None:
                 rows.unreviewed.append(record.id)
@@ -273,3 +313,10 @@ class FeedbackStore:
         values = dict(row)
         values["image_path"] = self.images_dir / values["image_path"]
         return FeedbackRecord(**values)
+
+
+def pixels_sha256(png: bytes) -> str:
+    """What tells stored images apart: their mode, size and pixels, not how they were encoded."""
+    with Image.open(io.BytesIO(png)) as image:
+        header = f"{image.mode} {image.width}x{image.height}\n".encode()
+        return hashlib.sha256(header + image.tobytes()).hexdigest()

@@ -172,7 +172,11 @@ def test_training_refuses_a_wrong_version_hash_before_creating_anything(tmp_path
 def test_cli_lists_and_verifies_the_committed_versions(capsys: pytest.CaptureFixture[str]) -> None:
     assert data_versions.main(["list"]) == 0
     assert "v1       fashion_mnist  6cfc94206146  60000  10000" in capsys.readouterr().out
+    # v1 checked where present, named as absent where not (a clean clone): never a silent pass.
+    present = (REPO_ROOT / "data" / "versions" / "v1").is_dir()
     assert data_versions.main(["verify", "v1"]) == 0
+    status = "ok     v1 (6cfc94206146): 4 files match" if present else "absent v1: not in "
+    assert capsys.readouterr().out.startswith(status)
     assert data_versions.main(["add", "v2", "--from", "v1", "--images", "/nonexistent"]) == 2
     assert "is not a directory of <class>/<image> files" in capsys.readouterr().err
     assert data_versions.main(["add", "v9", "--from", "v2", "--shop-photos", "--no-push"]) == 2

@@ -30,12 +30,10 @@ CLASSES = (
 )
 
 
-@pytest.fixture
-def fitted_model() -> ClassifierModel:
-    """A small CNN trained briefly on the fixture images, so predictions are not all alike."""
+def untrained_model() -> ClassifierModel:
     torch.manual_seed(0)
     split = read_split(FIXTURES_DIR, "train")
-    model = ClassifierModel(
+    return ClassifierModel(
         "cnn",
         {"channels": [8, 16], "convs_per_stage": 1, "hidden_size": 32},
         (1, 28, 28),
@@ -43,16 +41,29 @@ def fitted_model() -> ClassifierModel:
         Normalization.fit(split.images),
         metadata={"data": {"checksums": {"train": "abc"}}, "metrics": {"val_accuracy": 0.5}},
     )
+
+
+def fit(model: ClassifierModel, epochs: int = 3) -> ClassifierModel:
+    split = read_split(FIXTURES_DIR, "train")
     optimizer = torch.optim.Adam(model.network.parameters(), lr=3e-3)
     batches = list(zip(split.images.split(50), split.labels.split(50), strict=True))
-    for _ in range(3):
+    for _ in range(epochs):
         model.fit_epoch(batches, optimizer)
     return model
 
 
-def test_fit_epoch_reduces_loss(fitted_model: ClassifierModel) -> None:
+@pytest.fixture
+def fitted_model() -> ClassifierModel:
+    """A small CNN trained briefly on the fixture images, so predictions are not all alike."""
+    return fit(untrained_model())
+
+
+def test_fit_epoch_reduces_loss() -> None:
     split = read_split(FIXTURES_DIR, "train")
-    assert fitted_model.evaluate(split.images, split.labels)["accuracy"] > 0.5
+    model = untrained_model()
+    before = model.evaluate(split.images, split.labels)
+    after = fit(model).evaluate(split.images, split.labels)
+    assert after["loss"] < 0.8 * before["loss"] and after["accuracy"] > before["accuracy"] + 0.3
 
 
 def test_predict_accepts_single_and_batched_images(fitted_model: ClassifierModel) -> None:
@@ -143,15 +154,23 @@ def test_artifact_predicts_without_training_code_config_or_data(
 
 
 class Exploit:
+    """Unpickled, it makes a folder: the proof that loading ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
     def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (print, ("this must never run",))
+        return (os.mkdir, (str(self.marker),))
 
 
 def test_loading_refuses_pickled_code(tmp_path: Path) -> None:
-    path = tmp_path / "evil.pt"
-    torch.save({"format": "text_recognizer.classifier/1", "payload": Exploit()}, path)
+    path, marker = tmp_path / "evil.pt", tmp_path / "code-ran"
+    torch.save({"format": "text_recognizer.classifier/1", "payload": Exploit(marker)}, path)
     with pytest.raises(ArtifactError, match="not a loadable checkpoint"):
         ClassifierModel.load(path)
+    assert not marker.exists(), "the pickled payload ran"
+    torch.load(path, weights_only=False)  # the exploit works where pickles are trusted
+    assert marker.is_dir()
 
 
 def test_loading_garbage_or_foreign_checkpoints_is_a_clear_error(tmp_path: Path) -> None:

@@ -23,6 +23,12 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.batching import MicroBatcher
 from api.errors import ApiError, ErrorBody, documented_errors, error_response, install_error_handlers
+from api.feedback_store import (
+    ConflictingFeedbackError,
+    DuplicateFeedbackError,
+    FeedbackRecord,
+    FeedbackStore,
+)
 from api.limits import (
     FEEDBACK_KEY_HEADER,
     BodySizeLimit,
@@ -35,12 +41,6 @@ from api.observability import Metrics, Observability, configure_logging, request
 from api.predictor import Prediction, Predictor, png_bytes, png_data_url
 from api.security_headers import DOCS_ASSETS, SecurityHeaders
 from api.settings import Settings
-from text_recognizer.datasets.feedback import (
-    ConflictingFeedbackError,
-    DuplicateFeedbackError,
-    FeedbackRecord,
-    FeedbackStore,
-)
 from text_recognizer.labels import LabelError, class_index
 from text_recognizer.preprocessing import (
     ImageError,

@@ -15,7 +15,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from text_recognizer.datasets.feedback import DEFAULT_FEEDBACK_DIR
+from api.feedback_store import DEFAULT_FEEDBACK_DIR
 from text_recognizer.paths import WEIGHTS_DIR
 from text_recognizer.preprocessing import DEFAULT_MAX_PIXELS
 

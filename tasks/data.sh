@@ -7,4 +7,4 @@ set -euo pipefail
 source "$(dirname "$0")/_environment.sh"
 "$ROOT/tasks/setup.sh"
 cd "$ROOT"
-exec "$VENV_PYTHON" -m training.data_versions "$@"
+exec "$VENV_PYTHON" -m curation.data_versions "$@"

@@ -3,4 +3,4 @@
 set -euo pipefail
 source "$(dirname "$0")/_environment.sh"
 "$ROOT/tasks/setup.sh"
-exec "$VENV_PYTHON" -m training.experiments "$@"
+exec "$VENV_PYTHON" -m release.experiments "$@"

@@ -6,4 +6,4 @@
 set -euo pipefail
 source "$(dirname "$0")/_environment.sh"
 "$ROOT/tasks/setup.sh"
-exec "$VENV_PYTHON" -m training.promote "$@"
+exec "$VENV_PYTHON" -m release.promote "$@"

@@ -4,4 +4,4 @@
 set -euo pipefail
 source "$(dirname "$0")/_environment.sh"
 "$ROOT/tasks/setup.sh"
-exec "$VENV_PYTHON" -m training.reproduce "$@"
+exec "$VENV_PYTHON" -m release.reproduce "$@"

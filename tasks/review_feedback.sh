@@ -6,4 +6,4 @@
 set -euo pipefail
 source "$(dirname "$0")/_environment.sh"
 "$ROOT/tasks/setup.sh"
-exec "$VENV_PYTHON" -m training.review_feedback "$@"
+exec "$VENV_PYTHON" -m curation.review_feedback "$@"

@@ -5,4 +5,4 @@
 set -euo pipefail
 source "$(dirname "$0")/_environment.sh"
 "$ROOT/tasks/setup.sh"
-exec "$VENV_PYTHON" -m training.select_for_labeling "$@"
+exec "$VENV_PYTHON" -m curation.select_for_labeling "$@"

@@ -6,9 +6,10 @@ source "$(dirname "$0")/_environment.sh"
 cd "$ROOT"
 
 stamp=.venv/.installed-from-lock
-wanted="$(sha256sum Pipfile.lock | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && "$VENV_PYTHON" -c 'import text_recognizer, training, torch' 2>/dev/null; then
-  echo "setup: environment up to date (.venv matches Pipfile.lock)" >&2
+# The lock and the project's own packaging (its packages and commands, installed editable).
+wanted="$(cat Pipfile.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && "$VENV_PYTHON" -c 'import text_recognizer, training, release, curation, api, torch' 2>/dev/null; then
+  echo "setup: environment up to date (.venv matches Pipfile.lock and pyproject.toml)" >&2
   exit 0
 fi
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from curation.data_versions import pull_version
 from text_recognizer.datasets.download import download_dir
 from text_recognizer.datasets.manifest import FileSpec, Manifest
 from text_recognizer.datasets.versions import VERSIONS_DIR
 from text_recognizer.models import ClassifierModel
 from text_recognizer.promoted import promoted_model_path
-from training.data_versions import pull_version
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "fashion_mnist"

@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from curation.labelled_images import from_csv
+from curation.select_for_labeling import entropies, main, margins
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.models import ClassifierModel
 from text_recognizer.promoted import promoted_model_path
-from training.labelled_images import from_csv
-from training.select_for_labeling import entropies, main, margins
 
 from .conftest import FIXTURES_DIR
 

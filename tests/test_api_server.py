@@ -23,12 +23,12 @@ from PIL import Image
 
 from api.app import create_app
 from api.errors import ApiError
+from api.feedback_store import FeedbackStore
 from api.limits import DecodeSlots
 from api.settings import Settings
 from support import hostile_uploads
 from support.local_server import LiveServer, free_port
 from support.product_photos import product_photo
-from text_recognizer.datasets.feedback import FeedbackStore
 from text_recognizer.datasets.idx import read_idx
 
 from .conftest import FIXTURES_DIR

@@ -10,16 +10,16 @@ import pytest
 import torch
 import yaml
 
+from curation import data_versions
+from curation.data_versions import DvcError, create_version, pull_version, verify_versions
+from curation.labelled_images import from_csv, from_folder
 from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.versions import DataVersion, DataVersionError, official_version, resolve_version
 from text_recognizer.labels import LabelError
 from text_recognizer.preprocessing import image_bytes_to_input
 from text_recognizer.promoted import promoted_model_path
-from training import data_versions
 from training.config import CONFIGS_DIR, load_config
-from training.data_versions import DvcError, create_version, pull_version, verify_versions
-from training.labelled_images import from_csv, from_folder
 from training.trainer import start_run
 
 from .conftest import DVC, FIXTURES_DIR, REPO_ROOT

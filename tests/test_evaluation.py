@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from release.evaluate import main as evaluate_main
+from release.promote import DEFAULT_DOMAIN_FLOORS, DEFAULT_MIN_TEST_ACCURACY, domain_results, floor_problems
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.shop_photos import DOMAINS
 from text_recognizer.evaluation import (
@@ -19,8 +21,6 @@ from text_recognizer.evaluation import (
 )
 from text_recognizer.models import ClassifierModel
 from text_recognizer.promoted import promoted_model_path
-from training.evaluate import main as evaluate_main
-from training.promote import DEFAULT_DOMAIN_FLOORS, DEFAULT_MIN_TEST_ACCURACY, domain_results, floor_problems
 
 ACCURACY_FLOOR = DEFAULT_MIN_TEST_ACCURACY  # the product's floor, the one promotion enforces
 

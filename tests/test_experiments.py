@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from training.experiments import main
+from release.experiments import main
 
 
 def write_run(runs_dir: Path, name: str, val_loss: float, test_accuracy: float) -> None:

@@ -14,17 +14,17 @@ from sqlalchemy import create_engine, inspect, text
 
 from api.app import create_app
 from api.errors import ApiError
+from api.feedback_store import FeedbackStore, pixels_sha256
 from api.limits import RateLimit
 from api.settings import Settings
+from curation.data_versions import create_version
+from curation.labelled_images import from_feedback
+from curation.review_feedback import main as review_main
 from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import read_split
-from text_recognizer.datasets.feedback import FeedbackStore, pixels_sha256
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.labels import LabelError
 from text_recognizer.preprocessing import image_bytes_to_input
-from training.data_versions import create_version
-from training.labelled_images import from_feedback
-from training.review_feedback import main as review_main
 
 from .conftest import FIXTURES_DIR
 from .test_api import assert_error, upload

@@ -46,7 +46,7 @@ def test_queue_relabel_replace_new_version_and_a_run_on_real_photos(
 ) -> None:
     project = pipeline_copy
     # The photo version as a clean clone gets it: rebuilt from v1, the export, the mapping and the splits.
-    assert "verified" in run(project, "-m", "training.data_versions", "pull", PHOTO_VERSION)
+    assert "verified" in run(project, "-m", "curation.data_versions", "pull", PHOTO_VERSION)
     # A pool of real photos that are not in any evaluation split (their labels unknown to the queue).
     mapping = LabelMapping.load(DataVersion.read(PHOTO_VERSION).class_names)
     splits = read_splits()
@@ -58,7 +58,7 @@ def test_queue_relabel_replace_new_version_and_a_run_on_real_photos(
     for name, data in iter_image_bytes(SHOP_FIXTURES, [p.image for p in pool_photos]):
         (pool / name.replace("/", "_")).write_bytes(data)
     queue_dir = tmp_path / "queue"
-    run(project, "-m", "training.select_for_labeling", "--pool", str(pool), "--n", "8", "--model",
+    run(project, "-m", "curation.select_for_labeling", "--pool", str(pool), "--n", "8", "--model",
         str(promoted_model_path()), "--out", str(queue_dir))  # fmt: skip
     table = queue_dir / "queue.csv"
     rows = list(csv.DictReader(table.open()))
@@ -79,10 +79,10 @@ def test_queue_relabel_replace_new_version_and_a_run_on_real_photos(
     leaked = tmp_path / "leaked" / "bag"
     leaked.mkdir(parents=True)
     (leaked / "leak.jpg").write_bytes(dict(iter_image_bytes(SHOP_FIXTURES, [val_photo]))[val_photo])
-    refused = run(project, "-m", "training.data_versions", "add", NEW, "--from", PHOTO_VERSION, "--images",
+    refused = run(project, "-m", "curation.data_versions", "add", NEW, "--from", PHOTO_VERSION, "--images",
                   str(leaked.parent), status=2)  # fmt: skip
     assert f"bag/leak.jpg (= {val_photo})" in refused and not (project / f"data/versions/{NEW}.dvc").exists()
-    output = run(project, "-m", "training.data_versions", "add", NEW, "--from", PHOTO_VERSION, "--csv",
+    output = run(project, "-m", "curation.data_versions", "add", NEW, "--from", PHOTO_VERSION, "--csv",
                  str(table), "--description", "labelling queue, first round")  # fmt: skip
     assert f"created data version {NEW}" in output
     base, new = (DataVersion.read(name, project / "data" / "versions") for name in (PHOTO_VERSION, NEW))

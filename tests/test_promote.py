@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from api.predictor import Predictor
+from release.promote import DEFAULT_MAX_SIZE_MB, floor_problems, parse_floors
+from release.promote import main as promote_main
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import ArtifactError
 from text_recognizer.promoted import CURRENT, PromotedModelError, promoted_model_path, publish, versions
-from training.promote import DEFAULT_MAX_SIZE_MB, floor_problems, parse_floors
-from training.promote import main as promote_main
 
 from .support.smoke_training import train_smoke
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.reproduce import main as reproduce_main
+from release.reproduce import main as reproduce_main
 
 from .support.smoke_training import train_smoke
 

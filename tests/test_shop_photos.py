@@ -18,6 +18,8 @@ import torch
 import yaml
 from PIL import Image
 
+from curation.data_versions import pull_version, verify_versions
+from curation.labelled_images import from_folder, preprocessing_sha256, refuse_evaluation_photos
 from text_recognizer.datasets.download import DownloadError, download, download_dir
 from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.datasets.photo_sets import NO_CLASS, load_photo_split, oversampled
@@ -39,8 +41,6 @@ from text_recognizer.datasets.shop_photos import (
 from text_recognizer.datasets.versions import DataVersion, DataVersionError, sha256_file
 from text_recognizer.labels import LabelError
 from training.config import CONFIGS_DIR, load_config
-from training.data_versions import pull_version, verify_versions
-from training.labelled_images import from_folder, preprocessing_sha256, refuse_evaluation_photos
 
 from .conftest import REPO_ROOT, spec_for
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from release.evaluate import main as evaluate_main
+from release.promote import REGISTERED_MODEL_NAME
+from release.promote import main as promote_main
 from text_recognizer.promoted import promoted_model_path
-from training.evaluate import main as evaluate_main
-from training.promote import REGISTERED_MODEL_NAME
-from training.promote import main as promote_main
 from training.tracking import RUN_ID_FILE
 
 from .support.smoke_training import train_smoke

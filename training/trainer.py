@@ -21,6 +21,7 @@ from text_recognizer.atomic import write_json_atomically, write_text_atomically
 from text_recognizer.datasets.fashion_mnist import DatasetSplits, load_fashion_mnist
 from text_recognizer.datasets.versions import resolve_version
 from text_recognizer.models.classifier import ClassifierModel, EpochMetrics, load_safely, save_atomically
+from text_recognizer.progress import progress
 from training.augmentation import augment
 from training.config import AugmentationConfig, ConfigError, RunConfig, SchedulerConfig, load_config
 from training.distributed import SINGLE_PROCESS, Distributed
@@ -266,6 +267,13 @@ class Trainer:
                 epoch,
                 self.config.augmentation,
                 self.dist,
+            )
+            batches = progress(
+                batches,
+                desc=f"epoch {epoch}/{config.epochs}",
+                total=len(train_labels) // config.batch_size,
+                unit="batch",
+                disable=None if self.dist.rank == 0 else True,
             )
             fit = self.model.fit_epoch(
                 batches, self.optimizer, self.scheduler, config.label_smoothing, self.training_network

@@ -24,6 +24,7 @@ from pathlib import Path
 from text_recognizer.atomic import atomic_path, folder_lock, remove_stale_parts
 from text_recognizer.datasets.manifest import FileSpec, Manifest
 from text_recognizer.paths import raw_data_dir
+from text_recognizer.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +102,18 @@ def fetch_verified(url: str, spec: FileSpec, target: Path) -> None:
     longer than the manifest's size is cut off there."""
     with atomic_path(target) as tmp_path:
         received = 0
-        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response, tmp_path.open("wb") as out:
+        bar = progress(desc=spec.name, total=spec.size, unit="B", unit_scale=True, unit_divisor=1024)
+        with (
+            urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response,
+            tmp_path.open("wb") as out,
+            bar,
+        ):
             while chunk := response.read(CHUNK_BYTES):
                 received += len(chunk)
                 if received > spec.size:
                     raise ChecksumError(f"{spec.name}: more than the expected {spec.size} bytes, from {url}")
                 out.write(chunk)
+                bar.update(len(chunk))
         problem = Digest.of_file(tmp_path).mismatch(spec)
         if problem:
             raise ChecksumError(f"{problem}, from {url}")

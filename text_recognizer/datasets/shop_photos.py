@@ -21,6 +21,7 @@ from text_recognizer.datasets.download import download_dir
 from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.labels import OUT_OF_SCOPE, LabelError, slug
 from text_recognizer.paths import PROJECT_ROOT
+from text_recognizer.progress import progress
 
 MANIFEST_NAME = "shop_photos"
 MAPPING_PATH = PROJECT_ROOT / "data" / "labels" / "shop_photos_mapping.csv"
@@ -141,7 +142,8 @@ def converted_images(
     be converted (the converter's ValueError, e.g. `ImageError`), is a LabelError naming the photo."""
     wanted = set(names)
     converted = {}
-    for name, data in iter_image_bytes(directory, wanted):
+    photos = progress(iter_image_bytes(directory, wanted), desc="converting photos", total=len(wanted))
+    for name, data in photos:
         try:
             converted[name] = convert(data)
         except ValueError as error:

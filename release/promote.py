@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from release.evaluate import evaluation_sets, evaluation_split
 from text_recognizer.atomic import write_json_atomically, write_text_atomically
 from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN
 from text_recognizer.datasets.shop_photos import DOMAINS
@@ -41,7 +42,6 @@ from text_recognizer.promoted import (
 )
 from training.calibration import DEFAULT_UNSURE_TARGET_ACCURACY, calibrate, unsure_threshold
 from training.errors import USER_ERRORS
-from training.evaluate import evaluation_sets, evaluation_split
 from training.run_directory import RunDirectory
 from training.tracking import tracker_for_run
 
@@ -238,7 +238,7 @@ def promote(
         card["confidence_threshold"] = threshold
         card["domains"] = results
         card["domain_floors"] = domain_floors
-        tracker = tracker_for_run(run_path, logging.getLogger("training.promote"))
+        tracker = tracker_for_run(run_path, logging.getLogger("release.promote"))
         if tracker:  # the registered version is the served artifact, temperature included
             version = tracker.register_model(REGISTERED_MODEL_NAME, [files[MODEL_FILE]])
             if version:

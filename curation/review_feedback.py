@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from text_recognizer.datasets.feedback import (
+from api.feedback_store import (
     ACCEPTED,
     DEFAULT_FEEDBACK_DIR,
     REJECTED,

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from api.feedback_store import FeedbackStore
 from text_recognizer.datasets.download import download_dir
-from text_recognizer.datasets.feedback import FeedbackStore
 from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.datasets.photo_splits import evaluation_duplicates, evaluation_thumbnails, thumbnail
 from text_recognizer.datasets.shop_photos import (

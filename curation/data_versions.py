@@ -19,10 +19,21 @@ import numpy as np
 import torch
 import yaml
 
+from api.feedback_store import DEFAULT_FEEDBACK_DIR, FeedbackStore
+from curation.labelled_images import (
+    SELECTION_FILES,
+    LabelledImage,
+    from_csv,
+    from_feedback,
+    from_folder,
+    from_shop_photos,
+    preprocessing_sha256,
+    refuse_evaluation_photos,
+    summarize_shop_photos,
+)
 from text_recognizer.atomic import write_text_atomically
 from text_recognizer.datasets.download import DownloadError, download_dir
 from text_recognizer.datasets.fashion_mnist import read_split
-from text_recognizer.datasets.feedback import DEFAULT_FEEDBACK_DIR, FeedbackStore
 from text_recognizer.datasets.idx import read_idx, write_idx
 from text_recognizer.datasets.manifest import Manifest
 from text_recognizer.datasets.versions import (
@@ -38,17 +49,6 @@ from text_recognizer.datasets.versions import (
 )
 from text_recognizer.labels import OUT_OF_SCOPE, LabelError
 from text_recognizer.paths import PROJECT_ROOT
-from training.labelled_images import (
-    SELECTION_FILES,
-    LabelledImage,
-    from_csv,
-    from_feedback,
-    from_folder,
-    from_shop_photos,
-    preprocessing_sha256,
-    refuse_evaluation_photos,
-    summarize_shop_photos,
-)
 from training.table import format_table
 
 

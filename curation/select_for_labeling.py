@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from curation.labelled_images import IMAGE_SUFFIXES, read_image
 from text_recognizer.labels import LabelError
 from text_recognizer.models import ArtifactError, ClassifierModel
 from text_recognizer.paths import WEIGHTS_DIR
+from text_recognizer.progress import progress
 from text_recognizer.promoted import PromotedModelError, model_file
 from training.image_grid import save_image_grid
-from training.labelled_images import IMAGE_SUFFIXES, read_image
 
 logger = logging.getLogger("select_for_labeling")
 STRATEGIES = ("margin", "entropy")
@@ -54,7 +55,7 @@ def score_pool(model: ClassifierModel, pool: Path) -> tuple[list[Candidate], lis
     """Every readable image under `pool` with its uncertainty; unreadable files are listed, not fatal."""
     paths = sorted(p for p in pool.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     readable, skipped = [], []
-    for path in paths:
+    for path in progress(paths, desc="reading the pool", unit="image"):
         try:
             readable.append((path, read_image(path)[1]))
         except LabelError as error:

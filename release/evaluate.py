@@ -217,7 +217,7 @@ def evaluate(
             )
     report.update(unsure_below=threshold, unsure_below_from=threshold_source)
     (output / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    tracker = tracker_for_run(target, logging.getLogger("training.evaluate")) if target.is_dir() else None
+    tracker = tracker_for_run(target, logging.getLogger("release.evaluate")) if target.is_dir() else None
     if tracker:
         tracker.log_artifacts(sorted(output.iterdir()), f"evaluation/{split_name}")
         metrics = {f"{split_name}_{d}_accuracy": r["accuracy"] for d, r in report["domains"].items()}

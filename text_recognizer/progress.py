@@ -1,0 +1,14 @@
+"""Progress bars for long work (epochs, downloads, photo conversions, labelling queues), shown only on an
+interactive terminal: logs, CI and pipes keep their plain lines. `TQDM_DISABLE=1` turns them off."""
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+Item = TypeVar("Item")
+
+
+def progress(iterable: Iterable[Item] | None = None, *, desc: str, **options: Any) -> "tqdm[Item]":
+    """`tqdm` over `iterable` (or updated by hand), on stderr when it is a terminal; gone when done."""
+    return tqdm(iterable, desc=desc, disable=None, leave=False, dynamic_ncols=True, **options)

@@ -15,6 +15,7 @@ import pytest
 from text_recognizer.progress import progress
 
 from .conftest import REPO_ROOT
+from .support.smoke_training import smoke_command
 
 
 class Terminal(io.StringIO):
@@ -32,18 +33,13 @@ def test_a_bar_is_drawn_on_a_terminal_and_nowhere_else(
     assert ("counting:" in drawn and "/3 [" in drawn) == stream.isatty(), drawn
 
 
-def test_a_download_shows_its_bytes_on_a_terminal(full_data_dir: Path, tmp_path: Path) -> None:
-    """The real downloader under a pseudo-terminal, as a person at a shell runs it."""
+def on_terminal(command: list[str]) -> str:
+    """Everything `command` shows on a pseudo-terminal 100 columns wide, as a person at a shell sees it."""
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty is 0 wide
-    command = [sys.executable, "-m", "text_recognizer.datasets.download", "--mirror", str(full_data_dir)]
+    environment = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
     process = subprocess.Popen(
-        [*command, "--dest", str(tmp_path / "raw")],
-        cwd=REPO_ROOT,
-        stdin=terminal,
-        stdout=terminal,
-        stderr=terminal,
-        env={k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"},
+        command, cwd=REPO_ROOT, stdin=terminal, stdout=terminal, stderr=terminal, env=environment
     )
     os.close(terminal)
     shown = b""
@@ -55,5 +51,19 @@ def test_a_download_shows_its_bytes_on_a_terminal(full_data_dir: Path, tmp_path:
         if not chunk:
             break
         shown += chunk
-    assert process.wait(timeout=120) == 0, shown.decode(errors="replace")
-    assert b"train-images-idx3-ubyte.gz:" in shown and b"%|" in shown, shown[-500:]
+    os.close(controller)
+    assert process.wait(timeout=300) == 0, shown.decode(errors="replace")
+    return shown.decode(errors="replace")
+
+
+def test_a_download_shows_its_bytes_on_a_terminal(full_data_dir: Path, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "text_recognizer.datasets.download", "--mirror", str(full_data_dir)]
+    shown = on_terminal([*command, "--dest", str(tmp_path / "raw")])
+    assert "train-images-idx3-ubyte.gz:" in shown and "%|" in shown, shown[-500:]
+
+
+@pytest.mark.slow
+def test_an_epoch_shows_its_batches_on_a_terminal(full_data_dir: Path, tmp_path: Path) -> None:
+    """Before, a 40-second epoch showed nothing until its one line at the end."""
+    shown = on_terminal(smoke_command(tmp_path / "runs"))
+    assert "epoch 1/1:" in shown and "/31 [" in shown, shown[-500:]  # 2,000 images in batches of 64

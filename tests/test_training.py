@@ -14,6 +14,7 @@ import torch
 import yaml
 
 import training.environment
+from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.versions import DataVersion
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import load_safely
@@ -21,6 +22,7 @@ from training.config import CONFIGS_DIR, load_config
 from training.run_directory import RunDirectory
 from training.trainer import Progress, Trainer
 
+from .conftest import FIXTURES_DIR
 from .support.smoke_training import smoke_command, train_smoke
 
 pytestmark = pytest.mark.slow
@@ -70,12 +72,8 @@ def test_identical_runs_give_bitwise_identical_best_checkpoints(full_data_dir: P
     assert digest(first / "checkpoints" / "best.pt") != digest(different_seed / "checkpoints" / "best.pt")
 
 
-def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_data_dir: Path, tmp_path: Path) -> None:
-    overrides = ("trainer.epochs=4", "scheduler.name=onecycle", "network.args.dropout=0.3",
-                 "augmentation.crop_padding=2", "augmentation.horizontal_flip=true")  # fmt: skip
-    reference = train(tmp_path / "reference", *overrides)
-
-    runs_dir = tmp_path / "interrupted"
+def killed_after_a_checkpoint(runs_dir: Path, *overrides: str) -> tuple[Path, int]:
+    """A smoke run killed (SIGKILL) once its first checkpoint exists: its folder and epochs completed."""
     process = subprocess.Popen(smoke_command(runs_dir, *overrides), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
@@ -87,14 +85,24 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_data_dir: Path
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     (run_dir,) = runs_dir.iterdir()
     assert not (run_dir / "summary.json").exists()
-    interrupted_after = load_safely(run_dir / "checkpoints" / "last.pt")["epochs_completed"]
-    assert 1 <= interrupted_after < 4
+    return run_dir, load_safely(run_dir / "checkpoints" / "last.pt")["epochs_completed"]
 
+
+def resume(run_dir: Path, interrupted_after: int) -> None:
     resumed = subprocess.run(
         [sys.executable, "-m", "training.cli", "--resume", str(run_dir)], capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed {run_dir} after epoch {interrupted_after}" in resumed.stdout
+
+
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_data_dir: Path, tmp_path: Path) -> None:
+    overrides = ("trainer.epochs=4", "scheduler.name=onecycle", "network.args.dropout=0.3",
+                 "augmentation.crop_padding=2", "augmentation.horizontal_flip=true")  # fmt: skip
+    reference = train(tmp_path / "reference", *overrides)
+    run_dir, interrupted_after = killed_after_a_checkpoint(tmp_path / "interrupted", *overrides)
+    assert 1 <= interrupted_after < 4
+    resume(run_dir, interrupted_after)
     assert digest(run_dir / "checkpoints" / "best.pt") == digest(reference / "checkpoints" / "best.pt")
     epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4]
@@ -102,6 +110,23 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_data_dir: Path
     resumed_metrics = (run_dir / "metrics.jsonl").read_text().splitlines()
     for expected, actual in zip(reference_metrics, resumed_metrics, strict=True):
         assert json.loads(expected)["val_loss"] == json.loads(actual)["val_loss"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on a machine with a GPU)")
+def test_training_resume_and_prediction_on_cuda(full_data_dir: Path, tmp_path: Path) -> None:
+    """The GPU path end to end: train, be killed, resume, load and predict on CUDA as on the CPU. Before,
+    the only CUDA-related test was skipped where CUDA is present."""
+    run_dir, interrupted_after = killed_after_a_checkpoint(
+        tmp_path / "runs", "device=cuda", "trainer.epochs=20"
+    )
+    assert 1 <= interrupted_after < 20
+    resume(run_dir, interrupted_after)
+    assert " on cuda" in (run_dir / "train.log").read_text()
+    images = read_split(FIXTURES_DIR, "test").images[:64]
+    on_gpu = ClassifierModel.load(run_dir / "checkpoints" / "best.pt", device="cuda").predict(images)
+    on_cpu = ClassifierModel.load(run_dir / "checkpoints" / "best.pt").predict(images)
+    assert list(on_gpu.categories) == list(on_cpu.categories)
+    assert torch.allclose(on_gpu.confidences, on_cpu.confidences, atol=1e-4)  # both on the CPU
 
 
 def test_a_diverging_run_stops_with_a_message_naming_it(full_data_dir: Path, tmp_path: Path) -> None:

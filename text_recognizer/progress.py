@@ -9,6 +9,10 @@ from tqdm import tqdm
 Item = TypeVar("Item")
 
 
-def progress(iterable: Iterable[Item] | None = None, *, desc: str, **options: Any) -> "tqdm[Item]":
-    """`tqdm` over `iterable` (or updated by hand), on stderr when it is a terminal; gone when done."""
-    return tqdm(iterable, desc=desc, disable=None, leave=False, dynamic_ncols=True, **options)
+def progress(
+    iterable: Iterable[Item] | None = None, *, desc: str, shown: bool = True, **options: Any
+) -> "tqdm[Item]":
+    """`tqdm` over `iterable` (or updated by hand), on stderr when it is a terminal (and `shown`: one
+    process of several draws it); gone when done."""
+    disable = None if shown else True  # None: tqdm's own check for a terminal
+    return tqdm(iterable, desc=desc, disable=disable, leave=False, dynamic_ncols=True, **options)

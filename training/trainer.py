@@ -273,7 +273,7 @@ class Trainer:
                 desc=f"epoch {epoch}/{config.epochs}",
                 total=len(train_labels) // config.batch_size,
                 unit="batch",
-                disable=None if self.dist.rank == 0 else True,
+                shown=self.dist.rank == 0,
             )
             fit = self.model.fit_epoch(
                 batches, self.optimizer, self.scheduler, config.label_smoothing, self.training_network

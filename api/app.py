@@ -214,19 +214,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data: bytes,
         top_k: int,
         include_input: bool = False,
-        deadline: float | None = None,
     ) -> Prediction:
-        """`deadline`: when to stop waiting for a decoder (default: the decode wait from now)."""
         batcher: MicroBatcher | None = request.app.state.batcher
         try:
             if batcher is None:  # one hop to the thread pool: decode and predict there
                 predict = functools.partial(
                     predictor.predict_bytes, data, top_k, settings.max_pixels, include_input
                 )
-                prediction = await decode_slots.run(data, predict, deadline)
+                prediction = await decode_slots.run(data, predict)
             else:
                 convert = functools.partial(image_bytes_to_input, data, settings.max_pixels)
-                pixels = await decode_slots.run(data, convert, deadline)
+                pixels = await decode_slots.run(data, convert)
                 prediction = await batcher.predict(pixels, top_k)
                 if include_input:
                     prediction.model_input = png_data_url(pixels)
@@ -265,23 +263,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
         top_k: TopK = settings.default_top_k,
     ) -> BatchResponse:
-        """Classify several images; a bad file gets its own error entry and does not fail the others."""
+        """Classify several images: decoded one after another in one decode slot, then one forward pass
+        for all of them; a bad file gets its own error entry and does not fail the others."""
         predictor = predictor_of(request)
         if len(files) > settings.max_batch_files:
             message = f"{len(files)} files sent; at most {settings.max_batch_files} per batch"
             raise ApiError(400, "too_many_files", message)
-        results, deadline = [], decode_slots.deadline()  # the batch waits for decoders once, not per file
-        for upload in files:
+        uploads: dict[int, bytes] = {}
+        outcomes: dict[int, Prediction | ApiError] = {}
+        for position, upload in enumerate(files):
             try:
-                data = await read_upload(upload)
-                prediction = await predict_data(request, predictor, data, top_k, deadline=deadline)
-                results.append(BatchItem(filename=upload.filename, prediction=prediction))
+                uploads[position] = await read_upload(upload)
             except ApiError as error:
-                results.append(
-                    BatchItem(
-                        filename=upload.filename, error=ErrorBody(code=error.code, message=error.message)
-                    )
-                )
+                outcomes[position] = error
+
+        def decode_and_predict() -> dict[int, Prediction | ApiError]:
+            inputs, refused = {}, {}
+            for position, data in uploads.items():
+                try:
+                    inputs[position] = image_bytes_to_input(data, settings.max_pixels)
+                except ImageError as error:
+                    refused[position] = rejected(error)
+            answers = predictor.predict_arrays(list(inputs.values()), top_k) if inputs else []
+            return {**refused, **dict(zip(inputs, answers, strict=True))}
+
+        if uploads:
+            outcomes |= await decode_slots.run(list(uploads.values()), decode_and_predict)
+        results = []
+        for position, upload in enumerate(files):
+            outcome = outcomes[position]
+            if isinstance(outcome, ApiError):
+                body = ErrorBody(code=outcome.code, message=outcome.message)
+                results.append(BatchItem(filename=upload.filename, error=body))
+            else:
+                metrics.observe_prediction(outcome.category, outcome.confidence)
+                results.append(BatchItem(filename=upload.filename, prediction=outcome))
         return BatchResponse(results=results, model_version=predictor.version)
 
     @app.post(

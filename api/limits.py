@@ -99,14 +99,13 @@ class DecodeSlots:
         self.large = asyncio.Semaphore(1)
         self.wait_s = wait_s
 
-    def deadline(self) -> float:
-        """When a request starting now stops waiting: one budget for all the files of a batch."""
-        return asyncio.get_running_loop().time() + self.wait_s
-
-    async def run(self, data: bytes, decode: Callable[[], Result], deadline: float | None = None) -> Result:
-        """`decode()` on the thread pool, once the decode of `data` has the slots it needs."""
-        large = await run_in_threadpool(decoded_pixels, data) > self.LARGE_DECODE_PIXELS
-        needed = [self.large, self.slots] if large else [self.slots]
+    async def run(self, data: bytes | list[bytes], decode: Callable[[], Result]) -> Result:
+        """`decode()` on the thread pool, once it has the slots that decoding `data` needs: one upload, or
+        a batch's uploads decoded one after another (one wait and one thread hop for all of them)."""
+        uploads = [data] if isinstance(data, bytes) else data
+        largest = await run_in_threadpool(lambda: max(map(decoded_pixels, uploads), default=0))
+        needed = [self.large, self.slots] if largest > self.LARGE_DECODE_PIXELS else [self.slots]
+        deadline = asyncio.get_running_loop().time() + self.wait_s  # one wait for all the slots
         held: list[asyncio.Semaphore] = []
 
         def release(_: object = None) -> None:
@@ -115,7 +114,7 @@ class DecodeSlots:
 
         try:
             for semaphore in needed:
-                await self.acquire(semaphore, self.deadline() if deadline is None else deadline)
+                await self.acquire(semaphore, deadline)
                 held.append(semaphore)
             call = asyncio.ensure_future(run_in_threadpool(decode))
         except BaseException:

@@ -2,8 +2,10 @@
 against a real uvicorn server, with GET /health/live on the same server as the HTTP floor. Zero errors
 allowed. Payloads: a product photo (JPEG, about 300x300) and a Fashion-MNIST-style 28x28 PNG, each as a
 multipart upload and as a raw body (`Content-Type: image/...`), which skips multipart on both sides.
+Then 16 product photos, and 16 28x28 PNGs, as one POST /v1/predict/batch against the same 16 as single
+calls, interleaved on one connection (the batch is one decode slot and one forward pass).
 
-    python -m benchmarks.api_load [--requests 300] [--workers 1]
+    python -m benchmarks.api_load [--requests 300] [--workers 1] [--batch-rounds 20] [--batch-only]
 """
 
 import argparse
@@ -53,6 +55,31 @@ async def load(url: str, concurrency: int, requests: int, body: dict[str, Any] |
     }
 
 
+def batch_against_singles(url: str, images: dict[str, bytes], rounds: int) -> dict[str, Any]:
+    """Milliseconds for all `images` (file name: bytes) as one batch call and as single calls, alternating
+    on one connection; medians over `rounds`."""
+    files = [("files", (name, data)) for name, data in images.items()]
+    batch_ms, singles_ms, errors = [], [], 0
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(rounds + 1):  # the first round warms up
+            started = time.perf_counter()
+            response = client.post("/v1/predict/batch", files=files)
+            batch_ms.append((time.perf_counter() - started) * 1000)
+            errors += response.status_code != 200 or any(r["error"] for r in response.json()["results"])
+            started = time.perf_counter()
+            for file in files:
+                errors += client.post("/v1/predict", files={"file": file[1]}).is_error
+            singles_ms.append((time.perf_counter() - started) * 1000)
+    batch, singles = median(batch_ms[1:]), median(singles_ms[1:])
+    return {"batch_ms": batch, "singles_ms": singles, "speedup": singles / batch, "errors": errors}
+
+
+def png(image: Any) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def payloads() -> dict[str, dict[str, Any]]:
     image = load_fashion_mnist().test.images[0].numpy()
     png = io.BytesIO()
@@ -74,19 +101,34 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=300, help="requests per route and concurrency level")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-rounds", type=int, default=20, help="batch-against-singles rounds")
+    parser.add_argument("--batch-only", action="store_true", help="only the batch against single calls")
     args = parser.parse_args()
     server = LiveServer.start(Path(tempfile.mkdtemp()) / "server.log", "--workers", str(args.workers))
     rows = []
     try:
-        targets = {"GET /health/live (floor)": None, **payloads()}
-        for concurrency in CONCURRENCY:
+        targets = {} if args.batch_only else {"GET /health/live (floor)": None, **payloads()}
+        for concurrency in CONCURRENCY if targets else ():
             for name, body in targets.items():
                 path = "/health/live" if body is None else "/v1/predict"
                 asyncio.run(load(server.url + path, concurrency, 20, body))  # warm-up
                 result = asyncio.run(load(server.url + path, concurrency, args.requests, body))
                 rows.append({"route": name, "concurrency": concurrency, **result})
+        items = load_fashion_mnist().test.images[:16].numpy()
+        kinds = {
+            "product photo JPEG": {f"{i}.jpg": product_photo(item, seed=i) for i, item in enumerate(items)},
+            "28x28 PNG": {f"{i}.png": png(item) for i, item in enumerate(items)},
+        }
+        batch = [
+            {"images": kind, **batch_against_singles(server.url, images, args.batch_rounds)}
+            for kind, images in kinds.items()
+        ]
     finally:
         server.stop()
+    print_table("16 images: one batch call against 16 single calls (one connection)", batch)
+    if args.batch_only:
+        write_result("api_batch", batch, workers=args.workers, rounds=args.batch_rounds)
+        raise SystemExit(1 if any(row["errors"] for row in batch) else 0)
     print_table(f"API under load, {args.workers} uvicorn worker(s), {args.requests} requests per row", rows)
     floor = next(r for r in rows if r["concurrency"] == 1 and r["route"].startswith("GET"))["p50_ms"]
     for row in rows:
@@ -95,7 +137,9 @@ def main() -> None:
             print(f"{row['route']}: single-request p50 is {gap:+.2f} ms over the floor (goal <= 2 ms)")
     errors = sum(row["errors"] for row in rows)
     print(f"errors: {errors}")
-    write_result("api_load", rows, workers=args.workers, requests_per_row=args.requests, errors=errors)
+    write_result(
+        "api_load", rows, workers=args.workers, requests_per_row=args.requests, errors=errors, batch=batch
+    )
     if errors:
         raise SystemExit(1)
 

@@ -160,6 +160,23 @@ def test_batch_keeps_order_and_isolates_bad_files(client: TestClient, expected_c
     assert results[3]["prediction"] is None and results[3]["error"]["code"] == "corrupt_image"
 
 
+def test_a_batch_is_one_forward_pass_with_the_answers_of_single_calls(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the batch endpoint ran one forward pass per file (16 images: 1.7x faster than 16 calls)."""
+    photos = [product_photo(TEST_IMAGES[i], seed=i) for i in range(4)]
+    singles = [client.post("/v1/predict", files=upload(photo)).json() for photo in photos]
+    model = client.app.state.predictor.model
+    passes, predict = [], model.predict
+    monkeypatch.setattr(model, "predict", lambda images: passes.append(len(images)) or predict(images))
+    files = [("files", (f"{i}.jpg", photo, "image/jpeg")) for i, photo in enumerate(photos)]
+    results = client.post("/v1/predict/batch", files=files).json()["results"]
+    assert passes == [4]
+    for single, item in zip(singles, results, strict=True):
+        assert item["prediction"]["category"] == single["category"]
+        assert item["prediction"]["confidence"] == pytest.approx(single["confidence"], abs=1e-5)
+
+
 def chunked(data: bytes) -> Iterator[bytes]:
     for start in range(0, len(data), 16_384):
         yield data[start : start + 16_384]

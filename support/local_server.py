@@ -1,8 +1,8 @@
 """Run the real service under uvicorn in a subprocess on a free loopback port: for tests and benchmarks."""
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,11 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+LISTENING = re.compile(r"Uvicorn running on (http://[0-9.]+:[0-9]+)")
 
 
 @dataclass
@@ -34,23 +30,29 @@ class LiveServer:
         command: Sequence[str | Path] = (sys.executable, "-m", "api.serve"),
         cwd: Path | None = None,
     ) -> "LiveServer":
-        """`command` (default: this interpreter's `api.serve`) with `--port` and `args`, its output in
-        `log_path`, the environment's variables updated by `env`."""
-        port = free_port()
+        """`command` (default: this interpreter's `api.serve`) with `args`, its output in `log_path`, the
+        environment's variables updated by `env`. The server binds a port of its own choosing (port 0),
+        read back from its log: a port chosen here and bound there could be taken in between."""
         log = log_path.open("wb")
         process = subprocess.Popen(
-            [*command, "--port", str(port), *args],
+            [*command, "--port", "0", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             cwd=cwd,
         )
-        server = cls(process, f"http://127.0.0.1:{port}", log_path)
+        server = cls(process, "", log_path)
         server.wait_until_ready()
         return server
 
     def wait_until_ready(self, timeout: float = 120) -> None:
+        """Until the server has said where it listens and answers `/health/ready` with 200."""
         deadline = time.monotonic() + timeout
+        while not self.url and time.monotonic() < deadline and self.process.poll() is None:
+            if found := LISTENING.search(self.log_path.read_text(errors="replace")):
+                self.url = found.group(1)
+            else:
+                time.sleep(0.1)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(

@@ -32,10 +32,12 @@ def post_all(client: TestClient, photos: list[bytes]) -> list[dict[str, object]]
 
 
 def test_concurrent_requests_are_batched_and_answered_as_if_alone() -> None:
+    """A 10 s window that 8 requests fill at once: 24 requests make exactly 3 passes however slowly the
+    machine runs (a 50 ms window made the count depend on timing)."""
     photos = [product_photo(IMAGES[i], seed=i) for i in range(REQUESTS)]
     with TestClient(create_app(Settings())) as client:
         alone = post_all(client, photos)
-    with TestClient(create_app(Settings(batch_wait_ms=50, batch_max_size=8))) as client:
+    with TestClient(create_app(Settings(batch_wait_ms=10_000, batch_max_size=8))) as client:
         batched = post_all(client, photos)
         metrics = client.get("/metrics").text
     for one, other in zip(alone, batched, strict=True):
@@ -49,8 +51,7 @@ def test_concurrent_requests_are_batched_and_answered_as_if_alone() -> None:
     total = float(
         next(line.split()[1] for line in metrics.splitlines() if line.startswith("prediction_batch_size_sum"))
     )
-    assert total == REQUESTS and count < REQUESTS, "some requests shared a forward pass"
-    assert 'prediction_batch_size_bucket{le="8.0"} ' + f"{count}" in metrics, "never more than 8 per pass"
+    assert (total, count) == (REQUESTS, REQUESTS / 8), "full passes of 8"
 
 
 def test_the_model_input_comes_back_through_the_batcher_too() -> None:

@@ -50,7 +50,8 @@ def configure_logging(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
+        # The process id tells which worker (of `--workers N`) served a request.
+        logging.Formatter("%(asctime)s %(levelname)s %(process)d [%(request_id)s] %(name)s: %(message)s")
     )
     logger = logging.getLogger("api")
     logger.handlers[:] = [handler]

@@ -20,6 +20,9 @@ WORKDIR /build
 COPY pyproject.toml README.md Pipfile.lock ./
 COPY tasks/install_runtime.sh tasks/
 COPY text_recognizer text_recognizer
+COPY training training
+COPY release release
+COPY curation curation
 COPY api api
 RUN TORCH_INDEX_URL="$TORCH_INDEX_URL" bash tasks/install_runtime.sh /opt/venv /build \
     && rm -rf /build /root/.cache \

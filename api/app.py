@@ -288,7 +288,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return {**refused, **dict(zip(inputs, answers, strict=True))}
 
         if uploads:
-            outcomes |= await decode_slots.run(list(uploads.values()), decode_and_predict)
+            decoded = await decode_slots.run(list(uploads.values()), decode_and_predict)
+            if answered := sum(not isinstance(outcome, ApiError) for outcome in decoded.values()):
+                metrics.observe_batch(answered)
+            outcomes |= decoded
         results = []
         for position, upload in enumerate(files):
             outcome = outcomes[position]

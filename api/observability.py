@@ -86,7 +86,7 @@ class Metrics:
 
         self.batch_size = Histogram(
             "prediction_batch_size",
-            "Images per forward pass when micro-batching is on",
+            "Images per shared forward pass: micro-batching (when on) and /v1/predict/batch",
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=self.registry,
         )

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.model:
         os.environ["APPAREL_MODEL_PATH"] = str(args.model.resolve())
-    print(f"serving on http://{args.host}:{args.port}/ (web page), /docs (API), {args.workers} worker(s)")
+    where = f"http://{args.host}:{args.port}/" if args.port else "a free port (uvicorn says which)"
+    print(f"serving on {where} (web page), /docs (API), {args.workers} worker(s)")
     uvicorn.run(
         "api.app:create_app",
         factory=True,

@@ -16,7 +16,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from api.feedback_store import DEFAULT_FEEDBACK_DIR
-from text_recognizer.paths import WEIGHTS_DIR
+from text_recognizer.paths import SERVED_WEIGHTS_DIR
 from text_recognizer.preprocessing import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "APPAREL_"
@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore", allow_inf_nan=False)
 
     # A model file, or a weights folder whose promoted version (its CURRENT) is served.
-    model_path: Path = WEIGHTS_DIR
+    model_path: Path = SERVED_WEIGHTS_DIR
     max_upload_bytes: PositiveInt = 10 * 1024 * 1024
     max_pixels: PositiveInt = DEFAULT_MAX_PIXELS
     max_batch_files: PositiveInt = 16

@@ -21,7 +21,7 @@ import torch
 from curation.labelled_images import IMAGE_SUFFIXES, read_image
 from text_recognizer.labels import LabelError
 from text_recognizer.models import ArtifactError, ClassifierModel
-from text_recognizer.paths import WEIGHTS_DIR
+from text_recognizer.paths import SERVED_WEIGHTS_DIR
 from text_recognizer.progress import progress
 from text_recognizer.promoted import PromotedModelError, model_file
 from training.image_grid import save_image_grid
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "--pool", type=Path, required=True, help="folder of unlabelled images (searched deeply)"
     )
     parser.add_argument("--n", type=int, required=True, help="how many images to queue")
-    parser.add_argument("--model", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--model", type=Path, default=SERVED_WEIGHTS_DIR)
     parser.add_argument("--by", choices=STRATEGIES, default="margin")
     parser.add_argument("--out", type=Path, default=Path("reports") / "labeling")
     args = parser.parse_args(argv)

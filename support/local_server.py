@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-LISTENING = re.compile(r"Uvicorn running on (http://[0-9.]+:[0-9]+)")
+LISTENING = re.compile(r"Uvicorn running on (http://[0-9.]+:[0-9]+) \(Press")
 
 
 @dataclass

@@ -19,15 +19,17 @@ cleanup() {
 trap cleanup EXIT
 
 bash "$ROOT/tasks/install_runtime.sh" "$work/venv" "$ROOT"
-port="$("$work/venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 cd "$work"  # import the installed package, not the checkout
-APPAREL_FEEDBACK_DIR="$work/feedback" "$work/venv/bin/python" -m api.serve --port "$port" > "$work/server.log" 2>&1 &
+# Port 0: the server binds a free port itself and says which (no race between choosing and binding).
+APPAREL_FEEDBACK_DIR="$work/feedback" "$work/venv/bin/python" -m api.serve --port 0 > "$work/server.log" 2>&1 &
 server_pid=$!
-url="http://127.0.0.1:$port"
-for _ in $(seq 1 120); do
-  curl -fsS "$url/health/ready" > /dev/null 2>&1 && break
+url=""
+for _ in $(seq 1 240); do
+  [ -n "$url" ] || url="$(grep -o 'Uvicorn running on http://[0-9.]*:[0-9]* (Press' "$work/server.log" | grep -o 'http://[0-9.:]*' || true)"
+  [ -n "$url" ] && curl -fsS "$url/health/ready" > /dev/null 2>&1 && break
   sleep 0.5
 done
+[ -n "$url" ] || { echo "the server never said where it listens"; cat "$work/server.log"; exit 1; }
 "$VENV_PYTHON" -c "
 import sys; sys.path.insert(0, '$ROOT')
 from support.product_photos import product_photo

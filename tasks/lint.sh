@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint and type-check: ruff (rules and formatting) on everything, mypy (strict) on the library and training.
+# Lint and type-check: ruff (rules and formatting) on everything, mypy (strict) on every package.
 set -euo pipefail
 source "$(dirname "$0")/_environment.sh"
 "$ROOT/tasks/setup.sh"

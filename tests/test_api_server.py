@@ -188,6 +188,7 @@ def test_two_workers_behind_one_port_share_the_feedback_database(tmp_path: Path)
     served every request: now waves of concurrent requests go on until the access log shows both."""
     feedback = tmp_path / "feedback"
     env = {"APPAREL_FEEDBACK_DIR": str(feedback), "APPAREL_BATCH_WAIT_MS": "3"}
+    env["APPAREL_FEEDBACK_PER_MINUTE"] = "0"  # every wave comes from one address (found in review)
     live = LiveServer.start(tmp_path / "server.log", "--workers", "2", env=env)
     served_by: set[str] = set()
     stored = 0

@@ -1,5 +1,5 @@
 """Evaluation: metric definitions, the evaluate command's outputs, and the promoted model's gates
-(accuracy floor on the full test set, single-image latency budget)."""
+(accuracy floor on the full test set, the photo domains' floors)."""
 
 import json
 from pathlib import Path

@@ -6,7 +6,10 @@ import sys
 
 from .conftest import REPO_ROOT
 
-EXTRAS_ONLY = ("sqlalchemy", "fastapi", "uvicorn", "starlette", "mlflow", "matplotlib", "optuna")
+EXTRAS_ONLY = (
+    *("sqlalchemy", "alembic", "fastapi", "fastapi_offline", "starlette", "uvicorn", "multipart"),
+    *("prometheus_client", "pydantic_settings", "mlflow", "matplotlib", "optuna", "torchvision"),
+)
 
 PROBE = f"""
 import importlib, pkgutil, sys

@@ -33,6 +33,15 @@ def test_a_bar_is_drawn_on_a_terminal_and_nowhere_else(
     assert ("counting:" in drawn and "/3 [" in drawn) == stream.isatty(), drawn
 
 
+def test_tqdm_disable_turns_the_bars_off_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: tqdm's own TQDM_DISABLE yields to an explicit keyword, so it did nothing."""
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert list(progress(range(3), desc="counting", total=3)) == [0, 1, 2]
+    assert terminal.getvalue() == ""
+
+
 def on_terminal(command: list[str]) -> str:
     """Everything `command` shows on a pseudo-terminal 100 columns wide, as a person at a shell sees it."""
     controller, terminal = pty.openpty()

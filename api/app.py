@@ -45,6 +45,7 @@ from text_recognizer.labels import LabelError, class_index
 from text_recognizer.preprocessing import (
     ImageError,
     decode_image,
+    decoded_pixels,
     fashion_mnist_style,
     image_bytes_to_input,
     working_image,
@@ -157,12 +158,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(503, "not_ready", "the model is still loading")
         return predictor
 
-    async def read_upload(upload: StarletteUpload) -> bytes:
+    def refuse_too_large(upload: StarletteUpload) -> None:
         if upload.size is not None and upload.size > settings.max_upload_bytes:
             message = (
                 f"{upload.filename or 'the file'} is {upload.size} bytes; limit {settings.max_upload_bytes}"
             )
             raise ApiError(413, "payload_too_large", message)
+
+    async def read_upload(upload: StarletteUpload) -> bytes:
+        refuse_too_large(upload)
         return await upload.read()
 
     store_lock = threading.Lock()
@@ -193,7 +197,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         encoding and parsing on both sides."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
-            async with request.form(max_files=1, max_fields=16) as form:
+            async with request.form(max_files=2, max_fields=16) as form:
+                refuse_repeated_fields(form)  # a second file is a repeated field, like any other
                 upload = form.get("file")
                 if not isinstance(upload, StarletteUpload):  # FastAPI's UploadFile subclasses it
                     raise ApiError(422, "missing_file", MISSING_FILE)
@@ -221,10 +226,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 predict = functools.partial(
                     predictor.predict_bytes, data, top_k, settings.max_pixels, include_input
                 )
-                prediction = await decode_slots.run(data, predict)
+                prediction = await decode_slots.run(functools.partial(decoded_pixels, data), predict)
             else:
                 convert = functools.partial(image_bytes_to_input, data, settings.max_pixels)
-                pixels = await decode_slots.run(data, convert)
+                pixels = await decode_slots.run(functools.partial(decoded_pixels, data), convert)
                 prediction = await batcher.predict(pixels, top_k)
                 if include_input:
                     prediction.model_input = png_data_url(pixels)
@@ -269,26 +274,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if len(files) > settings.max_batch_files:
             message = f"{len(files)} files sent; at most {settings.max_batch_files} per batch"
             raise ApiError(400, "too_many_files", message)
-        uploads: dict[int, bytes] = {}
+        uploads: dict[int, StarletteUpload] = {}
         outcomes: dict[int, Prediction | ApiError] = {}
         for position, upload in enumerate(files):
             try:
-                uploads[position] = await read_upload(upload)
+                refuse_too_large(upload)
+                uploads[position] = upload
             except ApiError as error:
                 outcomes[position] = error
 
+        def contents(upload: StarletteUpload) -> bytes:
+            """Read on the thread pool, one file at a time: a batch may carry 16 x 10 MB, which stay in
+            the parser's spooled files (on disk past 1 MB) rather than all in memory (found in review)."""
+            upload.file.seek(0)
+            return upload.file.read()
+
+        def largest() -> int:
+            return max(decoded_pixels(contents(upload)) for upload in uploads.values())
+
         def decode_and_predict() -> dict[int, Prediction | ApiError]:
             inputs, refused = {}, {}
-            for position, data in uploads.items():
+            for position, upload in uploads.items():
                 try:
-                    inputs[position] = image_bytes_to_input(data, settings.max_pixels)
+                    inputs[position] = image_bytes_to_input(contents(upload), settings.max_pixels)
                 except ImageError as error:
                     refused[position] = rejected(error)
             answers = predictor.predict_arrays(list(inputs.values()), top_k) if inputs else []
             return {**refused, **dict(zip(inputs, answers, strict=True))}
 
         if uploads:
-            decoded = await decode_slots.run(list(uploads.values()), decode_and_predict)
+            decoded = await decode_slots.run(largest, decode_and_predict)
             if answered := sum(not isinstance(outcome, ApiError) for outcome in decoded.values()):
                 metrics.observe_batch(answered)
             outcomes |= decoded
@@ -335,7 +350,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return png_bytes(image), predictor.predict_arrays([fashion_mnist_style(image)], 1)[0]
 
         try:
-            png, prediction = await decode_slots.run(data, decode_and_predict)
+            png, prediction = await decode_slots.run(
+                functools.partial(decoded_pixels, data), decode_and_predict
+            )
         except ImageError as error:
             raise rejected(error) from None
         predicted = prediction.top_k[0]

@@ -126,6 +126,9 @@ class ServiceProtocol(H11Protocol):
         if self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete:
             self.transport.close()  # too late for an answer: this request's response is under way
             return
+        if self.cycle is not None and self.cycle.response_complete:
+            self.linger()  # answered before its body arrived (a 413, 401 or 429): no second answer
+            return
         what = "request's headers" if waiting_for == "headers" else "whole request"
         message = f"the {what} did not arrive within {seconds:g} s"
         self.refuse(408, "request_timeout", message)

@@ -19,9 +19,9 @@ arrives later opens the row again.
 
 import hashlib
 import io
+import logging
 import time
 from collections.abc import Iterable
-from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +51,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from text_recognizer.atomic import atomic_path
 from text_recognizer.paths import PROJECT_ROOT
 
+logger = logging.getLogger("api")
 DEFAULT_FEEDBACK_DIR = PROJECT_ROOT / "data" / "feedback"
 USAGE_CACHE_SECONDS = 10.0  # how stale the images folder's measured size may be for the quota
 ACCEPTED, REJECTED = "accepted", "rejected"
@@ -149,17 +150,33 @@ class FeedbackStore:
             metadata.create_all(self.engine)
         except OperationalError:  # another worker created the table between check and create
             metadata.create_all(self.engine)  # checks first again: now a no-op, or the real error
-        self.add_missing_columns()
+        self.upgrade_older_store()
 
-    def add_missing_columns(self) -> None:
-        """Columns added to a table after stores were made with it (create_all makes only tables)."""
-        present = {column["name"] for column in inspect(self.engine).get_columns(reviews_table.name)}
-        if "last_conflict_id" not in present:
-            # Another worker may add it first: then this fails (and rolls back) harmlessly.
-            with suppress(OperationalError, ProgrammingError), self.engine.begin() as connection:
+    def upgrade_older_store(self) -> None:
+        """What was added to the tables after stores were made with them (create_all makes only missing
+        tables): the reviews' `last_conflict_id` and one conflict per image and label."""
+        if "last_conflict_id" not in self.columns(reviews_table.name):
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(
+                        text(f"ALTER TABLE {reviews_table.name} ADD COLUMN last_conflict_id INTEGER")
+                    )
+            except (OperationalError, ProgrammingError):
+                if "last_conflict_id" not in self.columns(reviews_table.name):
+                    raise  # not another worker adding it first: e.g. no right to alter the table
+        try:
+            with self.engine.begin() as connection:
                 connection.execute(
-                    text(f"ALTER TABLE {reviews_table.name} ADD COLUMN last_conflict_id INTEGER")
+                    text(
+                        "CREATE UNIQUE INDEX IF NOT EXISTS feedback_conflicts_once "
+                        f"ON {conflicts_table.name} (feedback_id, label)"
+                    )
                 )
+        except IntegrityError:
+            logger.warning("%s holds repeated conflicts from before they were refused", self.engine.url)
+
+    def columns(self, table: str) -> set[str]:
+        return {column["name"] for column in inspect(self.engine).get_columns(table)}
 
     @classmethod
     def at(cls, directory: Path, url: str | None = None) -> "FeedbackStore":
@@ -235,23 +252,24 @@ class FeedbackStore:
         seen: dict[int, int | None] | None = None,
     ) -> None:
         """Accept (with the sender's label, or `label`/`category`) or reject rows; a later review of a
-        row replaces an earlier one. `seen`: the newest conflict id the reviewer saw for each row, when
-        the decision was made from an earlier listing (default: the newest now)."""
+        row replaces an earlier one. `seen`: the newest conflict id the reviewer saw, for rows decided
+        from an earlier listing (for the others: the newest now). All rows, or none when an id is
+        unknown."""
+        records = [self.get(feedback_id) for feedback_id in ids]  # every id exists, or nothing is written
         conflicts = self.conflicts()
-        for feedback_id in ids:
-            record = self.get(feedback_id)
-            newest = max((c.id for c in conflicts.get(feedback_id, [])), default=None)
-            row = {
-                "feedback_id": feedback_id,
-                "decision": decision,
-                "reviewer": reviewer,
-                "reviewed_at": datetime.now(UTC),
-                "label": record.label if label is None else label,
-                "category": record.category if category is None else category,
-                "last_conflict_id": seen.get(feedback_id) if seen is not None else newest,
-            }
-            with self.engine.begin() as connection:
-                connection.execute(reviews_table.delete().where(reviews_table.c.feedback_id == feedback_id))
+        with self.engine.begin() as connection:
+            for record in records:
+                newest = max((c.id for c in conflicts.get(record.id, [])), default=None)
+                row = {
+                    "feedback_id": record.id,
+                    "decision": decision,
+                    "reviewer": reviewer,
+                    "reviewed_at": datetime.now(UTC),
+                    "label": record.label if label is None else label,
+                    "category": record.category if category is None else category,
+                    "last_conflict_id": seen[record.id] if seen is not None and record.id in seen else newest,
+                }
+                connection.execute(reviews_table.delete().where(reviews_table.c.feedback_id == record.id))
                 connection.execute(insert(reviews_table).values(**row))
 
     def get(self, feedback_id: int) -> FeedbackRecord:

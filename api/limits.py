@@ -16,7 +16,6 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import ApiError, error_response
-from text_recognizer.preprocessing import decoded_pixels
 
 # Multipart framing (boundaries, part headers) on top of the files themselves.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -78,6 +77,7 @@ class LimitedRequest:
 
 
 Result = TypeVar("Result")
+Value = TypeVar("Value")
 
 
 class DecodeSlots:
@@ -97,15 +97,24 @@ class DecodeSlots:
     def __init__(self, slots: int, wait_s: float) -> None:
         self.slots = asyncio.Semaphore(slots)
         self.large = asyncio.Semaphore(1)
+        # Reading a header can cost as much as a decode (a PNG of many tiny chunks): bounded too.
+        self.headers = asyncio.Semaphore(slots)
         self.wait_s = wait_s
 
-    async def run(self, data: bytes | list[bytes], decode: Callable[[], Result]) -> Result:
-        """`decode()` on the thread pool, once it has the slots that decoding `data` needs: one upload, or
-        a batch's uploads decoded one after another (one wait and one thread hop for all of them)."""
-        uploads = [data] if isinstance(data, bytes) else data
-        largest = await run_in_threadpool(lambda: max(map(decoded_pixels, uploads), default=0))
+    async def run(self, pixels: Callable[[], int], decode: Callable[[], Result]) -> Result:
+        """`decode()` on the thread pool, once it has the slots its images need: `pixels()` (run first,
+        on the thread pool too) says how many pixels the largest of them decodes to. One upload, or a
+        batch's uploads decoded one after another (one wait and one thread hop for all of them)."""
+        deadline = asyncio.get_running_loop().time() + self.wait_s  # one wait for every slot
+        largest = await self.guarded([self.headers], deadline, pixels)
         needed = [self.large, self.slots] if largest > self.LARGE_DECODE_PIXELS else [self.slots]
-        deadline = asyncio.get_running_loop().time() + self.wait_s  # one wait for all the slots
+        return await self.guarded(needed, deadline, decode)
+
+    async def guarded(
+        self, needed: list[asyncio.Semaphore], deadline: float, function: Callable[[], Value]
+    ) -> Value:
+        """`function()` on the thread pool, holding `needed` until it returns, even if the request
+        waiting for it is cancelled first."""
         held: list[asyncio.Semaphore] = []
 
         def release(_: object = None) -> None:
@@ -116,7 +125,7 @@ class DecodeSlots:
             for semaphore in needed:
                 await self.acquire(semaphore, deadline)
                 held.append(semaphore)
-            call = asyncio.ensure_future(run_in_threadpool(decode))
+            call = asyncio.ensure_future(run_in_threadpool(function))
         except BaseException:
             release()
             raise

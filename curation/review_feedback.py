@@ -5,6 +5,10 @@
     review_feedback accept --confirmed                  keep every waiting confirmation (no conflict)
     review_feedback reject ID [ID ...]                  never use
 
+A row with conflicting labels is listed as ID@N, N its newest conflict: deciding on ID@N records that
+you saw the conflicts up to N, so one that arrives between your listing and your decision opens the row
+again (a bare ID takes the conflicts as they are when you decide).
+
 `--feedback DIR` and `--feedback-db URL` choose the store (default data/feedback, SQLite there).
 Every row waits for a review, confirmations too (anyone can confirm a wrong answer when the endpoint has
 no key), and a conflicting label that arrives later opens it again. `./tasks/data.sh add --feedback`
@@ -13,6 +17,7 @@ takes the accepted rows.
 
 import argparse
 import getpass
+import re
 import sys
 from pathlib import Path
 
@@ -33,6 +38,14 @@ from training.image_grid import save_image_grid
 from training.table import format_table
 
 
+def review_target(text: str) -> tuple[int, int | None]:
+    """`ID` or `ID@N` (the newest conflict seen), in ASCII digits."""
+    found = re.fullmatch(r"([0-9]+)(?:@([0-9]+))?", text)
+    if found is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ID or ID@CONFLICT (e.g. 12 or 12@3)")
+    return int(found.group(1)), int(found.group(2)) if found.group(2) else None
+
+
 def listing(store: FeedbackStore, everything: bool) -> list[FeedbackRecord]:
     rows = store.training_rows()
     waiting = set(rows.unreviewed) | set(rows.conflicted)
@@ -51,14 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--sheet", type=Path, help="also write a contact sheet (PNG) of the model inputs")
     for decision in ("accept", "reject"):
         command = commands.add_parser(decision)
-        command.add_argument("ids", type=int, nargs="*", metavar="ID")
+        command.add_argument("targets", type=review_target, nargs="*", metavar="ID[@N]")
         command.add_argument("--reviewer", default=getpass.getuser())
         if decision == "accept":
             command.add_argument("--category", help="the correct category, if not the sender's")
             command.add_argument("--confirmed", action="store_true", help="every waiting confirmation")
     args = parser.parse_args(argv)
     confirmed = getattr(args, "confirmed", False)
-    if args.command != "list" and (confirmed == bool(args.ids) or (confirmed and args.category)):
+    targets = getattr(args, "targets", [])
+    if args.command != "list" and (confirmed == bool(targets) or (confirmed and args.category)):
         parser.error(
             f"{args.command}: give IDs" + (", or --confirmed alone" if args.command == "accept" else "")
         )
@@ -72,17 +86,18 @@ def main(argv: list[str] | None = None) -> int:
             classes = (*Manifest.named(FASHION_MNIST).classes, OUT_OF_SCOPE)  # the served model's labels
             label = class_index(args.category, classes)
             category = classes[label]
-        seen = None
+        ids = [feedback_id for feedback_id, _ in targets]
+        seen = {feedback_id: newest for feedback_id, newest in targets if newest is not None}
         if confirmed:  # waiting, without a conflict: conflicted rows need a decision each
             waiting = store.training_rows().unreviewed
-            args.ids = [record.id for record in store.all() if record.confirmed and record.id in waiting]
-            seen = dict.fromkeys(args.ids)  # none seen: a conflict from now on opens the row again
+            ids = [record.id for record in store.all() if record.confirmed and record.id in waiting]
+            seen = dict.fromkeys(ids)  # none seen: a conflict from now on opens the row again
         decision = ACCEPTED if args.command == "accept" else REJECTED
-        store.review(args.ids, decision, args.reviewer, label, category, seen)
+        store.review(ids, decision, args.reviewer, label, category, seen)
     except (KeyError, LabelError) as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
-    print(f"{args.command}ed {len(args.ids)} row(s)")
+    print(f"{args.command}ed {len(ids)} row(s)")
     return 0
 
 
@@ -90,7 +105,7 @@ def show_listing(store: FeedbackStore, records: list[FeedbackRecord], sheet: Pat
     reviews, conflicts = store.reviews(), store.conflicts()
     rows = [
         {
-            "id": r.id,
+            "id": f"{r.id}@{conflicts[r.id][-1].id}" if r.id in conflicts else r.id,
             "category": r.category,
             "predicted": f"{r.predicted_category} ({r.predicted_confidence:.2f})",
             "confirmed": r.confirmed,

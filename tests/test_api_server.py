@@ -31,6 +31,7 @@ from support import hostile_uploads
 from support.local_server import LiveServer
 from support.product_photos import product_photo
 from text_recognizer.datasets.idx import read_idx
+from text_recognizer.preprocessing import decoded_pixels
 
 from .conftest import FIXTURES_DIR
 from .test_photo_preprocessing import bomb_png, truncated_jpeg
@@ -281,6 +282,19 @@ def test_a_request_that_does_not_arrive_in_time_gets_408_and_is_closed(
         assert 'route="/v1/predict",status="408"} 1.0' in metrics
 
 
+def test_a_request_answered_before_its_body_gets_no_second_answer(impatient_server: LiveServer) -> None:
+    """Found in review: a request refused from its headers (here a 413 from Content-Length) left the
+    client owing its body, and when the deadline passed the server wrote a 408 after the 413."""
+    with connect(impatient_server) as connection:
+        connection.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 99999999\r\n\r\n"
+        )
+        waited, received = answer_and_close(connection)
+    assert received.startswith(b"HTTP/1.1 413 ") and received.count(b"HTTP/1.1 ") == 1, received
+    assert waited < 5
+
+
 def test_a_client_that_leaves_mid_upload_is_counted_499_not_an_error(tmp_path: Path) -> None:
     """Before: a client closing its connection during an upload was logged as an unexpected error with
     a traceback and counted as a 500."""
@@ -399,13 +413,16 @@ def test_large_decodes_take_turns_while_small_ones_pass_and_waiting_holds_no_thr
         release.wait(10)
         return "held"
 
+    def pixels(data: bytes) -> Callable[[], int]:
+        return functools.partial(decoded_pixels, data)
+
     def size(data: bytes) -> Callable[[], int]:
         return functools.partial(len, data)
 
     async def holding(slots: DecodeSlots) -> asyncio.Task[str]:
         decoding.clear()
         release.clear()
-        task = asyncio.create_task(slots.run(large, hold))
+        task = asyncio.create_task(slots.run(pixels(large), hold))
         while not decoding.is_set():
             await asyncio.sleep(0.01)
         return task
@@ -413,11 +430,13 @@ def test_large_decodes_take_turns_while_small_ones_pass_and_waiting_holds_no_thr
     async def scenario() -> None:
         patient, impatient = DecodeSlots(2, wait_s=30), DecodeSlots(2, wait_s=0.05)
         first = await holding(patient)
-        queued = [asyncio.create_task(patient.run(large, size(large))) for _ in range(5)]
+        queued = [asyncio.create_task(patient.run(pixels(large), size(large))) for _ in range(5)]
         await asyncio.sleep(0.3)
         threads = anyio.to_thread.current_default_thread_limiter()
         assert threads.borrowed_tokens == 1, "only the running decode holds a thread"
-        assert await patient.run(small, size(small)) == len(small)  # the second slot serves small images
+        assert await patient.run(pixels(small), size(small)) == len(
+            small
+        )  # the second slot serves small images
         release.set()
         assert await first == "held" and await asyncio.gather(*queued) == [len(large)] * 5
 
@@ -425,10 +444,34 @@ def test_large_decodes_take_turns_while_small_ones_pass_and_waiting_holds_no_thr
         first.cancel()  # the request goes away; its decode runs on and keeps the slot
         await asyncio.sleep(0.05)
         with pytest.raises(ApiError, match="retry in a second") as busy:
-            await impatient.run(large, size(large))
+            await impatient.run(pixels(large), size(large))
         assert busy.value.status_code == 503 and busy.value.code == "busy"
         release.set()
         await asyncio.sleep(0.05)
-        assert await impatient.run(large, size(large)) == len(large)
+        assert await impatient.run(pixels(large), size(large)) == len(large)
+
+    asyncio.run(scenario())
+
+
+def test_header_reads_take_turns_too() -> None:
+    """Found in review: a PNG of many tiny chunks costs 0.27 s per 1.2 MB just to read its header, and
+    header reads ran before any slot was taken, so any number ran at once."""
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_header() -> int:
+        reading.set()
+        release.wait(10)
+        return 0
+
+    async def scenario() -> None:
+        slots = DecodeSlots(1, wait_s=0.05)
+        first = asyncio.create_task(slots.run(slow_header, lambda: "decoded"))
+        while not reading.is_set():
+            await asyncio.sleep(0.01)
+        with pytest.raises(ApiError, match="retry in a second"):
+            await slots.run(lambda: 0, lambda: "decoded")
+        release.set()
+        assert await first == "decoded"
+        assert await slots.run(lambda: 0, lambda: "decoded") == "decoded"
 
     asyncio.run(scenario())

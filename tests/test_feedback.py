@@ -226,7 +226,9 @@ def test_conflicting_labels_are_kept_for_review_not_dropped(client: TestClient, 
     assert review_main(["--feedback", str(feedback_dir), "reject", "99"]) == 2
 
 
-def test_a_store_made_before_reviews_recorded_conflicts_gains_the_column(feedback_dir: Path) -> None:
+def test_a_store_made_before_reviews_recorded_conflicts_is_upgraded(feedback_dir: Path) -> None:
+    """The reviews' column, and (found in review) the one-conflict-per-label index, which create_all
+    does not add to a table that exists."""
     feedback_dir.mkdir()
     engine = create_engine(f"sqlite:///{feedback_dir / 'feedback.db'}")
     with engine.begin() as connection:
@@ -236,7 +238,35 @@ def test_a_store_made_before_reviews_recorded_conflicts_gains_the_column(feedbac
                 "label INTEGER, category VARCHAR(64), reviewer VARCHAR(64), reviewed_at DATETIME)"
             )
         )
+        connection.execute(
+            text(
+                "CREATE TABLE feedback_conflicts (id INTEGER PRIMARY KEY, feedback_id INTEGER NOT NULL, "
+                "created_at DATETIME NOT NULL, label INTEGER NOT NULL, category VARCHAR(64) NOT NULL, "
+                "request_id VARCHAR(64))"
+            )
+        )
     FeedbackStore.at(feedback_dir)
     assert "last_conflict_id" in {
         column["name"] for column in inspect(engine).get_columns("feedback_reviews")
     }
+    indexes = inspect(engine).get_indexes("feedback_conflicts")
+    assert any(index["unique"] and index["column_names"] == ["feedback_id", "label"] for index in indexes)
+
+
+def test_a_decision_records_the_conflicts_its_listing_showed_and_is_all_or_nothing(
+    client: TestClient, feedback_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found in review: a conflict arriving between `list` and `accept` counted as seen; `accept 1 99`
+    wrote row 1 and then failed."""
+    photo = upload(product_photo(TEST_IMAGES[BOOT], seed=10))
+    assert client.post("/v1/feedback", files=photo, data={"confirm": "true"}).status_code == 201
+    client.post("/v1/feedback", files=photo, data={"category": "Sandal"})
+    review = ["--feedback", str(feedback_dir)]
+    assert review_main([*review, "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("1@1 ")  # row 1, newest conflict 1
+    client.post("/v1/feedback", files=photo, data={"category": "Sneaker"})  # conflict 2, not yet seen
+    assert review_main([*review, "accept", "1@1", "--category", "sandal"]) == 0
+    assert FeedbackStore.at(feedback_dir).training_rows().conflicted == [1]
+    assert review_main([*review, "accept", "1", "99"]) == 2
+    assert "no feedback with id 99" in capsys.readouterr().err
+    assert FeedbackStore.at(feedback_dir).training_rows().conflicted == [1], "row 1 was not accepted"

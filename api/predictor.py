@@ -153,7 +153,8 @@ class Predictor:
             "parameters": self.model.parameter_count,
             "classes": list(self.model.class_names),
             "input": {
-                "accepts": "one image file: JPEG, PNG, WebP, BMP or GIF (first frame), any size and mode",
+                "accepts": "one image file: JPEG (also multi-picture MPO: the first picture), PNG, WebP, "
+                "BMP or GIF (first frame), any size and mode",
                 "model_input": {"shape": list(self.model.input_shape), "dtype": "uint8"},
                 "preprocessing": "EXIF orientation, alpha onto white, grayscale, reduce to 112 px, trim "
                 "border, longest edge to 28, centre on 28x28, negate light backgrounds (as Fashion-MNIST "

@@ -54,6 +54,13 @@ def normalize(images: torch.Tensor, normalization: Normalization) -> torch.Tenso
 # --- Uploaded photos -> Fashion-MNIST-style 28x28 images ----------------------------------------------
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+# JPEGs as Pillow names them: MPO is a JPEG with more pictures after the first (phone cameras write it);
+# the first picture is decoded as any JPEG is.
+JPEG_FORMATS = ("JPEG", "MPO")
+# Opening a PNG walks every chunk before its image data: a 1.2 MB file of tiny chunks took 0.27 s (found
+# in review). Real files have a handful (header, palette, colour profile, text).
+MAX_PNG_CHUNKS_BEFORE_DATA = 1000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFAULT_MAX_PIXELS = 40_000_000  # a JPEG is decoded at reduced scale: a 40-megapixel photo costs little
 # Other formats decode every pixel at 4 bytes each: at this cap one decode peaks near 70 MB and 0.25 s
 # (a 6000x6000 white WebP of 38 bytes took 205 MB and 0.8 s); 4000x3000 still passes.
@@ -89,6 +96,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     """
     if not data:
         raise ImageError("empty_file", "the uploaded file is empty")
+    refuse_chunk_floods(data)
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
@@ -103,7 +111,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise ImageError(
             "invalid_image", f"not a readable image; send one of {', '.join(ACCEPTED_FORMATS)}"
         ) from None
-    if image.format not in ACCEPTED_FORMATS:
+    if image.format not in (*ACCEPTED_FORMATS, *JPEG_FORMATS):
         raise ImageError(
             "unsupported_format",
             f"{image.format} images are not accepted; send one of {', '.join(ACCEPTED_FORMATS)}",
@@ -113,13 +121,13 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             "image_too_large",
             f"the image is {image.width}x{image.height} pixels; the limit is {max_pixels} pixels",
         )
-    if image.format != "JPEG" and image.width * image.height > MAX_FULL_DECODE_PIXELS:
+    if image.format not in JPEG_FORMATS and image.width * image.height > MAX_FULL_DECODE_PIXELS:
         raise ImageError(
             "image_too_large",
             f"the image is {image.width}x{image.height} pixels; {image.format} images are decoded in full, "
             f"limit {MAX_FULL_DECODE_PIXELS} pixels (JPEG: {max_pixels})",
         )
-    if image.format == "JPEG":
+    if image.format in JPEG_FORMATS:
         if image.width * image.height > len(data) * MAX_JPEG_PIXELS_PER_BYTE:
             raise ImageError(
                 "corrupt_image",
@@ -134,6 +142,22 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     return image
 
 
+def refuse_chunk_floods(data: bytes) -> None:
+    """A PNG with more than `MAX_PNG_CHUNKS_BEFORE_DATA` chunks before its image data is refused before
+    Pillow walks them; counting them here reads 8 bytes a chunk."""
+    if not data.startswith(PNG_SIGNATURE):
+        return
+    position, chunks = len(PNG_SIGNATURE), 0
+    while position + 8 <= len(data) and data[position + 4 : position + 8] not in (b"IDAT", b"IEND"):
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS_BEFORE_DATA:
+            raise ImageError(
+                "corrupt_image",
+                f"the PNG has more than {MAX_PNG_CHUNKS_BEFORE_DATA} chunks before its image data",
+            )
+        position += 12 + int.from_bytes(data[position : position + 4], "big")
+
+
 def draft(jpeg: Image.Image) -> None:
     """Set a JPEG to decode at 1/2, 1/4 or 1/8 scale, where that still covers twice the working size."""
     side = 2 * SERVING_CONVERSION.work_side
@@ -144,8 +168,9 @@ def decoded_pixels(data: bytes) -> int:
     """How many pixels `decode_image` would decode (a JPEG at its reduced scale), read from the header
     alone; 0 for what it refuses before decoding or cannot read (it then says why, at no cost)."""
     try:
+        refuse_chunk_floods(data)  # ImageError is a ValueError
         with Image.open(io.BytesIO(data)) as image:
-            if image.format == "JPEG":
+            if image.format in JPEG_FORMATS:
                 draft(image)
             pixels = image.width * image.height
             return pixels if pixels <= MAX_FULL_DECODE_PIXELS else 0

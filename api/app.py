@@ -214,11 +214,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         raise ApiError(415, "unsupported_media_type", f"Content-Type {content_type!r}: {MISSING_FILE}")
 
     async def predict_data(
-        request: Request,
-        predictor: Predictor,
-        data: bytes,
-        top_k: int,
-        include_input: bool = False,
+        request: Request, predictor: Predictor, data: bytes, top_k: int, include_input: bool = False
     ) -> Prediction:
         batcher: MicroBatcher | None = request.app.state.batcher
         try:

@@ -123,11 +123,11 @@ class ServiceProtocol(H11Protocol):
         if waiting_for == "headers" and not self.bytes_seen:
             self.transport.close()  # a connection that never sent a byte gets no answer
             return
-        if self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete:
-            self.transport.close()  # too late for an answer: this request's response is under way
-            return
-        if self.cycle is not None and self.cycle.response_complete:
-            self.linger()  # answered before its body arrived (a 413, 401 or 429): no second answer
+        if self.cycle is not None and self.cycle.response_started:
+            if self.cycle.response_complete:
+                self.linger()  # answered before its body arrived (a 413, 401 or 429): no second answer
+            else:
+                self.transport.close()  # too late for an answer: this request's response is under way
             return
         what = "request's headers" if waiting_for == "headers" else "whole request"
         message = f"the {what} did not arrive within {seconds:g} s"

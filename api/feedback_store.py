@@ -41,6 +41,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     create_engine,
+    func,
     insert,
     inspect,
     select,
@@ -256,10 +257,9 @@ class FeedbackStore:
         from an earlier listing (for the others: the newest now). All rows, or none when an id is
         unknown."""
         records = [self.get(feedback_id) for feedback_id in ids]  # every id exists, or nothing is written
-        conflicts = self.conflicts()
+        newest = self.newest_conflicts()
         with self.engine.begin() as connection:
             for record in records:
-                newest = max((c.id for c in conflicts.get(record.id, [])), default=None)
                 row = {
                     "feedback_id": record.id,
                     "decision": decision,
@@ -267,7 +267,9 @@ class FeedbackStore:
                     "reviewed_at": datetime.now(UTC),
                     "label": record.label if label is None else label,
                     "category": record.category if category is None else category,
-                    "last_conflict_id": seen[record.id] if seen is not None and record.id in seen else newest,
+                    "last_conflict_id": (
+                        seen[record.id] if seen is not None and record.id in seen else newest.get(record.id)
+                    ),
                 }
                 connection.execute(reviews_table.delete().where(reviews_table.c.feedback_id == record.id))
                 connection.execute(insert(reviews_table).values(**row))
@@ -291,6 +293,14 @@ class FeedbackStore:
             found.setdefault(row.feedback_id, []).append(row)
         return found
 
+    def newest_conflicts(self) -> dict[int, int]:
+        """Each row's newest conflict id, by feedback id (rows without conflicts left out)."""
+        query = select(conflicts_table.c.feedback_id, func.max(conflicts_table.c.id)).group_by(
+            conflicts_table.c.feedback_id
+        )
+        with self.engine.connect() as connection:
+            return {feedback_id: newest for feedback_id, newest in connection.execute(query).all()}
+
     def reviews(self, feedback_id: int | None = None) -> dict[int, Any]:
         query = select(reviews_table)
         if feedback_id is not None:
@@ -300,12 +310,11 @@ class FeedbackStore:
 
     def training_rows(self) -> TrainingRows:
         """Accepted rows, with the reviewer's label; everything else is held back and named."""
-        rows, reviews, conflicts = TrainingRows(), self.reviews(), self.conflicts()
+        rows, reviews, newest = TrainingRows(), self.reviews(), self.newest_conflicts()
         for record in self.all():
             review = reviews.get(record.id)
-            newest = max((c.id for c in conflicts.get(record.id, [])), default=0)
             seen = (review.last_conflict_id if review is not None else None) or 0
-            if newest > seen:
+            if newest.get(record.id, 0) > seen:
                 rows.conflicted.append(record.id)
             elif review is None:
                 rows.unreviewed.append(record.id)

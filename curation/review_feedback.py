@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def show_listing(store: FeedbackStore, records: list[FeedbackRecord], sheet: Path | None) -> None:
-    reviews, conflicts = store.reviews(), store.conflicts()
+    reviews, conflicts, newest = store.reviews(), store.conflicts(), store.newest_conflicts()
     rows = [
         {
-            "id": f"{r.id}@{conflicts[r.id][-1].id}" if r.id in conflicts else r.id,
+            "id": f"{r.id}@{newest[r.id]}" if r.id in newest else r.id,
             "category": r.category,
             "predicted": f"{r.predicted_category} ({r.predicted_confidence:.2f})",
             "confirmed": r.confirmed,

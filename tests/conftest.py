@@ -18,8 +18,10 @@ from text_recognizer.datasets.versions import VERSIONS_DIR
 from text_recognizer.models import ClassifierModel
 from text_recognizer.promoted import promoted_model_path
 
+from .support.fixture_model import FASHION_MNIST_FIXTURES, train_fixture_model
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "fashion_mnist"
+FIXTURES_DIR = FASHION_MNIST_FIXTURES
 DVC = str(Path(sys.executable).parent / "dvc")
 
 # One thread: results do not depend on how busy the shared machine is, and small CPU kernels run fastest.
@@ -48,6 +50,21 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         del os.environ["MLFLOW_TRACKING_URI"]
     else:
         os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture(scope="session")
+def fixture_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model trained on the committed fixtures (see tests/support/fixture_model.py)."""
+    return train_fixture_model(tmp_path_factory.mktemp("fixture-model"))
+
+
+@pytest.fixture(scope="module")
+def serving_fixture_model(fixture_model: Path) -> Iterator[Path]:
+    """Servers started by the module (in-process or as processes) serve the fixture model, not the
+    shipped one: `pytestmark = pytest.mark.usefixtures("serving_fixture_model")`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("APPAREL_MODEL_PATH", str(fixture_model))
+        yield fixture_model
 
 
 @pytest.fixture(scope="session")

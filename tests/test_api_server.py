@@ -36,6 +36,8 @@ from text_recognizer.preprocessing import decoded_pixels
 from .conftest import FIXTURES_DIR
 from .test_photo_preprocessing import bomb_png, truncated_jpeg
 
+pytestmark = pytest.mark.usefixtures("serving_fixture_model")  # not the shipped model
+
 TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
 SERVED_FEEDBACK = re.compile(r"INFO (\d+) \[[^]]*\] api.access: POST /v1/feedback -> 201")
 
@@ -49,7 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live.stop()
 
 
-def test_serves_predictions_and_survives_bad_input(server: LiveServer) -> None:
+def test_serves_predictions_and_survives_bad_input(server: LiveServer, serving_fixture_model: Path) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         assert client.get("/health/live").json() == {"status": "ok"}
         bad_uploads = [
@@ -68,6 +70,8 @@ def test_serves_predictions_and_survives_bad_input(server: LiveServer) -> None:
         assert response.status_code == 200 and response.json()["category"] == "Ankle boot"
         ready = client.get("/health/ready")
         assert ready.status_code == 200 and "server" not in ready.headers
+        card = json.loads(serving_fixture_model.with_name("model_card.json").read_text())
+        assert ready.json()["model_version"] == card["version"], "the server is not serving the fixture model"
         request_id = client.get("/health/live", headers={"X-Request-ID": "probe-42"}).headers["X-Request-ID"]
     assert request_id == "probe-42"
     # The access line is written just after the response is sent: allow the server a moment.

@@ -17,6 +17,8 @@ from text_recognizer.datasets.idx import read_idx
 from .conftest import FIXTURES_DIR
 from .test_api import upload
 
+pytestmark = pytest.mark.usefixtures("serving_fixture_model")  # not the shipped model
+
 IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
 REQUESTS = 24
 

@@ -9,11 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
+from api.predictor import Predictor
 from text_recognizer.datasets.fashion_mnist import read_split
+from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, iter_image_bytes, labelled_photos
 from text_recognizer.models import ClassifierModel
+from text_recognizer.preprocessing import DEFAULT_MAX_PIXELS
 from text_recognizer.promoted import promoted_model_path
 
 from .conftest import FIXTURES_DIR
+from .support.fixture_model import SHOP_FIXTURES
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +89,19 @@ def test_occluding_the_item_lowers_confidence_in_its_class(model: ClassifierMode
     after = model.predict(occluded).probabilities[rows, split.labels]
     share = (after < before).double().mean().item()
     assert share >= 0.7, f"occlusion lowered true-class confidence for only {share:.0%} of images"
+
+
+def test_most_items_outside_the_ten_classes_are_declined() -> None:
+    """Real out-of-scope photos from the shop export's fixture (belts, watches, skirts, ...), answered as
+    the service answers them, with the shipped model's "unsure" threshold: most are not given a class."""
+    predictor = Predictor.load(promoted_model_path())
+    classes = predictor.model.class_names
+    _, photos = labelled_photos(classes, splits=("train", "val", "test"), directory=SHOP_FIXTURES)
+    outside = [item.photo.image for item in photos if item.target == OUT_OF_SCOPE_TARGET]
+    answers = [
+        predictor.predict_bytes(data, top_k=1, max_pixels=DEFAULT_MAX_PIXELS)
+        for _, data in iter_image_bytes(SHOP_FIXTURES, outside)
+    ]
+    assert len(answers) == len(outside) >= 10
+    declined = [answer for answer in answers if answer.outcome != "class"]
+    assert len(declined) >= 0.75 * len(answers), [answer.top_k[0] for answer in answers]

@@ -29,6 +29,8 @@ from text_recognizer.preprocessing import image_bytes_to_input
 from .conftest import FIXTURES_DIR
 from .test_api import assert_error, upload
 
+pytestmark = pytest.mark.usefixtures("serving_fixture_model")  # not the shipped model
+
 TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
 TEST_LABELS = read_idx(FIXTURES_DIR / "t10k-labels-idx1-ubyte.gz").tolist()
 TROUSER, BOOT = TEST_LABELS.index(1), TEST_LABELS.index(9)

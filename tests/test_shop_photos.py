@@ -43,8 +43,8 @@ from text_recognizer.labels import LabelError
 from training.config import CONFIGS_DIR, load_config
 
 from .conftest import REPO_ROOT, spec_for
+from .support.fixture_model import SHOP_FIXTURES
 
-SHOP_FIXTURES = REPO_ROOT / "tests" / "fixtures" / "shop_photos"
 PHOTO_VERSION = load_config(CONFIGS_DIR / "photos.yaml").data.version  # what the shipped config trains on
 TEN = Manifest.named("fashion_mnist").classes
 ELEVEN = (*TEN, OUT_OF_SCOPE)

@@ -18,7 +18,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /build
 COPY pyproject.toml README.md Pipfile.lock ./
-COPY tasks/install_runtime.sh tasks/
+COPY tasks/install_runtime.sh tasks/lock_requirements.py tasks/
 COPY text_recognizer text_recognizer
 COPY training training
 COPY release release

@@ -11,13 +11,8 @@ source_dir="${2:-$(cd "$(dirname "$0")/.." && pwd)}"
 python3 -m venv "$venv"
 constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT
-# Pin every locked package, dropping "+local" tags so a CPU build of the same torch version satisfies it.
-"$venv/bin/python" - "$source_dir/Pipfile.lock" > "$constraints" <<'PY'
-import json, sys
-for name, entry in json.load(open(sys.argv[1]))["default"].items():
-    if "version" in entry:
-        print(name + entry["version"].split("+")[0])
-PY
+# Every locked package pinned, "+local" tags dropped so a CPU build of the same torch satisfies it.
+python3 "$source_dir/tasks/lock_requirements.py" constraints "$source_dir/Pipfile.lock" > "$constraints"
 torch_pin="$(grep '^torch==' "$constraints")"
 if [ -n "${TORCH_INDEX_URL:-}" ]; then
   "$venv/bin/pip" install --quiet --no-cache-dir --index-url "$TORCH_INDEX_URL" "$torch_pin"

@@ -6,8 +6,9 @@ source "$(dirname "$0")/_environment.sh"
 cd "$ROOT"
 
 stamp=.venv/.installed-from-lock
-# The lock and the project's own packaging (its packages and commands, installed editable).
-wanted="$(cat Pipfile.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
+# The lock, the project's own packaging (its packages and commands, installed editable) and where torch
+# comes from.
+wanted="$( (cat Pipfile.lock pyproject.toml; echo "torch from: ${TORCH_INDEX_URL:-the lock}") | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && "$VENV_PYTHON" -c 'import text_recognizer, training, release, curation, api, torch' 2>/dev/null; then
   echo "setup: environment up to date (.venv matches Pipfile.lock and pyproject.toml)" >&2
   exit 0
@@ -28,9 +29,31 @@ for place in "$ROOT" "${TMPDIR:-/tmp}"; do
     exit 1
   fi
 done
-echo "setup: syncing .venv with Pipfile.lock (a few minutes the first time, seconds after)" >&2
-if ! .tools/bin/pipenv sync --dev; then
-  echo "setup: pipenv sync failed; free space: $(free_gb "$ROOT") GB under $ROOT, $(free_gb "${TMPDIR:-/tmp}") GB under ${TMPDIR:-/tmp}" >&2
+# TORCH_INDEX_URL (as for the Docker image): torch and torchvision from that index, e.g. a CPU-only build
+# far smaller than the locked CUDA one; every other package from the lock, hash-checked, without pipenv.
+sync_with_torch_from_index() {
+  local requirements
+  requirements="$(mktemp)"
+  python3 tasks/lock_requirements.py without-torch > "$requirements"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  # shellcheck disable=SC2046  # two pins, split on purpose
+  .venv/bin/python -m pip install --quiet --index-url "$TORCH_INDEX_URL" --extra-index-url "$PIP_INDEX_URL" \
+    $(python3 tasks/lock_requirements.py torch) \
+    && .venv/bin/python -m pip install --quiet --require-hashes --no-deps -r "$requirements" \
+    && .venv/bin/python -m pip install --quiet --no-deps --editable .
+  local status=$?
+  rm -f "$requirements"
+  return $status
+}
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+  echo "setup: torch and torchvision from TORCH_INDEX_URL, every other package from Pipfile.lock" >&2
+  sync=sync_with_torch_from_index
+else
+  echo "setup: syncing .venv with Pipfile.lock (a few minutes the first time, seconds after)" >&2
+  sync=".tools/bin/pipenv sync --dev"
+fi
+if ! $sync; then
+  echo "setup: installing failed; free space: $(free_gb "$ROOT") GB under $ROOT, $(free_gb "${TMPDIR:-/tmp}") GB under ${TMPDIR:-/tmp}" >&2
   exit 1
 fi
 echo "$wanted" > "$stamp"

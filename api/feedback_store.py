@@ -35,25 +35,23 @@ from sqlalchemy import (
     Engine,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
-    UniqueConstraint,
-    create_engine,
     func,
     insert,
-    inspect,
     select,
-    text,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
 
+from api.feedback_schema import DEFAULT_DATABASE, open_engine, upgrade
 from text_recognizer.atomic import atomic_path
-from text_recognizer.paths import PROJECT_ROOT
 
 logger = logging.getLogger("api")
-DEFAULT_FEEDBACK_DIR = PROJECT_ROOT / "data" / "feedback"
+DEFAULT_FEEDBACK_DIR = DEFAULT_DATABASE.parent
+DB_URL_ENV = "APPAREL_FEEDBACK_DB_URL"  # the server's setting, also the review and data tools' default
 USAGE_CACHE_SECONDS = 10.0  # how stale the images folder's measured size may be for the quota
 ACCEPTED, REJECTED = "accepted", "rejected"
 
@@ -73,7 +71,7 @@ feedback_table = Table(
     Column("model_version", String(64), nullable=False),
     Column("request_id", String(64)),
 )
-# Separate tables, so that a store made before reviews existed gains them by `create_all`, untouched.
+# The tables as the newest migration leaves them (api/feedback_migrations; a test compares the two).
 conflicts_table = Table(
     "feedback_conflicts",
     metadata,
@@ -83,7 +81,7 @@ conflicts_table = Table(
     Column("label", Integer, nullable=False),
     Column("category", String(64), nullable=False),
     Column("request_id", String(64)),
-    UniqueConstraint("feedback_id", "label"),  # one conflict per image and label
+    Index("feedback_conflicts_once", "feedback_id", "label", unique=True),  # once per image and label
 )
 reviews_table = Table(
     "feedback_reviews",
@@ -142,47 +140,13 @@ class FeedbackStore:
     def __init__(self, url: str, images_dir: Path) -> None:
         self.images_dir = images_dir
         self.usage_bytes, self.usage_measured_at = 0, -USAGE_CACHE_SECONDS - 1.0
-        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # SQLite: writers from several worker processes wait for each other instead of failing.
-        sqlite_options = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
-        self.engine: Engine = create_engine(url, **sqlite_options)
-        try:
-            metadata.create_all(self.engine)
-        except OperationalError:  # another worker created the table between check and create
-            metadata.create_all(self.engine)  # checks first again: now a no-op, or the real error
-        self.upgrade_older_store()
-
-    def upgrade_older_store(self) -> None:
-        """What was added to the tables after stores were made with them (create_all makes only missing
-        tables): the reviews' `last_conflict_id` and one conflict per image and label."""
-        if "last_conflict_id" not in self.columns(reviews_table.name):
-            try:
-                with self.engine.begin() as connection:
-                    connection.execute(
-                        text(f"ALTER TABLE {reviews_table.name} ADD COLUMN last_conflict_id INTEGER")
-                    )
-            except (OperationalError, ProgrammingError):
-                if "last_conflict_id" not in self.columns(reviews_table.name):
-                    raise  # not another worker adding it first: e.g. no right to alter the table
-        try:
-            with self.engine.begin() as connection:
-                connection.execute(
-                    text(
-                        "CREATE UNIQUE INDEX IF NOT EXISTS feedback_conflicts_once "
-                        f"ON {conflicts_table.name} (feedback_id, label)"
-                    )
-                )
-        except IntegrityError:
-            logger.warning("%s holds repeated conflicts from before they were refused", self.engine.url)
-
-    def columns(self, table: str) -> set[str]:
-        return {column["name"] for column in inspect(self.engine).get_columns(table)}
+        self.engine: Engine = open_engine(url)
+        upgrade(self.engine)
 
     @classmethod
     def at(cls, directory: Path, url: str | None = None) -> "FeedbackStore":
         """The store in `directory` (images in `images/`), with SQLite there unless `url` names a database."""
-        return cls(url or f"sqlite:///{directory / 'feedback.db'}", directory / "images")
+        return cls(url or f"sqlite:///{directory / DEFAULT_DATABASE.name}", directory / "images")
 
     def add(self, png: bytes, **fields: Any) -> FeedbackRecord:
         """Save the image (`png`, the working image) and its row. The image already has feedback:

@@ -12,9 +12,13 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
+from api.feedback_schema import check_database_url
 from api.feedback_store import DEFAULT_FEEDBACK_DIR
 from text_recognizer.paths import SERVED_WEIGHTS_DIR
 from text_recognizer.preprocessing import DEFAULT_MAX_PIXELS
@@ -68,6 +72,15 @@ class Settings(BaseSettings):
     feedback_per_minute: NonNegativeInt = 30
     feedback_max_bytes: NonNegativeInt = 1_000_000_000
 
+    @field_validator("feedback_db_url")
+    @classmethod
+    def database_driver_installed(cls, url: str) -> str:
+        """Found as a new user would: with a PostgreSQL URL and no driver, the server said it was ready,
+        then answered every feedback request 500. Now it does not start, and says why."""
+        if url:
+            check_database_url(url)
+        return url
+
     @classmethod
     def from_env(cls) -> "Settings":
         """Read `APPAREL_MODEL_PATH`, `APPAREL_MAX_UPLOAD_BYTES`, ... ; unset ones keep their defaults."""
@@ -75,7 +88,17 @@ class Settings(BaseSettings):
             return cls()
         except ValidationError as error:
             problems = [
-                f"{ENV_PREFIX}{str(p['loc'][0]).upper()}={p['input']!r}: {p['msg'].lower()}"
+                f"{ENV_PREFIX}{str(p['loc'][0]).upper()}={shown(p['loc'][0], p['input'])}: {p['msg'].lower()}"
                 for p in error.errors()
             ]
             raise SettingsError("; ".join(problems)) from None
+
+
+def shown(setting: object, value: object) -> str:
+    """A rejected value as an error message may show it: a database URL without its password."""
+    if setting == "feedback_db_url" and isinstance(value, str):
+        try:
+            return repr(make_url(value).render_as_string(hide_password=True))
+        except ArgumentError:
+            return "(not a URL)"
+    return repr(value)

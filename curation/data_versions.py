@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from api.feedback_store import DEFAULT_FEEDBACK_DIR, FeedbackStore
+from api.feedback_store import DB_URL_ENV, DEFAULT_FEEDBACK_DIR, FeedbackStore
 from curation.labelled_images import (
     SELECTION_FILES,
     LabelledImage,
@@ -339,7 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     add.add_argument("--mirror", help="shop photos: directory or URL of the export (else SHOP_PHOTOS_MIRROR)")
     add.add_argument("--from", dest="base", metavar="BASE", help="the version to start from")
-    add.add_argument("--feedback-db", metavar="URL", help="SQLAlchemy URL of the feedback database")
+    add.add_argument(
+        "--feedback-db",
+        default=os.environ.get(DB_URL_ENV),
+        metavar="URL",
+        help=f"SQLAlchemy URL of the feedback database (default: {DB_URL_ENV}, else SQLite in the folder)",
+    )
     add.add_argument("--description", default="", help="what changed and why")
     add.add_argument("--no-push", action="store_true", help="do not push to the default DVC remote")
     for command in ("pull", "push"):

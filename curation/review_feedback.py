@@ -17,6 +17,7 @@ takes the accepted rows.
 
 import argparse
 import getpass
+import os
 import re
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 
 from api.feedback_store import (
     ACCEPTED,
+    DB_URL_ENV,
     DEFAULT_FEEDBACK_DIR,
     REJECTED,
     FeedbackRecord,
@@ -57,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="review_feedback.sh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--feedback", type=Path, default=DEFAULT_FEEDBACK_DIR, metavar="DIR")
-    parser.add_argument("--feedback-db", metavar="URL", help="SQLAlchemy URL of the feedback database")
+    parser.add_argument(
+        "--feedback-db",
+        default=os.environ.get(DB_URL_ENV),
+        metavar="URL",
+        help=f"SQLAlchemy URL of the feedback database (default: {DB_URL_ENV}, else SQLite in the folder)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("list", help="feedback waiting for a review")
     show.add_argument("--all", action="store_true", help="every row, with its review")

@@ -19,6 +19,7 @@ from text_recognizer.models import ClassifierModel
 from text_recognizer.promoted import promoted_model_path
 
 from .support.fixture_model import FASHION_MNIST_FIXTURES, train_fixture_model
+from .support.postgres import PostgresCluster, binaries
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = FASHION_MNIST_FIXTURES
@@ -65,6 +66,31 @@ def serving_fixture_model(fixture_model: Path) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("APPAREL_MODEL_PATH", str(fixture_model))
         yield fixture_model
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the session (tests/support/postgres.py). CI installs the
+    server when missing (.ci/run); elsewhere a machine without it skips these tests."""
+    if binaries() is None and not os.environ.get("CI"):
+        pytest.skip("no PostgreSQL server (apt-get install postgresql, or set PG_BIN)")
+    cluster = PostgresCluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def feedback_db(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The feedback store's database, each in turn: SQLite in the feedback folder (the default), and a
+    fresh database in the session's PostgreSQL cluster, given as deployed, through APPAREL_FEEDBACK_DB_URL
+    (read by the server, the review tool and data.sh). Returns the URL; None for SQLite."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("APPAREL_FEEDBACK_DB_URL", raising=False)
+        return None
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    url = cluster.create_database(f"feedback_{len(cluster.databases)}")
+    monkeypatch.setenv("APPAREL_FEEDBACK_DB_URL", url)
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
-"""POST /v1/feedback: durable storage in SQLite (image, label, prediction, model version), clear 4xx for
-malformed or duplicate feedback, and the round trip into a new data version."""
+"""POST /v1/feedback: durable storage in SQLite and PostgreSQL (image, label, prediction, model version),
+clear 4xx for malformed or duplicate feedback, and the round trip into a new data version."""
 
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,11 +11,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlalchemy import create_engine, inspect, text
 
 from api.app import create_app
 from api.errors import ApiError
-from api.feedback_store import FeedbackStore, pixels_sha256
+from api.feedback_store import DB_URL_ENV, FeedbackStore, pixels_sha256
 from api.limits import RateLimit
 from api.settings import Settings
 from curation.data_versions import create_version
@@ -29,11 +29,17 @@ from text_recognizer.preprocessing import image_bytes_to_input
 from .conftest import FIXTURES_DIR
 from .test_api import assert_error, upload
 
-pytestmark = pytest.mark.usefixtures("serving_fixture_model")  # not the shipped model
+# The fixture model, not the shipped one; every test against SQLite and PostgreSQL (conftest.feedback_db).
+pytestmark = pytest.mark.usefixtures("serving_fixture_model", "feedback_db")
 
 TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
 TEST_LABELS = read_idx(FIXTURES_DIR / "t10k-labels-idx1-ubyte.gz").tolist()
 TROUSER, BOOT = TEST_LABELS.index(1), TEST_LABELS.index(9)
+
+
+def store_at(feedback_dir: Path) -> FeedbackStore:
+    """The store as the tools open it: the database from APPAREL_FEEDBACK_DB_URL, else SQLite there."""
+    return FeedbackStore.at(feedback_dir, os.environ.get(DB_URL_ENV))
 
 
 @pytest.fixture
@@ -62,7 +68,7 @@ def test_a_correction_and_a_confirmation_are_stored_with_image_prediction_and_mo
     confirmed = client.post("/v1/feedback", files=upload(boot), data={"confirm": "true"}).json()
     assert confirmed["category"] == confirmed["predicted_category"] == "Ankle boot" and confirmed["confirmed"]
 
-    first, second = FeedbackStore.at(feedback_dir).all()  # a fresh connection: the rows are committed
+    first, second = store_at(feedback_dir).all()  # a fresh connection: the rows are committed
     assert (first.id, first.label, first.category) == (corrected["id"], 8, "Bag")
     assert first.predicted_category == "Trouser" and not first.confirmed
     # What is kept is the image the model worked from, converting to exactly the same 28x28 input.
@@ -106,11 +112,11 @@ def test_feedback_becomes_a_new_data_version(client: TestClient, feedback_dir: P
     client.post("/v1/feedback", files=upload(photos[0]), data={"category": "Trouser"})  # a confirmation
     client.post("/v1/feedback", files=upload(photos[1]), data={"category": "sandal"})  # a correction
     with pytest.raises(LabelError, match="no accepted feedback"):
-        from_feedback(FeedbackStore.at(feedback_dir))  # before: the confirmation was used unreviewed
+        from_feedback(store_at(feedback_dir))  # before: the confirmation was used unreviewed
     assert review_main(["--feedback", str(feedback_dir), "accept", "--confirmed"]) == 0
-    assert [image.source for image in from_feedback(FeedbackStore.at(feedback_dir))] == ["feedback:1"]
+    assert [image.source for image in from_feedback(store_at(feedback_dir))] == ["feedback:1"]
     assert review_main(["--feedback", str(feedback_dir), "accept", "2"]) == 0  # the correction, reviewed
-    images = from_feedback(FeedbackStore.at(feedback_dir))
+    images = from_feedback(store_at(feedback_dir))
     version = create_version(
         "v2", base="v1", images=images, description="feedback", root=dvc_repo, push=False
     )
@@ -131,7 +137,7 @@ def test_stored_images_keep_no_metadata_and_nothing_after_the_pixels(
     Image.fromarray(255 - TEST_IMAGES[BOOT]).resize((600, 600)).convert("RGB").save(buffer, "JPEG", exif=exif)
     polyglot = buffer.getvalue() + b"PK\x03\x04" + b"payload" * 100
     receipt = client.post("/v1/feedback", files=upload(polyglot), data={"confirm": "true"}).json()
-    (record,) = FeedbackStore.at(feedback_dir).all()
+    (record,) = store_at(feedback_dir).all()
     stored = record.image_path.read_bytes()
     assert b"PK\x03\x04" not in stored and b"payload" not in stored and receipt["id"] == record.id
     with Image.open(io.BytesIO(stored)) as image:
@@ -173,7 +179,7 @@ def test_one_client_is_rate_limited_and_the_storage_has_a_quota(feedback_dir: Pa
     with TestClient(create_app(Settings(feedback_dir=feedback_dir, feedback_max_bytes=1))) as client:
         full = client.post("/v1/feedback", files=photos[2], data={"confirm": "true"})
     assert_error(full, 507, "storage_full")
-    assert len(FeedbackStore.at(feedback_dir).all()) == 2
+    assert len(store_at(feedback_dir).all()) == 2
 
 
 def test_the_rate_limit_refills_evenly_per_client() -> None:
@@ -201,58 +207,31 @@ def test_conflicting_labels_are_kept_for_review_not_dropped(client: TestClient, 
     # Found in review: each repeat was stored, without bound; now once per label (409 duplicate after).
     repeated = client.post("/v1/feedback", files=photo, data={"category": "Sandal"})
     assert_error(repeated, 409, "duplicate_feedback")
-    store = FeedbackStore.at(feedback_dir)
+    store = store_at(feedback_dir)
     assert [c.category for c in store.conflicts()[1]] == ["Sandal"]
     assert store.training_rows().conflicted == [1]
     assert review_main(["--feedback", str(feedback_dir), "accept", "--confirmed"]) == 0
     with pytest.raises(LabelError, match="no accepted feedback"):
         from_feedback(store)  # a confirmed image with a conflict waits for its own review
     assert review_main(["--feedback", str(feedback_dir), "accept", "1", "--category", "sandal"]) == 0
-    (image,) = from_feedback(FeedbackStore.at(feedback_dir))
+    (image,) = from_feedback(store_at(feedback_dir))
     assert image.label == 5 and image.source == "feedback:1"
     # Found in review: a conflict arriving after the review left the reviewed label in use.
     later = client.post("/v1/feedback", files=photo, data={"category": "Sneaker"})
     assert_error(later, 409, "conflicting_feedback")
-    assert FeedbackStore.at(feedback_dir).training_rows().conflicted == [1]
+    assert store_at(feedback_dir).training_rows().conflicted == [1]
     # Found in review: new labels were compared with the sender's label, not the reviewer's.
     assert review_main(["--feedback", str(feedback_dir), "accept", "1", "--category", "coat"]) == 0
     assert_error(
         client.post("/v1/feedback", files=photo, data={"category": "Coat"}), 409, "duplicate_feedback"
     )
-    assert FeedbackStore.at(feedback_dir).training_rows().conflicted == []
+    assert store_at(feedback_dir).training_rows().conflicted == []
     sender_again = client.post("/v1/feedback", files=photo, data={"confirm": "true"})  # Ankle boot
     assert_error(sender_again, 409, "conflicting_feedback")
-    assert FeedbackStore.at(feedback_dir).training_rows().conflicted == [1]
+    assert store_at(feedback_dir).training_rows().conflicted == [1]
     assert review_main(["--feedback", str(feedback_dir), "reject", "1"]) == 0
-    assert FeedbackStore.at(feedback_dir).training_rows().rejected == [1]
+    assert store_at(feedback_dir).training_rows().rejected == [1]
     assert review_main(["--feedback", str(feedback_dir), "reject", "99"]) == 2
-
-
-def test_a_store_made_before_reviews_recorded_conflicts_is_upgraded(feedback_dir: Path) -> None:
-    """The reviews' column, and (found in review) the one-conflict-per-label index, which create_all
-    does not add to a table that exists."""
-    feedback_dir.mkdir()
-    engine = create_engine(f"sqlite:///{feedback_dir / 'feedback.db'}")
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "CREATE TABLE feedback_reviews (feedback_id INTEGER PRIMARY KEY, decision VARCHAR(16), "
-                "label INTEGER, category VARCHAR(64), reviewer VARCHAR(64), reviewed_at DATETIME)"
-            )
-        )
-        connection.execute(
-            text(
-                "CREATE TABLE feedback_conflicts (id INTEGER PRIMARY KEY, feedback_id INTEGER NOT NULL, "
-                "created_at DATETIME NOT NULL, label INTEGER NOT NULL, category VARCHAR(64) NOT NULL, "
-                "request_id VARCHAR(64))"
-            )
-        )
-    FeedbackStore.at(feedback_dir)
-    assert "last_conflict_id" in {
-        column["name"] for column in inspect(engine).get_columns("feedback_reviews")
-    }
-    indexes = inspect(engine).get_indexes("feedback_conflicts")
-    assert any(index["unique"] and index["column_names"] == ["feedback_id", "label"] for index in indexes)
 
 
 def test_a_decision_records_the_conflicts_its_listing_showed_and_is_all_or_nothing(
@@ -268,7 +247,7 @@ def test_a_decision_records_the_conflicts_its_listing_showed_and_is_all_or_nothi
     assert capsys.readouterr().out.splitlines()[1].startswith("1@1 ")  # row 1, newest conflict 1
     client.post("/v1/feedback", files=photo, data={"category": "Sneaker"})  # conflict 2, not yet seen
     assert review_main([*review, "accept", "1@1", "--category", "sandal"]) == 0
-    assert FeedbackStore.at(feedback_dir).training_rows().conflicted == [1]
+    assert store_at(feedback_dir).training_rows().conflicted == [1]
     assert review_main([*review, "accept", "1", "99"]) == 2
     assert "no feedback with id 99" in capsys.readouterr().err
-    assert FeedbackStore.at(feedback_dir).training_rows().conflicted == [1], "row 1 was not accepted"
+    assert store_at(feedback_dir).training_rows().conflicted == [1], "row 1 was not accepted"

@@ -12,6 +12,8 @@ import httpx2 as httpx
 import pytest
 
 from support.local_server import LiveServer
+from support.product_photos import product_photo
+from text_recognizer.datasets.fashion_mnist import read_split
 
 from .conftest import REPO_ROOT
 
@@ -85,8 +87,14 @@ def test_the_installed_wheel_downloads_trains_promotes_and_serves_from_another_f
     )
     try:
         ready = httpx.get(server.url + "/health/ready").json()
+        photo = {
+            "file": ("boot.jpg", product_photo(read_split(full_data_dir, "test").images[0].numpy(), seed=0))
+        }
+        feedback = httpx.post(server.url + "/v1/feedback", files=photo, data={"confirm": "true"})
     finally:
         server.stop()
+    assert feedback.status_code == 201, feedback.text  # the store's migrations are in the package
+    assert (work / "data" / "feedback" / "feedback.db").is_file()
     assert "Application shutdown complete" in server.log_path.read_text()
     assert ready["model_version"] == (work / "weights" / "CURRENT").read_text().strip().split("-")[-1]
     assert tree(site) == installed, "nothing is written into the installed package"

@@ -1,0 +1,121 @@
+"""The feedback store's schema as Alembic migrations: stores of every earlier revision, and stores made
+before migrations existed, are upgraded in place with their rows; the migrated schema is the one the code
+queries; concurrent openers migrate once. Each test runs on SQLite and PostgreSQL (conftest.feedback_db)."""
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from sqlalchemy import inspect, text
+
+from api.feedback_schema import (
+    VERSION_TABLE,
+    alembic_config,
+    current_revision,
+    head,
+    main,
+    migration_context,
+    open_engine,
+    revision_before_migrations,
+)
+from api.feedback_store import FeedbackStore, metadata
+
+REVISIONS = ["0001", "0002", "0003", "0004"]
+ROW = {
+    "created_at": datetime(2026, 11, 1, tzinfo=UTC),
+    "image_sha256": "ab" * 32,
+    "image_path": "ab/one.png",
+    "label": 9,
+    "category": "Ankle boot",
+    "predicted_category": "Sandal",
+    "predicted_confidence": 0.8,
+    "confirmed": False,
+    "model_version": "c5f2a5d82bcc",
+    "request_id": "r-1",
+}
+
+
+@pytest.fixture
+def url(feedback_db: str | None, tmp_path: Path) -> str:
+    return feedback_db or f"sqlite:///{tmp_path / 'feedback.db'}"
+
+
+def store_at_revision(url: str, revision: str, versioned: bool = True) -> None:
+    """A store as the code of `revision` left it, holding one row; `versioned=False`: as made before
+    migrations existed, with no version table."""
+    engine = open_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+        columns = ", ".join(ROW)
+        connection.execute(text(f"INSERT INTO feedback ({columns}) VALUES (:{', :'.join(ROW)})"), ROW)
+        if not versioned:
+            connection.execute(text(f"DROP TABLE {VERSION_TABLE}"))
+    engine.dispose()
+
+
+def test_the_migrations_make_the_schema_the_code_queries(url: str) -> None:
+    """Alembic's own comparison of the migrated database with the tables in api/feedback_store.py."""
+    engine = FeedbackStore(url, Path("unused")).engine
+    with engine.connect() as connection:
+        assert current_revision(connection) == head() == REVISIONS[-1]
+        assert compare_metadata(migration_context(connection), metadata) == []
+
+
+@pytest.mark.parametrize("versioned", [True, False], ids=["migrated", "made-before-migrations"])
+@pytest.mark.parametrize("revision", REVISIONS[:-1])
+def test_an_older_store_is_upgraded_in_place_with_its_rows(url: str, revision: str, versioned: bool) -> None:
+    store_at_revision(url, revision, versioned)
+    if not versioned:
+        with open_engine(url).connect() as connection:
+            assert revision_before_migrations(connection) == revision
+    store = FeedbackStore(url, Path("unused"))
+    with store.engine.connect() as connection:
+        assert current_revision(connection) == head()
+    (record,) = store.all()
+    assert (record.id, record.category, record.model_version) == (1, "Ankle boot", "c5f2a5d82bcc")
+    store.review([1], "accepted", "reviewer")  # 0003's column and 0004's index are in use
+    assert store.reviews()[1].last_conflict_id is None
+    indexes = inspect(store.engine).get_indexes("feedback_conflicts")
+    assert any(index["unique"] and index["column_names"] == ["feedback_id", "label"] for index in indexes)
+
+
+def test_every_migration_goes_down_and_up_again(url: str) -> None:
+    engine = FeedbackStore(url, Path("unused")).engine
+    with engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "base")
+        assert set(inspect(connection).get_table_names()) <= {VERSION_TABLE}
+        command.upgrade(alembic_config(connection), "head")
+        assert current_revision(connection) == head()
+
+
+def test_servers_opening_a_new_store_at_once_migrate_it_once(url: str) -> None:
+    """Workers and replicas open the store when they first take feedback, maybe at the same moment."""
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            FeedbackStore(url, Path("unused"))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with open_engine(url).connect() as connection:
+        assert connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == [
+            "0004"
+        ]
+
+
+def test_the_command_line_reports_and_upgrades(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    store_at_revision(url, "0002")
+    assert main(["current", "--db", url]) == 0
+    assert "revision 0002 (newest: 0004)" in capsys.readouterr().out
+    assert main(["upgrade", "--db", url]) == 0
+    assert "revision 0004 (newest: 0004)" in capsys.readouterr().out

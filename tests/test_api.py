@@ -434,3 +434,26 @@ def test_settings_from_environment_name_a_bad_variable(monkeypatch: pytest.Monke
     monkeypatch.delenv("APPAREL_MAX_UPLOAD_BYTES")
     monkeypatch.delenv("APPAREL_REQUEST_TIMEOUT_S")
     assert "s3cret" not in repr(Settings.from_env())
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://shop:s3cret@db/feedback", "its driver is not installed: no module named 'mysqldb'"),
+        ("oracle+nothing://shop:s3cret@db/feedback", "unknown kind of database 'oracle+nothing'"),
+        ("s3cret", "not a database url"),
+    ],
+)
+def test_a_feedback_database_the_server_cannot_use_stops_it_at_start(
+    monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    """Found as a new user would: with PostgreSQL's URL and no driver installed, both replicas reported
+    ready, then every feedback request was a 500. Now the settings refuse it, naming why, password hidden."""
+    monkeypatch.setenv("APPAREL_FEEDBACK_DB_URL", url)
+    with pytest.raises(SettingsError, match=r"^APPAREL_FEEDBACK_DB_URL=") as error:
+        Settings.from_env()
+    assert problem in str(error.value) and "s3cret" not in str(error.value)
+    monkeypatch.setenv(
+        "APPAREL_FEEDBACK_DB_URL", "postgresql://shop:s3cret@db/feedback"
+    )  # psycopg: installed
+    assert Settings.from_env().feedback_db_url.startswith("postgresql://")

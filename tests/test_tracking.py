@@ -1,7 +1,10 @@
-"""MLflow tracking of runs, evaluations and promotions; and training that survives a dead tracking server."""
+"""MLflow tracking of runs, evaluations and promotions, in a local store and through a tracking server;
+and training that survives a dead tracking server."""
 
+import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,16 +16,31 @@ from release.promote import main as promote_main
 from text_recognizer.promoted import promoted_model_path
 from training.tracking import RUN_ID_FILE
 
+from .support.mlflow_server import mlflow_server
 from .support.smoke_training import train_smoke
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(params=["store", "server"])
+def tracking_uri(
+    request: pytest.FixtureRequest, mlflow_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The session's SQLite store, and a real `mlflow server` reached over HTTP only: training (a
+    subprocess), evaluation and promotion find it through MLFLOW_TRACKING_URI, as a team's would."""
+    if request.param == "store":
+        yield mlflow_store
+        return
+    with mlflow_server(tmp_path) as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        yield url
+
+
 def test_run_evaluation_and_promotion_are_tracked(
-    full_data_dir: Path, tmp_path: Path, mlflow_store: str
+    full_data_dir: Path, tmp_path: Path, tracking_uri: str
 ) -> None:
     run_dir, _ = train_smoke(tmp_path / "runs")
-    client = MlflowClient(mlflow_store)
+    client = MlflowClient(tracking_uri)
     run = client.get_run((run_dir / RUN_ID_FILE).read_text().strip())
     assert run.data.params["optimizer.lr"] == "0.003" and run.data.params["data.train_size"] == "2000"
     assert run.data.tags["config"] == "smoke" and run.info.status == "FINISHED"
@@ -51,6 +69,13 @@ def test_run_evaluation_and_promotion_are_tracked(
         "model/model.pt",
         "model/model_card.json",
     }
+    (registered,) = [v for v in versions if str(v.version) == card["mlflow"]["version"]]
+    assert registered.run_id == run.info.run_id
+    downloaded = Path(client.download_artifacts(run.info.run_id, "model/model.pt", str(tmp_path)))
+    assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == card["sha256"]
+    if tracking_uri.startswith("http"):  # the server keeps the artifacts; the client only talked HTTP
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        assert len(list((tmp_path / "artifacts").rglob("model.pt"))) == 1
 
 
 def test_training_finishes_when_the_tracking_server_is_unreachable(

@@ -8,11 +8,12 @@ Connections from 127.0.0.1 are trusted: the cluster lives only as long as the te
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .ports import free_port
 
 SUPERUSER = "apparel"
 
@@ -22,12 +23,6 @@ def binaries() -> Path | None:
         return Path(os.environ["PG_BIN"])
     versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
     return versions[-1] if versions else None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

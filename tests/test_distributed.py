@@ -1,4 +1,5 @@
-"""Distributed training: ./tasks/train.sh --nproc 2 runs DDP with gloo on this CPU (2 processes)."""
+"""Distributed training: ./tasks/train.sh --nproc 2 runs DDP with gloo on this CPU (2 processes), and
+two nodes of one process each meet through torchrun's c10d rendezvous."""
 
 import json
 import os
@@ -12,6 +13,7 @@ import pytest
 from training.config import CONFIGS_DIR
 
 from .conftest import REPO_ROOT
+from .support.ports import free_port
 from .support.smoke_training import train_smoke
 
 pytestmark = pytest.mark.slow
@@ -40,6 +42,33 @@ def test_two_processes_write_one_run_and_match_one_process(full_data_dir: Path, 
     single_summary = json.loads((single / "summary.json").read_text())
     assert abs(summary["test"]["accuracy"] - single_summary["test"]["accuracy"]) < 0.03
     assert abs(record["val_loss"] - json.loads((single / "metrics.jsonl").read_text())["val_loss"]) < 0.1
+
+
+def test_two_nodes_give_the_best_checkpoint_of_two_processes_on_one(
+    full_data_dir: Path, tmp_path: Path
+) -> None:
+    """The README's multi-node command, as two nodes on this machine: two train.sh launches of one process
+    each, meeting through torchrun's c10d rendezvous on loopback."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    smoke = TRAIN[3:]  # the config and its overrides, without --nproc 2
+
+    def node(rank: int) -> list[str]:
+        rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "two-nodes"]
+        launch = [TRAIN[0], "--nproc", "1", "--nnodes", "2", "--node-rank", str(rank), *rendezvous]
+        return [*launch, *smoke, f"runs_dir={tmp_path / 'nodes'}"]
+
+    run = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    nodes = [subprocess.Popen(node(rank), **run) for rank in (0, 1)]  # type: ignore[call-overload]
+    outputs = [node.communicate(timeout=900)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(outputs)
+    assert sum(output.count("epoch   1/1") for output in outputs) == 1, "only global rank 0 reports"
+    (run_dir,) = (tmp_path / "nodes").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["distributed"] == {"processes": 2, "backend": "gloo"}
+    one_node, _ = train_ddp(tmp_path / "one-node")
+    expected = json.loads((one_node / "summary.json").read_text())
+    assert summary["best_checkpoint_sha256"] == expected["best_checkpoint_sha256"]
+    assert summary["test"] == expected["test"]
 
 
 def test_killed_distributed_run_resumes_to_the_same_checkpoint(full_data_dir: Path, tmp_path: Path) -> None:

@@ -54,6 +54,8 @@ from text_recognizer.preprocessing import (
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 FEEDBACK_PATH = "/v1/feedback"
 IMAGE_ERROR_STATUS = {"unsupported_format": 415, "image_too_large": 413}
+# How long a feedback request waits for another one that is opening (connecting to, migrating) the store.
+STORE_OPEN_WAIT_S = 10.0
 logger = logging.getLogger("api")
 
 
@@ -100,6 +102,10 @@ class FeedbackReceipt(BaseModel):
     image_sha256: str = Field(description="sha256 of the stored image's pixels: what tells images apart")
 
 
+def feedback_unavailable() -> ApiError:
+    return ApiError(503, "feedback_unavailable", "feedback storage is unavailable; try again later")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     metrics = Metrics()
@@ -110,7 +116,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging()
         return_freed_memory_promptly()
         torch.set_num_threads(settings.torch_threads)
-        predictor = Predictor.load(settings.model_path, settings.use_confidence_threshold)
+        predictor = Predictor.load(
+            settings.model_path, settings.use_confidence_threshold, settings.inference_backend
+        )
         await run_in_threadpool(predictor.warm_up)
         app.state.predictor = predictor
         batcher = None
@@ -178,8 +186,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def feedback_store() -> FeedbackStore:
         """Opened on first use (once per worker), so a prediction-only deployment needs no writable
         feedback folder."""
-        with store_lock:
+        if not store_lock.acquire(timeout=STORE_OPEN_WAIT_S):  # another request is still opening it
+            raise feedback_unavailable()
+        try:
             return open_feedback_store()
+        finally:
+            store_lock.release()
 
     def refuse_repeated_fields(form: FormData) -> None:
         """A field sent twice is ambiguous (which category was meant?): refused, not "last one wins"."""
@@ -383,9 +395,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(409, "conflicting_feedback", str(error)) from None
         except (OSError, SQLAlchemyError):
             logger.exception("feedback could not be stored")
-            raise ApiError(
-                503, "feedback_unavailable", "feedback storage is unavailable; try again later"
-            ) from None
+            raise feedback_unavailable() from None
         metrics.observe_feedback(record.confirmed)
         return FeedbackReceipt.model_validate(record, from_attributes=True)
 

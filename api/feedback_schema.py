@@ -12,6 +12,7 @@ has a name of its own, so the store may share a database with MLflow, whose tabl
 
 import argparse
 import fcntl
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,9 +28,12 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from text_recognizer.paths import PROJECT_ROOT
 
 DEFAULT_DATABASE = PROJECT_ROOT / "data" / "feedback" / "feedback.db"
+DB_URL_ENV = "APPAREL_FEEDBACK_DB_URL"  # the server's setting, also the review and data tools' default
 SCRIPT_LOCATION = Path(__file__).with_name("feedback_migrations")
 VERSION_TABLE = "feedback_schema_version"
 ADVISORY_LOCK_KEY = 0x61707061  # any constant shared by every process that migrates the store
+CONNECT_TIMEOUT_S = 5  # PostgreSQL
+MIGRATION_WAIT_S = 30  # PostgreSQL: how long an opener waits for another one's migration
 
 
 def engine_url(url: str) -> str:
@@ -46,7 +50,7 @@ def check_database_url(url: str) -> None:
         make_url(engine_url(url)).get_dialect().import_dbapi()
     except NoSuchModuleError:  # a kind of ArgumentError
         raise ValueError(f"unknown kind of database {url.split(':', 1)[0]!r}") from None
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         raise ValueError("not a database URL (e.g. postgresql://user@host:5432/feedback)") from None
     except ImportError as error:
         raise ValueError(f"its driver is not installed: no module named {error.name!r}") from None
@@ -57,8 +61,12 @@ def open_engine(url: str) -> Engine:
     url = engine_url(url)
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    # SQLite: writers from several worker processes wait for each other instead of failing.
-    return create_engine(url, **({"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}))
+    # SQLite: writers from several worker processes wait for each other instead of failing. PostgreSQL:
+    # an unreachable server fails the request (a 503) in seconds, not after TCP's two minutes.
+    connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
+    if url.startswith("postgresql"):
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return create_engine(url, connect_args=connect_args)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -92,11 +100,9 @@ def revision_before_migrations(connection: Connection) -> str | None:
         return "0001"
     if "last_conflict_id" not in {column["name"] for column in schema.get_columns("feedback_reviews")}:
         return "0002"
-    once = [
-        *(index["column_names"] for index in schema.get_indexes("feedback_conflicts") if index["unique"]),
-        *(constraint["column_names"] for constraint in schema.get_unique_constraints("feedback_conflicts")),
-    ]
-    return "0004" if ["feedback_id", "label"] in once else "0003"
+    # 0004's named index: stores made between the constraint and the index had only the former.
+    indexes = {index["name"] for index in schema.get_indexes("feedback_conflicts")}
+    return "0004" if "feedback_conflicts_once" in indexes else "0003"
 
 
 @contextmanager
@@ -107,10 +113,14 @@ def migration_transaction(engine: Engine) -> Iterator[Connection]:
         with open(f"{engine.url.database}.migration-lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             with engine.begin() as connection:
+                # Python's sqlite3 begins a transaction only before a data change, so schema changes
+                # ran outside one: a migration failing half-way stayed half applied (found in review).
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
                 yield connection
     else:
         with engine.begin() as connection:
             if engine.dialect.name == "postgresql":  # held until the transaction ends
+                connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_WAIT_S}s'"))
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
             yield connection
 
@@ -132,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("action", choices=["current", "upgrade", "history", "revision"])
-    parser.add_argument("--db", default=f"sqlite:///{DEFAULT_DATABASE}", help="SQLAlchemy URL")
+    parser.add_argument(
+        "--db",
+        default=os.environ.get(DB_URL_ENV) or f"sqlite:///{DEFAULT_DATABASE}",
+        help=f"SQLAlchemy URL of the store (default: {DB_URL_ENV}, else SQLite under data/feedback)",
+    )
     parser.add_argument("-m", "--message", help="revision: what the new migration changes")
     args = parser.parse_args(argv)
     if args.action == "history":

@@ -51,7 +51,6 @@ from text_recognizer.atomic import atomic_path
 
 logger = logging.getLogger("api")
 DEFAULT_FEEDBACK_DIR = DEFAULT_DATABASE.parent
-DB_URL_ENV = "APPAREL_FEEDBACK_DB_URL"  # the server's setting, also the review and data tools' default
 USAGE_CACHE_SECONDS = 10.0  # how stale the images folder's measured size may be for the quota
 ACCEPTED, REJECTED = "accepted", "rejected"
 

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from api.onnx_backend import OnnxRuntimeNetwork, exported
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import ArtifactError
@@ -20,6 +22,7 @@ from text_recognizer.preprocessing import image_bytes_to_input
 from text_recognizer.promoted import model_file
 
 UNSURE = "unsure"
+InferenceBackend = Literal["onnxruntime", "torch"]
 CATEGORY_DESCRIPTION = (
     f'one of the ten Fashion-MNIST classes; "{UNSURE}" when the confidence is below the threshold; '
     f'"{OUT_OF_SCOPE}" when the item is not one of the ten (belts, watches, skirts, ...)'
@@ -65,16 +68,26 @@ class Predictor:
     ready: bool = False
 
     @classmethod
-    def load(cls, model_path: Path, use_confidence_threshold: bool = True) -> "Predictor":
+    def load(
+        cls,
+        model_path: Path,
+        use_confidence_threshold: bool = True,
+        backend: InferenceBackend = "onnxruntime",
+    ) -> "Predictor":
         """Load the artifact (a file, or a weights folder's promoted version) and its model card (beside
         it, refused unless it names these very weights); the version is the card's, else a hash.
 
         The card's confidence threshold (chosen on the validation split at promotion) turns predictions
-        below it into "unsure", unless `use_confidence_threshold` is off.
+        below it into "unsure", unless `use_confidence_threshold` is off. `backend`: the forward pass by
+        ONNX Runtime ("onnxruntime") or by the batch-norm-folded PyTorch network ("torch").
         """
         model_path = model_file(model_path)
         model = ClassifierModel.load(model_path)
         model.fold_batch_norm()
+        if backend == "onnxruntime":
+            assert model.inference_network is not None
+            onnx_model = exported(model.inference_network, model.input_shape)
+            model.inference_network = OnnxRuntimeNetwork(onnx_model, torch.get_num_threads())
         card_path = model_path.with_name(MODEL_CARD_NAME)
         card = json.loads(card_path.read_text()) if card_path.exists() else {}
         weights_sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()

@@ -1,16 +1,23 @@
-"""In-process inference of the promoted model: single-image latency (p50/p99) and batch throughput,
-eager PyTorch, eager with batch-norm folded into the convolutions (what the API serves) and
-TorchScript (traced, optimized for inference), measured interleaved in one run.
+"""In-process inference of the promoted model: single-image latency (p50/p99), batch throughput, and
+agreement with the eager model's classes and accuracy on the full Fashion-MNIST test split, for eager
+PyTorch, eager with batch-norm folded into the convolutions, TorchScript (traced, optimized for
+inference), ONNX Runtime (CPU, float32: what the API serves, api/onnx_backend.py) and int8
+quantizations (ONNX Runtime dynamic; ONNX Runtime static, QDQ, per-channel weights, calibrated on
+training images; PyTorch dynamic), measured interleaved in one run (issue 13, point 2).
 
     python -m benchmarks.inference [--threads 1] [--single 300] [--batch 256]
 """
 
 import argparse
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from api.onnx_backend import OnnxRuntimeNetwork, exported
 from benchmarks.common import median, percentile, print_table, write_result
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.models import ClassifierModel
@@ -25,6 +32,58 @@ def timings(function: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch
             function(batch)
             results.append((time.perf_counter() - started) * 1000)
     return results
+
+
+def predicted_classes(
+    function: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor]
+) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([function(batch).argmax(dim=1) for batch in inputs])
+
+
+def calibration_inputs(model: ClassifierModel, count: int = 1000) -> list[torch.Tensor]:
+    """Training images (never test ones) for static quantization's activation ranges."""
+    images = load_fashion_mnist().train.images[:count]
+    return [model.network_input(images[i : i + 100]) for i in range(0, count, 100)]
+
+
+def onnx_variants(
+    network: torch.nn.Module, input_shape: tuple[int, ...], calibration: list[torch.Tensor]
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The folded network exported to ONNX and run by ONNX Runtime (what the API serves), and its int8
+    quantizations run the same way."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.batches = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch.contiguous().numpy()}
+
+    folder = Path(tempfile.mkdtemp(prefix="onnx-"))
+    model = folder / "model.onnx"
+    model.write_bytes(exported(network, input_shape))
+    quantize_dynamic(str(model), str(folder / "dynamic.onnx"), weight_type=QuantType.QInt8)
+    quantize_static(str(model), str(folder / "static.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)  # fmt: skip
+    sizes = {name: (folder / f"{name}.onnx").stat().st_size for name in ("model", "dynamic", "static")}
+    print(f"ONNX sizes: float32 {sizes['model']:,} B, int8 dynamic {sizes['dynamic']:,} B, "
+          f"int8 static {sizes['static']:,} B")  # fmt: skip
+    threads = torch.get_num_threads()
+    return {
+        "onnx runtime (served)": OnnxRuntimeNetwork(model.read_bytes(), threads),
+        "int8 dynamic (onnx runtime)": OnnxRuntimeNetwork((folder / "dynamic.onnx").read_bytes(), threads),
+        "int8 static (onnx runtime)": OnnxRuntimeNetwork((folder / "static.onnx").read_bytes(), threads),
+    }
 
 
 def main() -> None:
@@ -51,7 +110,15 @@ def main() -> None:
         folded = model.inference_network
         assert folded is not None
         assert torch.allclose(folded(batch_inputs[0]), model.network(batch_inputs[0]), atol=1e-4)
-    variants = {"eager": model.network, "eager, batch-norm folded": folded, "torchscript": traced}
+    variants: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "eager": model.network,
+        "eager, batch-norm folded": folded,
+        "torchscript": traced,
+    }
+    variants |= onnx_variants(folded, model.input_shape, calibration_inputs(model))
+    variants["int8 dynamic (pytorch)"] = torch.ao.quantization.quantize_dynamic(
+        folded, {torch.nn.Linear}, dtype=torch.qint8
+    )
     single: dict[str, list[float]] = {name: [] for name in variants}
     batched: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(3):  # interleave, so background load hits both variants alike
@@ -59,12 +126,17 @@ def main() -> None:
             timings(function, single_inputs[:20])  # warm-up
             single[name] += timings(function, single_inputs)
             batched[name] += timings(function, batch_inputs)
+    test = load_fashion_mnist().test
+    test_inputs = [model.network_input(test.images[i : i + 1024]) for i in range(0, len(test), 1024)]
+    classes = {name: predicted_classes(function, test_inputs) for name, function in variants.items()}
     rows = [
         {
             "variant": name,
             "single_p50_ms": median(single[name]),
             "single_p99_ms": percentile(single[name], 0.99),
             "batch_images_per_s": args.batch / (median(batched[name]) / 1000),
+            "agreement_with_eager": (classes[name] == classes["eager"]).double().mean().item(),
+            "test_accuracy": (classes[name] == test.labels).double().mean().item(),
         }
         for name in variants
     ]

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import yaml
 
-from api.feedback_store import DB_URL_ENV, DEFAULT_FEEDBACK_DIR, FeedbackStore
+from api.feedback_schema import DB_URL_ENV
+from api.feedback_store import DEFAULT_FEEDBACK_DIR, FeedbackStore
 from curation.labelled_images import (
     SELECTION_FILES,
     LabelledImage,

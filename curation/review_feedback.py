@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from api.feedback_schema import DB_URL_ENV
 from api.feedback_store import (
     ACCEPTED,
-    DB_URL_ENV,
     DEFAULT_FEEDBACK_DIR,
     REJECTED,
     FeedbackRecord,

@@ -14,6 +14,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && "$VENV_PYTHON" -c 'im
   exit 0
 fi
 
+# A CPU build of torch satisfies the lock's `torch==X` pin as far as pip is concerned (and the CUDA stack
+# would stay behind the other way): a change of torch's source rebuilds .venv from nothing.
+torch_from="${TORCH_INDEX_URL:-the lock}"
+if [ -d .venv ] && [ "$(cat .venv/.torch-from 2>/dev/null || echo 'the lock')" != "$torch_from" ]; then
+  echo "setup: torch's source changed to $torch_from; rebuilding .venv" >&2
+  rm -rf .venv
+fi
+
 # pipenv itself lives in its own small virtual environment, pinned, so no system Python is modified.
 if [ ! -x .tools/bin/pipenv ]; then
   echo "setup: installing pipenv $PIPENV_VERSION_PIN into .tools/" >&2
@@ -56,5 +64,6 @@ if ! $sync; then
   echo "setup: installing failed; free space: $(free_gb "$ROOT") GB under $ROOT, $(free_gb "${TMPDIR:-/tmp}") GB under ${TMPDIR:-/tmp}" >&2
   exit 1
 fi
+echo "$torch_from" > .venv/.torch-from
 echo "$wanted" > "$stamp"
 echo "setup: done; python is $VENV_PYTHON" >&2

@@ -9,7 +9,11 @@ import json
 import logging
 import re
 import shutil
+import socket
+import time
+import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -442,6 +446,7 @@ def test_settings_from_environment_name_a_bad_variable(monkeypatch: pytest.Monke
         ("mysql://shop:s3cret@db/feedback", "its driver is not installed: no module named 'mysqldb'"),
         ("oracle+nothing://shop:s3cret@db/feedback", "unknown kind of database 'oracle+nothing'"),
         ("s3cret", "not a database url"),
+        ("postgresql://shop:s3cret@db:port/feedback", "not a database url"),  # found in review: leaked
     ],
 )
 def test_a_feedback_database_the_server_cannot_use_stops_it_at_start(
@@ -452,8 +457,28 @@ def test_a_feedback_database_the_server_cannot_use_stops_it_at_start(
     monkeypatch.setenv("APPAREL_FEEDBACK_DB_URL", url)
     with pytest.raises(SettingsError, match=r"^APPAREL_FEEDBACK_DB_URL=") as error:
         Settings.from_env()
-    assert problem in str(error.value) and "s3cret" not in str(error.value)
+    shown = "".join(traceback.format_exception(error.value))  # what the server's log would show
+    assert problem in str(error.value) and "s3cret" not in shown
     monkeypatch.setenv(
         "APPAREL_FEEDBACK_DB_URL", "postgresql://shop:s3cret@db/feedback"
     )  # psycopg: installed
     assert Settings.from_env().feedback_db_url.startswith("postgresql://")
+    assert "s3cret" not in repr(Settings.from_env())
+
+
+def test_a_feedback_database_that_never_answers_is_a_503_in_seconds_and_predictions_go_on() -> None:
+    """Found in review: opening the store had no connection timeout, so a database that accepts the
+    connection and then says nothing held each feedback request for minutes, on the threads that
+    decodes and predictions also need."""
+    with socket.socket() as silent:  # accepts connections (the backlog does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://shop@127.0.0.1:{silent.getsockname()[1]}/feedback"
+        with TestClient(create_app(Settings(feedback_db_url=url))) as client:
+            photo = upload(product_photo(TEST_IMAGES[0], seed=4))
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = pool.submit(client.post, "/v1/feedback", files=photo, data={"confirm": "true"})
+                assert client.post("/v1/predict", files=photo).status_code == 200
+                assert_error(pending.result(), 503, "feedback_unavailable")
+            assert time.monotonic() - started < 30

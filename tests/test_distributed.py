@@ -57,10 +57,21 @@ def test_two_nodes_give_the_best_checkpoint_of_two_processes_on_one(
         launch = [TRAIN[0], "--nproc", "1", "--nnodes", "2", "--node-rank", str(rank), *rendezvous]
         return [*launch, *smoke, f"runs_dir={tmp_path / 'nodes'}"]
 
-    run = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
-    nodes = [subprocess.Popen(node(rank), **run) for rank in (0, 1)]  # type: ignore[call-overload]
-    outputs = [node.communicate(timeout=900)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], "\n".join(outputs)
+    logs = [tmp_path / f"node-{rank}.log" for rank in (0, 1)]
+    nodes = []
+    try:
+        for rank, log in enumerate(logs):  # each to a file: a full pipe must not stall a collective
+            with log.open("w") as output:
+                nodes.append(subprocess.Popen(node(rank), stdout=output, stderr=subprocess.STDOUT,
+                                              start_new_session=True))  # fmt: skip
+        for process in nodes:
+            process.wait(timeout=400)  # under pytest's own timeout, so the finally below runs
+    finally:
+        for process in nodes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)  # train.sh, torchrun and its worker
+    outputs = [log.read_text() for log in logs]
+    assert [process.returncode for process in nodes] == [0, 0], "\n".join(outputs)
     assert sum(output.count("epoch   1/1") for output in outputs) == 1, "only global rank 0 reports"
     (run_dir,) = (tmp_path / "nodes").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -14,7 +14,8 @@ from PIL import Image
 
 from api.app import create_app
 from api.errors import ApiError
-from api.feedback_store import DB_URL_ENV, FeedbackStore, pixels_sha256
+from api.feedback_schema import DB_URL_ENV
+from api.feedback_store import FeedbackStore, pixels_sha256
 from api.limits import RateLimit
 from api.settings import Settings
 from curation.data_versions import create_version

@@ -6,10 +6,23 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import alembic.op
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from sqlalchemy import inspect, text
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    insert,
+    inspect,
+    text,
+)
 
 from api.feedback_schema import (
     VERSION_TABLE,
@@ -21,7 +34,7 @@ from api.feedback_schema import (
     open_engine,
     revision_before_migrations,
 )
-from api.feedback_store import FeedbackStore, metadata
+from api.feedback_store import FeedbackStore, conflicts_table, feedback_table, metadata, reviews_table
 
 REVISIONS = ["0001", "0002", "0003", "0004"]
 ROW = {
@@ -119,3 +132,65 @@ def test_the_command_line_reports_and_upgrades(url: str, capsys: pytest.CaptureF
     assert "revision 0002 (newest: 0004)" in capsys.readouterr().out
     assert main(["upgrade", "--db", url]) == 0
     assert "revision 0004 (newest: 0004)" in capsys.readouterr().out
+
+
+def test_a_store_made_by_the_code_before_migrations_with_its_unique_constraint_is_upgraded(url: str) -> None:
+    """Found in review: a store made from the tables as they were defined before migrations (conflicts
+    unique by a table constraint, without 0004's named index) was taken for the newest revision."""
+    before = MetaData()
+    for table in (feedback_table, reviews_table):
+        table.to_metadata(before)
+    Table(
+        "feedback_conflicts",
+        before,
+        Column("id", Integer, primary_key=True),
+        Column("feedback_id", Integer, ForeignKey("feedback.id"), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("label", Integer, nullable=False),
+        Column("category", String(64), nullable=False),
+        Column("request_id", String(64)),
+        UniqueConstraint("feedback_id", "label"),
+    )
+    engine = open_engine(url)
+    before.create_all(engine)
+    with engine.connect() as connection:
+        assert revision_before_migrations(connection) == "0003"
+    engine.dispose()
+    store = FeedbackStore(url, Path("unused"))
+    indexes = {index["name"] for index in inspect(store.engine).get_indexes("feedback_conflicts")}
+    assert "feedback_conflicts_once" in indexes
+
+
+def test_repeated_conflicts_from_before_the_rule_are_removed_by_its_migration(url: str) -> None:
+    store_at_revision(url, "0003")
+    engine = open_engine(url)
+    with engine.begin() as connection:
+        for label in (5, 5, 7, 5):  # Sandal three times, Sneaker once
+            row = {"feedback_id": 1, "created_at": ROW["created_at"], "label": label, "category": str(label)}
+            connection.execute(insert(conflicts_table).values(**row))
+    engine.dispose()
+    store = FeedbackStore(url, Path("unused"))
+    assert [(row.id, row.label) for row in store.conflicts()[1]] == [(1, 5), (3, 7)]
+
+
+def test_a_migration_that_fails_half_way_leaves_the_store_as_it_was(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: on SQLite each schema change committed on its own, so a failure after the first
+    left a column added under the old revision, and every later open failed."""
+    store_at_revision(url, "0002")
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the disk filled up")
+
+    monkeypatch.setattr(alembic.op, "create_index", fail)  # 0004's step, after 0003's column
+    with pytest.raises(RuntimeError, match="disk filled up"):
+        FeedbackStore(url, Path("unused"))
+    engine = open_engine(url)
+    with engine.connect() as connection:
+        assert current_revision(connection) == "0002"
+        assert "last_conflict_id" not in {
+            c["name"] for c in inspect(connection).get_columns("feedback_reviews")
+        }
+    monkeypatch.undo()
+    assert len(FeedbackStore(url, Path("unused")).all()) == 1

@@ -52,8 +52,10 @@ def test_two_replicas_share_one_postgresql_store_and_data_sh_builds_a_version_fr
     images = tmp_path / "feedback"
     env = {"APPAREL_FEEDBACK_DIR": str(images), "APPAREL_FEEDBACK_DB_URL": url}
     env["APPAREL_FEEDBACK_PER_MINUTE"] = "0"  # every request comes from one address
-    replicas = [LiveServer.start(tmp_path / f"replica-{i}.log", env=env) for i in range(2)]
+    replicas: list[LiveServer] = []
     try:
+        for i in range(2):  # inside the try: the first is stopped if the second fails to start
+            replicas.append(LiveServer.start(tmp_path / f"replica-{i}.log", env=env))
         distinct, shared = asyncio.run(send_feedback(replicas))
     finally:
         for replica in replicas:

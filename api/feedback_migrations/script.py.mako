@@ -1,14 +1,10 @@
-"""${message}
+"""${message}"""
 
-Revision ${up_revision}, after ${down_revision | comma,n}; created ${create_date}.
-"""
+import sqlalchemy as sa  # noqa: F401 - for the operations this migration will hold
+from alembic import op  # noqa: F401
 
-import sqlalchemy as sa
-from alembic import op
-
-${imports if imports else ""}
-revision = ${repr(up_revision)}
-down_revision = ${repr(down_revision)}
+revision = "${up_revision}"
+down_revision = ${'"%s"' % down_revision if down_revision else "None"}
 branch_labels = None
 depends_on = None
 

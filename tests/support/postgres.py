@@ -60,11 +60,16 @@ class PostgresCluster:
             entry = pwd.getpwnam(user)
             os.chown(folder, entry.pw_uid, entry.pw_gid)
         cluster = cls(folder, free_port(), bin_dir, user)
-        cluster.run(
-            str(bin_dir / "initdb"), "-D", "data", "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync"
-        )
-        options = f"-p {cluster.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        cluster.run(str(bin_dir / "pg_ctl"), "-D", "data", "-l", "server.log", "-o", options, "-w", "start")
+        try:
+            initdb = [str(bin_dir / "initdb"), "-D", "data", "-U", SUPERUSER, "--auth=trust", "-E", "UTF8"]
+            cluster.run(*initdb, "--no-sync")
+            options = f"-p {cluster.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+            cluster.run(
+                str(bin_dir / "pg_ctl"), "-D", "data", "-l", "server.log", "-o", options, "-w", "start"
+            )
+        except BaseException:
+            cluster.stop()  # a server half started, and the folder
+            raise
         return cluster
 
     def stop(self) -> None:

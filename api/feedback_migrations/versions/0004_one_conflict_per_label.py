@@ -1,8 +1,7 @@
 """One conflict per image and label: the same conflicting label sent twice is a duplicate.
 
-A store holding repeats from before (possible only before this revision) fails here, naming the index;
-remove the repeated rows (`SELECT feedback_id, label FROM feedback_conflicts GROUP BY 1, 2 HAVING
-count(*) > 1`), then open the store again.
+Repeats stored before (possible until this rule) are removed first, keeping each pair's first conflict:
+they carried nothing the first one does not.
 """
 
 from alembic import op
@@ -14,6 +13,10 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.execute(
+        "DELETE FROM feedback_conflicts WHERE id NOT IN "
+        "(SELECT min(id) FROM feedback_conflicts GROUP BY feedback_id, label)"
+    )
     op.create_index("feedback_conflicts_once", "feedback_conflicts", ["feedback_id", "label"], unique=True)
 
 

@@ -1,0 +1,44 @@
+"""The served forward pass by ONNX Runtime (api/onnx_backend.py) against PyTorch's: the same logits on
+the fixture model, and the same class for every Fashion-MNIST test image on the shipped model."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from api.onnx_backend import OnnxRuntimeNetwork
+from api.predictor import Predictor
+from text_recognizer.datasets.fashion_mnist import read_split
+from text_recognizer.datasets.idx import read_idx
+from text_recognizer.promoted import promoted_model_path
+
+from .conftest import FIXTURES_DIR
+
+
+def test_onnx_runtime_gives_pytorchs_logits_for_any_batch_size(fixture_model: Path) -> None:
+    served, folded = Predictor.load(fixture_model), Predictor.load(fixture_model, backend="torch")
+    assert isinstance(served.model.inference_network, OnnxRuntimeNetwork)
+    images = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz")
+    for count in (1, 7, len(images)):
+        assert torch.allclose(
+            served.model.logits(images[:count]), folded.model.logits(images[:count]), atol=1e-4
+        )
+    eager = served.model.network.eval()
+    with torch.inference_mode():
+        logits = eager(served.model.network_input(images)) / served.model.temperature
+    assert torch.allclose(served.model.logits(images), logits, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_shipped_model_served_by_onnx_runtime_agrees_with_eager_on_every_test_image(
+    full_data_dir: Path,
+) -> None:
+    """Issue 13's bar for a faster backend: at least 99.9% of the eager model's classes (measured: all)."""
+    served = Predictor.load(promoted_model_path())
+    test = read_split(full_data_dir, "test")
+    eager = served.model.network.eval()
+    with torch.inference_mode():
+        expected = torch.cat(
+            [eager(served.model.network_input(b)).argmax(1) for b in test.images.split(1000)]
+        )
+    assert torch.equal(served.model.predict(test.images).class_ids, expected)

@@ -1,0 +1,156 @@
+"""One request at a time against the live server, and where its time goes (issue 13, points 1 and 4).
+
+Two servers run side by side, one worker and one torch thread each: the forward pass by PyTorch (the
+batch-norm-folded network, as served before) and by ONNX Runtime (as served now). Requests alternate
+between them, and on each server's own connection `GET /health/live` (the HTTP floor), a 28x28 PNG and a
+product-photo JPEG alternate too, so background load hits every figure alike. Then py-spy samples each
+server while it answers 28x28 PNGs one at a time: the share of samples in each part of the request.
+
+    python -m benchmarks.single_request [--rounds 300] [--profile-seconds 15]
+"""
+
+import argparse
+import collections
+import io
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+from PIL import Image
+
+from benchmarks.common import median, percentile, print_table, write_result
+from support.local_server import LiveServer
+from support.product_photos import product_photo
+from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
+
+BACKENDS = ("torch", "onnxruntime")
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
+# Parts of a request, by the first frame of a sample that names them (checked in this order).
+PARTS = {
+    "forward pass": ("OnnxRuntimeNetwork.forward", "GraphModule", "_conv_forward", "Module._call_impl"),
+    "decode and preprocess": ("image_bytes_to_input", "decoded_pixels"),
+    "multipart parsing": ("python_multipart", "parse_form", "MultiPartParser"),
+    "softmax, top-k, response": ("Predictor.predict_arrays", "Predictor.answer", "serialize_response"),
+    "HTTP (uvicorn, h11) and middleware": ("h11", "httptools", "uvicorn", "starlette", "observability"),
+}
+
+
+def requests() -> dict[str, dict[str, Any]]:
+    image = load_fashion_mnist().test.images[0].numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return {
+        "GET /health/live": {},
+        "28x28 PNG": {"files": {"file": ("item.png", buffer.getvalue(), "image/png")}},
+        "photo JPEG": {"files": {"file": ("item.jpg", product_photo(image, seed=10), "image/jpeg")}},
+    }
+
+
+def timed(client: httpx.Client, body: dict[str, Any]) -> float:
+    started = time.perf_counter()
+    response = client.get("/health/live") if not body else client.post("/v1/predict", **body)
+    elapsed = (time.perf_counter() - started) * 1000
+    response.raise_for_status()
+    return elapsed
+
+
+def profile(server: LiveServer, body: dict[str, Any], seconds: float, output: Path) -> dict[str, Any]:
+    """py-spy's raw samples of the server while one client sends `body` again and again."""
+    record = [PY_SPY, "record", "--pid", str(server.process.pid), "--duration", str(round(seconds)),
+              "--rate", "500", "--format", "raw", "--nonblocking", "--output", str(output)]  # fmt: skip
+    spy = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sent = 0
+    stop = threading.Event()
+
+    def send() -> None:
+        nonlocal sent
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not stop.is_set():
+                client.post("/v1/predict", **body)
+                sent += 1
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    _, errors = spy.communicate(timeout=seconds + 60)
+    stop.set()
+    sender.join()
+    if spy.returncode != 0:
+        raise RuntimeError(f"py-spy failed: {errors}")
+    parts: collections.Counter[str] = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()  # where the samples were taken: own time
+    total = 0
+    for line in output.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        samples = int(count)
+        total += samples
+        part = next(
+            (name for name, markers in PARTS.items() if any(m in f for f in frames for m in markers)), "other"
+        )
+        parts[part] += samples
+        leaves[frames[-1]] += samples
+    shares = {p: parts[p] / max(total, 1) for p in [*PARTS, "other"]}
+    top = {frame: count / max(total, 1) for frame, count in leaves.most_common(12)}
+    return {"requests": sent, "samples": total, **shares, "top_own_time": top}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--profile-seconds", type=float, default=15)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="single-request-"))
+    bodies = requests()
+    servers: dict[str, LiveServer] = {}
+    times: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    profiles = []
+    try:
+        for backend in BACKENDS:
+            env = {"APPAREL_INFERENCE_BACKEND": backend}
+            servers[backend] = LiveServer.start(folder / f"{backend}.log", env=env)
+        clients = {b: httpx.Client(base_url=s.url, timeout=30) for b, s in servers.items()}
+        for round_number in range(args.rounds + 20):  # the first 20 rounds warm up
+            for backend, client in clients.items():
+                for name, body in bodies.items():
+                    elapsed = timed(client, body)
+                    if round_number >= 20:
+                        times[backend, name].append(elapsed)
+        for client in clients.values():
+            client.close()
+        for backend, server in servers.items():
+            output = folder / f"{backend}.profile.txt"
+            profiles.append(
+                {"backend": backend, **profile(server, bodies["28x28 PNG"], args.profile_seconds, output)}
+            )
+    finally:
+        for server in servers.values():
+            server.stop()
+    rows = []
+    for backend in BACKENDS:
+        floor = median(times[backend, "GET /health/live"])
+        for name in bodies:
+            values = times[backend, name]
+            p50 = median(values)
+            rows.append({"backend": backend, "request": name, "p50_ms": p50,
+                         "p99_ms": percentile(values, 0.99), "over_floor_p50_ms": p50 - floor})  # fmt: skip
+    print_table(f"one request at a time, {args.rounds} interleaved rounds, 1 worker each", rows)
+    print_table(
+        "share of py-spy samples while answering 28x28 PNGs one at a time",
+        [{k: v for k, v in profile.items() if k != "top_own_time"} for profile in profiles],
+    )
+    for profile_row in profiles:
+        print(f"\n{profile_row['backend']}: own time, largest first")
+        for frame, share in profile_row["top_own_time"].items():
+            print(f"  {share:6.1%}  {frame}")
+    write_result("single_request", rows, rounds=args.rounds, profiles=profiles, parts=PARTS)
+
+
+if __name__ == "__main__":
+    main()

@@ -54,8 +54,9 @@ from text_recognizer.preprocessing import (
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 FEEDBACK_PATH = "/v1/feedback"
 IMAGE_ERROR_STATUS = {"unsupported_format": 415, "image_too_large": 413}
-# How long a feedback request waits for another one that is opening (connecting to, migrating) the store.
-STORE_OPEN_WAIT_S = 10.0
+# How long a feedback request waits, on a worker thread, for another that is opening (connecting to,
+# migrating) the store: opening takes a fraction of a second; a hung one must not hold many threads.
+STORE_OPEN_WAIT_S = 2.0
 logger = logging.getLogger("api")
 
 
@@ -186,7 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def feedback_store() -> FeedbackStore:
         """Opened on first use (once per worker), so a prediction-only deployment needs no writable
         feedback folder."""
-        if not store_lock.acquire(timeout=STORE_OPEN_WAIT_S):  # another request is still opening it
+        if not store_lock.acquire(timeout=STORE_OPEN_WAIT_S):  # another request is opening it
             raise feedback_unavailable()
         try:
             return open_feedback_store()

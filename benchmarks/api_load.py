@@ -6,6 +6,7 @@ Then 16 product photos, and 16 28x28 PNGs, as one POST /v1/predict/batch against
 calls, interleaved on one connection (the batch is one decode slot and one forward pass).
 
     python -m benchmarks.api_load [--requests 300] [--workers 1] [--batch-rounds 20] [--batch-only]
+                                  [--backend onnxruntime|torch]
 """
 
 import argparse
@@ -103,8 +104,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch-rounds", type=int, default=20, help="batch-against-singles rounds")
     parser.add_argument("--batch-only", action="store_true", help="only the batch against single calls")
+    parser.add_argument(
+        "--backend",
+        choices=["onnxruntime", "torch"],
+        default="onnxruntime",
+        help="the server's forward pass (APPAREL_INFERENCE_BACKEND); results/api_load[-torch].json",
+    )
     args = parser.parse_args()
-    server = LiveServer.start(Path(tempfile.mkdtemp()) / "server.log", "--workers", str(args.workers))
+    env = {"APPAREL_INFERENCE_BACKEND": args.backend}
+    server = LiveServer.start(
+        Path(tempfile.mkdtemp()) / "server.log", "--workers", str(args.workers), env=env
+    )
+    suffix = "" if args.backend == "onnxruntime" else f"-{args.backend}"
     rows = []
     try:
         targets = {} if args.batch_only else {"GET /health/live (floor)": None, **payloads()}
@@ -127,7 +138,9 @@ def main() -> None:
         server.stop()
     print_table("16 images: one batch call against 16 single calls (one connection)", batch)
     if args.batch_only:
-        write_result("api_batch", batch, workers=args.workers, rounds=args.batch_rounds)
+        write_result(
+            f"api_batch{suffix}", batch, workers=args.workers, rounds=args.batch_rounds, backend=args.backend
+        )
         raise SystemExit(1 if any(row["errors"] for row in batch) else 0)
     print_table(f"API under load, {args.workers} uvicorn worker(s), {args.requests} requests per row", rows)
     floor = next(r for r in rows if r["concurrency"] == 1 and r["route"].startswith("GET"))["p50_ms"]
@@ -138,7 +151,13 @@ def main() -> None:
     errors = sum(row["errors"] for row in rows)
     print(f"errors: {errors}")
     write_result(
-        "api_load", rows, workers=args.workers, requests_per_row=args.requests, errors=errors, batch=batch
+        f"api_load{suffix}",
+        rows,
+        workers=args.workers,
+        requests_per_row=args.requests,
+        errors=errors,
+        batch=batch,
+        backend=args.backend,
     )
     if errors:
         raise SystemExit(1)

@@ -10,6 +10,7 @@ import logging
 import re
 import shutil
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -21,7 +22,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import api.app
 from api.app import create_app
+from api.feedback_store import FeedbackStore
 from api.settings import Settings, SettingsError
 from support.hostile_uploads import (
     exif_negative_rational_jpeg,
@@ -482,3 +485,29 @@ def test_a_feedback_database_that_never_answers_is_a_503_in_seconds_and_predicti
                 assert client.post("/v1/predict", files=photo).status_code == 200
                 assert_error(pending.result(), 503, "feedback_unavailable")
             assert time.monotonic() - started < 30
+
+
+def test_a_request_waiting_for_another_to_open_the_feedback_store_gets_a_503_not_a_held_thread(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Found in review: the wait for a store being opened had no limit, so a hung open could hold every
+    worker thread, predictions' included. Now a second request waits STORE_OPEN_WAIT_S, then a 503."""
+    opening, release = threading.Event(), threading.Event()
+    real_open = FeedbackStore.at
+
+    def slow_open(*args: object, **kwargs: object) -> FeedbackStore:
+        opening.set()
+        release.wait(timeout=30)
+        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FeedbackStore, "at", slow_open)
+    monkeypatch.setattr(api.app, "STORE_OPEN_WAIT_S", 0.2)
+    photos = [upload(product_photo(TEST_IMAGES[i], seed=i)) for i in range(2)]
+    settings = Settings(feedback_dir=tmp_path / "feedback")
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(client.post, "/v1/feedback", files=photos[0], data={"confirm": "true"})
+        assert opening.wait(timeout=30)
+        second = client.post("/v1/feedback", files=photos[1], data={"confirm": "true"})
+        assert_error(second, 503, "feedback_unavailable")
+        release.set()
+        assert first.result().status_code == 201

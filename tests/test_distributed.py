@@ -64,8 +64,9 @@ def test_two_nodes_give_the_best_checkpoint_of_two_processes_on_one(
             with log.open("w") as output:
                 nodes.append(subprocess.Popen(node(rank), stdout=output, stderr=subprocess.STDOUT,
                                               start_new_session=True))  # fmt: skip
+        deadline = time.monotonic() + 400  # under pytest's own timeout, so the finally below runs
         for process in nodes:
-            process.wait(timeout=400)  # under pytest's own timeout, so the finally below runs
+            process.wait(timeout=max(1, deadline - time.monotonic()))
     finally:
         for process in nodes:
             if process.poll() is None:

@@ -3,6 +3,7 @@ before migrations existed, are upgraded in place with their rows; the migrated s
 queries; concurrent openers migrate once. Each test runs on SQLite and PostgreSQL (conftest.feedback_db)."""
 
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,8 +24,11 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.exc import OperationalError
 
+import api.feedback_schema
 from api.feedback_schema import (
+    ADVISORY_LOCK_KEY,
     VERSION_TABLE,
     alembic_config,
     current_revision,
@@ -35,6 +39,8 @@ from api.feedback_schema import (
     revision_before_migrations,
 )
 from api.feedback_store import FeedbackStore, conflicts_table, feedback_table, metadata, reviews_table
+
+from .support.postgres import PostgresCluster
 
 REVISIONS = ["0001", "0002", "0003", "0004"]
 ROW = {
@@ -194,3 +200,21 @@ def test_a_migration_that_fails_half_way_leaves_the_store_as_it_was(
         }
     monkeypatch.undo()
     assert len(FeedbackStore(url, Path("unused")).all()) == 1
+
+
+def test_an_opener_waits_a_bounded_time_for_another_ones_migration(
+    postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: while another process holds the migration lock (a migration hung, say), an opener
+    gives up after MIGRATION_WAIT_S instead of waiting forever on a worker thread."""
+    url = postgres.create_database("held_lock")
+    monkeypatch.setattr(api.feedback_schema, "MIGRATION_WAIT_S", 1)
+    holding = open_engine(url)
+    with holding.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="lock timeout"):
+            FeedbackStore(url, Path("unused"))
+        assert time.monotonic() - started < 10
+    holding.dispose()  # the session, and the lock it held, end with the connection
+    assert FeedbackStore(url, Path("unused")).all() == []

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from api.onnx_backend import OnnxRuntimeNetwork
+from api.onnx_backend import OnnxRuntimeNetwork, exported
 from api.predictor import Predictor
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.idx import read_idx
+from text_recognizer.networks import NETWORKS, build_network
 from text_recognizer.promoted import promoted_model_path
 
 from .conftest import FIXTURES_DIR
@@ -42,3 +43,13 @@ def test_the_shipped_model_served_by_onnx_runtime_agrees_with_eager_on_every_tes
             [eager(served.model.network_input(b)).argmax(1) for b in test.images.split(1000)]
         )
     assert torch.equal(served.model.predict(test.images).class_ids, expected)
+
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_every_network_exports_without_a_tracer_warning_and_runs_the_same(name: str) -> None:
+    """A tracer warning (e.g. a shape fixed at the traced batch size of 1) is an error in the export."""
+    network = build_network(name, (1, 28, 28), 11).eval()
+    served = OnnxRuntimeNetwork(exported(network, (1, 28, 28)), threads=1)
+    batch = torch.randn(5, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(served(batch), network(batch), atol=1e-4)

@@ -12,6 +12,7 @@ has a name of its own, so the store may share a database with MLflow, whose tabl
 
 import argparse
 import fcntl
+import functools
 import os
 import sys
 from collections.abc import Iterator
@@ -76,6 +77,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+@functools.cache  # the migration scripts are read once per process, not at every store opened
 def head() -> str:
     revision = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert revision is not None

@@ -169,3 +169,42 @@ def test_summary_records_the_commit_training_started_from(
     trainer = Trainer(config, RunDirectory.create(config.runs_dir, config.name))
     monkeypatch.setattr(training.environment, "git_commit", lambda: "commit-made-during-training")
     assert trainer.fit()["environment"]["git_commit"] == "commit-at-start"
+
+
+def test_fine_tuning_starts_from_a_models_weights_and_resumes_to_the_same_result(
+    full_data_dir: Path, tmp_path: Path
+) -> None:
+    """`network.init_from`: a shop adding photos fine-tunes the shipped model instead of starting over."""
+    start = train(tmp_path / "start") / "checkpoints" / "best.pt"
+    start_model = ClassifierModel.load(start)
+    # Another training subset has other pixel statistics: the start weights expect their own.
+    overrides = (f"network.init_from={start}", "data.train_size=3000", "trainer.epochs=3",
+                 "scheduler.name=cosine", "optimizer.lr=1e-9")  # fmt: skip
+    tuned_dir = train(tmp_path / "tuned", *overrides)
+    tuned = ClassifierModel.load(tuned_dir / "checkpoints" / "best.pt")
+    assert tuned.metadata["init_from"] == {"path": str(start), "sha256": digest(start)}
+    assert tuned.normalization == start_model.normalization
+    # A learning rate of 1e-9 leaves the weights where they started (batch norm statistics still move).
+    for (name, tuned_weights), start_weights in zip(
+        tuned.network.named_parameters(), start_model.network.parameters(), strict=True
+    ):
+        assert torch.allclose(tuned_weights, start_weights, atol=1e-6), name
+
+    run_dir, interrupted_after = killed_after_a_checkpoint(tmp_path / "interrupted", *overrides)
+    resume(run_dir, interrupted_after)
+    assert digest(run_dir / "checkpoints" / "best.pt") == digest(tuned_dir / "checkpoints" / "best.pt")
+
+
+def test_fine_tuning_refuses_weights_of_another_network(full_data_dir: Path, tmp_path: Path) -> None:
+    start = train(tmp_path / "start") / "checkpoints" / "best.pt"
+    result = subprocess.run(
+        smoke_command(tmp_path / "tuned", f"network.init_from={start}", "network.args.dropout=0.5"),
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"network.init_from cannot start from {start}: network: the config gives" in result.stderr
+    assert "Traceback" not in result.stderr
+    missing = subprocess.run(smoke_command(tmp_path / "other", "network.init_from=nowhere/best.pt"),
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 2 and "network.init_from: nowhere/best.pt does not exist" in missing.stderr
+    assert not (tmp_path / "other").exists()  # refused before a run directory was made

@@ -55,6 +55,10 @@ class DataConfig(Strict):
 class NetworkConfig(Strict):
     name: Literal[tuple(NETWORKS)]  # type: ignore[valid-type]
     args: dict[str, Any] = Field(default_factory=dict)
+    init_from: Path | None = Field(
+        None,
+        description="fine-tune: start from this model's weights (a run's best.pt or a promoted model.pt)",
+    )
 
     @model_validator(mode="after")
     def check_args(self) -> "NetworkConfig":

@@ -5,7 +5,6 @@ on the best checkpoint, after training.
 """
 
 import hashlib
-import json
 import math
 import time
 from collections.abc import Iterator
@@ -186,6 +185,35 @@ class Trainer:
             "metrics": {},
         }
 
+    def start_from(self, path: Path) -> None:
+        """Fine-tune: load another model's weights and keep its input normalization, which they expect.
+
+        The model must have this config's network and the data's classes; its sha256 goes into the
+        metadata, so the new model's lineage names the weights it started from.
+        """
+        start = ClassifierModel.load(path)
+        expected = {
+            "network": (self.model.network_name, self.model.network_args),
+            "classes": self.model.class_names,
+            "input shape": self.model.input_shape,
+        }
+        found = {
+            "network": (start.network_name, start.network_args),
+            "classes": start.class_names,
+            "input shape": start.input_shape,
+        }
+        problems = [
+            f"{key}: the config gives {expected[key]}, {path} has {found[key]}"
+            for key in expected
+            if expected[key] != found[key]
+        ]
+        if problems:
+            raise ConfigError(f"network.init_from cannot start from {path}: " + "; ".join(problems))
+        self.model.network.load_state_dict(start.network.state_dict())
+        self.model.normalization = start.normalization
+        self.model.metadata["init_from"] = {"path": str(path), "sha256": sha256_of(path)}
+        self.log.info("starting from the weights of %s (normalization %s)", path, start.normalization)
+
     def training_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "model": self.model.artifact(),
@@ -201,8 +229,10 @@ class Trainer:
 
     def restore(self, checkpoint_path: Path) -> None:
         state = load_safely(checkpoint_path)
-        self.model.network.load_state_dict(state["model"]["state_dict"])
-        self.model.metadata = json.loads(state["model"]["description"])["metadata"]
+        saved = ClassifierModel.from_artifact(state["model"])
+        self.model.network.load_state_dict(saved.network.state_dict())
+        self.model.metadata = saved.metadata
+        self.model.normalization = saved.normalization  # a fine-tuned run's came with its start weights
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -426,6 +456,8 @@ def start_run(config: RunConfig, run_path: Path | None = None) -> dict[str, Any]
                 resolve_version(
                     config.data.version, expected_hash=config.data.version_hash, mirror=config.data.mirror
                 )
+                if config.network.init_from is not None and not config.network.init_from.is_file():
+                    raise ConfigError(f"network.init_from: {config.network.init_from} does not exist")
                 run = (
                     RunDirectory.at(run_path)
                     if run_path
@@ -439,7 +471,10 @@ def start_run(config: RunConfig, run_path: Path | None = None) -> dict[str, Any]
         if isinstance(outcome, Exception):
             raise outcome
         assert outcome is not None
-        return Trainer(config, RunDirectory(Path(outcome)), distributed).fit()
+        trainer = Trainer(config, RunDirectory(Path(outcome)), distributed)
+        if config.network.init_from is not None:
+            trainer.start_from(config.network.init_from)
+        return trainer.fit()
     finally:
         distributed.stop()
 

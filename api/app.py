@@ -1,5 +1,6 @@
 """The FastAPI application: prediction endpoints, health, metadata, metrics and the web page."""
 
+import asyncio
 import functools
 import logging
 import threading
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import torch
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -277,8 +279,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
         top_k: TopK = settings.default_top_k,
     ) -> BatchResponse:
-        """Classify several images: decoded one after another in one decode slot, then one forward pass
-        for all of them; a bad file gets its own error entry and does not fail the others."""
+        """Classify several images: decoded in the decode slots (shared out, one file after another in
+        each), then one forward pass for all of them; a bad file gets its own error entry and does not
+        fail the others."""
         predictor = predictor_of(request)
         if len(files) > settings.max_batch_files:
             message = f"{len(files)} files sent; at most {settings.max_batch_files} per batch"
@@ -298,24 +301,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upload.file.seek(0)
             return upload.file.read()
 
-        def largest() -> int:
-            return max(decoded_pixels(contents(upload)) for upload in uploads.values())
+        def largest(group: dict[int, StarletteUpload]) -> int:
+            return max(decoded_pixels(contents(upload)) for upload in group.values())
 
-        def decode_and_predict() -> dict[int, Prediction | ApiError]:
-            inputs, refused = {}, {}
-            for position, upload in uploads.items():
+        def decode(group: dict[int, StarletteUpload]) -> dict[int, np.ndarray | ApiError]:
+            inputs: dict[int, np.ndarray | ApiError] = {}
+            for position, upload in group.items():
                 try:
                     inputs[position] = image_bytes_to_input(contents(upload), settings.max_pixels)
                 except ImageError as error:
-                    refused[position] = rejected(error)
-            answers = predictor.predict_arrays(list(inputs.values()), top_k) if inputs else []
-            return {**refused, **dict(zip(inputs, answers, strict=True))}
+                    inputs[position] = rejected(error)
+            return inputs
 
         if uploads:
-            decoded = await decode_slots.run(largest, decode_and_predict)
-            if answered := sum(not isinstance(outcome, ApiError) for outcome in decoded.values()):
-                metrics.observe_batch(answered)
-            outcomes |= decoded
+            # The files are shared out over as many decode slots as there are (one per core): decoding,
+            # not the forward pass, is most of a batch of photos, and Pillow decodes without the GIL.
+            shares = min(settings.max_concurrent_decodes, len(uploads))
+            groups = [dict(list(uploads.items())[start::shares]) for start in range(shares)]
+            decoded: dict[int, np.ndarray | ApiError] = {}
+            for share in await asyncio.gather(
+                *(
+                    decode_slots.run(functools.partial(largest, g), functools.partial(decode, g))
+                    for g in groups
+                )
+            ):
+                decoded |= share
+            inputs = {p: pixels for p, pixels in decoded.items() if not isinstance(pixels, ApiError)}
+            answers = (
+                await run_in_threadpool(predictor.predict_arrays, list(inputs.values()), top_k)
+                if inputs
+                else []
+            )
+            if answers:
+                metrics.observe_batch(len(answers))
+            outcomes |= {p: error for p, error in decoded.items() if isinstance(error, ApiError)}
+            outcomes |= dict(zip(inputs, answers, strict=True))
         results = []
         for position, upload in enumerate(files):
             outcome = outcomes[position]

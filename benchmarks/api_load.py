@@ -2,8 +2,9 @@
 against a real uvicorn server, with GET /health/live on the same server as the HTTP floor. Zero errors
 allowed. Payloads: a product photo (JPEG, about 300x300) and a Fashion-MNIST-style 28x28 PNG, each as a
 multipart upload and as a raw body (`Content-Type: image/...`), which skips multipart on both sides.
-Then 16 product photos, and 16 28x28 PNGs, as one POST /v1/predict/batch against the same 16 as single
-calls, interleaved on one connection (the batch is one decode slot and one forward pass).
+Then 16 product photos, 16 real phone photos from the shop export's test fixture, and 16 28x28 PNGs, as
+one POST /v1/predict/batch against the same 16 as single calls, interleaved on one connection (the batch
+shares its files out over the decode slots, then runs one forward pass).
 
     python -m benchmarks.api_load [--requests 300] [--workers 1] [--batch-rounds 20] [--batch-only]
                                   [--backend onnxruntime|torch]
@@ -21,9 +22,11 @@ import httpx2 as httpx
 from PIL import Image
 
 from benchmarks.common import median, percentile, print_table, write_result
+from benchmarks.preprocessing_speed import FIXTURE
 from support.local_server import LiveServer
 from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
+from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
 
 CONCURRENCY = (1, 8, 32)
 
@@ -81,6 +84,12 @@ def png(image: Any) -> bytes:
     return buffer.getvalue()
 
 
+def phone_photos(count: int) -> dict[str, bytes]:
+    """Real phone photos (about 320 px), the first `count` in the committed shop-photo fixture."""
+    phone = [photo.image for photo in read_photos(FIXTURE) if photo.source == "phone"][:count]
+    return {Path(name).name: data for name, data in iter_image_bytes(FIXTURE, phone)}
+
+
 def payloads() -> dict[str, dict[str, Any]]:
     image = load_fashion_mnist().test.images[0].numpy()
     png = io.BytesIO()
@@ -128,6 +137,7 @@ def main() -> None:
         items = load_fashion_mnist().test.images[:16].numpy()
         kinds = {
             "product photo JPEG": {f"{i}.jpg": product_photo(item, seed=i) for i, item in enumerate(items)},
+            "shop phone photo JPEG": phone_photos(16),
             "28x28 PNG": {f"{i}.png": png(item) for i, item in enumerate(items)},
         }
         batch = [

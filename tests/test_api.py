@@ -198,6 +198,25 @@ def test_a_batch_is_one_forward_pass_with_the_answers_of_single_calls(
         assert item["prediction"]["confidence"] == pytest.approx(single["confidence"], abs=1e-5)
 
 
+def test_a_batchs_files_are_decoded_in_every_decode_slot_at_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, one slot decoded every file in turn, and decoding is most of a batch of photos: 16 photos
+    in one call were 1.66x faster than 16 single calls (goal 3x)."""
+    meeting = threading.Barrier(2, timeout=10)  # broken (a 500) unless two decodes run at the same time
+
+    def decode_when_another_does(data: bytes, max_pixels: int) -> np.ndarray:
+        meeting.wait()
+        return image_bytes_to_input(data, max_pixels)
+
+    monkeypatch.setattr(api.app, "image_bytes_to_input", decode_when_another_does)
+    photos = [product_photo(TEST_IMAGES[i], seed=i) for i in range(4)]
+    files = [("files", (f"{i}.jpg", photo, "image/jpeg")) for i, photo in enumerate(photos)]
+    response = client.post("/v1/predict/batch", files=files)
+    assert response.status_code == 200, response.text
+    assert all(result["prediction"] for result in response.json()["results"])
+
+
 def chunked(data: bytes) -> Iterator[bytes]:
     for start in range(0, len(data), 16_384):
         yield data[start : start + 16_384]

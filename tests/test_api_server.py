@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 from PIL import Image
 
+import api.limits
 from api.app import create_app
 from api.errors import ApiError
 from api.feedback_store import FeedbackStore
@@ -455,6 +456,31 @@ def test_large_decodes_take_turns_while_small_ones_pass_and_waiting_holds_no_thr
         assert await impatient.run(pixels(large), size(large)) == len(large)
 
     asyncio.run(scenario())
+
+
+def test_a_small_image_is_read_and_decoded_in_one_thread_hop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before, every upload took two hops to the thread pool: one to read its header, one to decode.
+    A large image still reads its header again, under the header slots, and waits for the large slot."""
+    small = hostile_uploads.encode(Image.fromarray(TEST_IMAGES[0]), "PNG")
+    large = hostile_uploads.encode(Image.new("RGB", (2000, 1500), "white"), "PNG")
+    hops: list[str] = []
+    run_in_threadpool = api.limits.run_in_threadpool
+
+    async def counted(function: Callable[[], object]) -> object:
+        hops.append(getattr(function, "__name__", "header"))
+        return await run_in_threadpool(function)
+
+    monkeypatch.setattr(api.limits, "run_in_threadpool", counted)
+
+    async def decode(data: bytes) -> tuple[int, list[str]]:
+        hops.clear()
+        result = await DecodeSlots(2, wait_s=1).run(
+            functools.partial(decoded_pixels, data), lambda: len(data)
+        )
+        return result, list(hops)
+
+    assert asyncio.run(decode(small)) == (len(small), ["decode_if_small"])
+    assert asyncio.run(decode(large)) == (len(large), ["decode_if_small", "header", "<lambda>"])
 
 
 def test_header_reads_take_turns_too() -> None:

@@ -171,11 +171,17 @@ def test_summary_records_the_commit_training_started_from(
     assert trainer.fit()["environment"]["git_commit"] == "commit-at-start"
 
 
+@pytest.fixture(scope="module")
+def start_weights(full_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke run's best checkpoint, for the fine-tuning tests to start from."""
+    return train(tmp_path_factory.mktemp("start")) / "checkpoints" / "best.pt"
+
+
 def test_fine_tuning_starts_from_a_models_weights_and_resumes_to_the_same_result(
-    full_data_dir: Path, tmp_path: Path
+    start_weights: Path, tmp_path: Path
 ) -> None:
     """`network.init_from`: a shop adding photos fine-tunes the shipped model instead of starting over."""
-    start = train(tmp_path / "start") / "checkpoints" / "best.pt"
+    start = start_weights
     start_model = ClassifierModel.load(start)
     # Another training subset has other pixel statistics: the start weights expect their own.
     overrides = (f"network.init_from={start}", "data.train_size=3000", "trainer.epochs=3",
@@ -195,8 +201,8 @@ def test_fine_tuning_starts_from_a_models_weights_and_resumes_to_the_same_result
     assert digest(run_dir / "checkpoints" / "best.pt") == digest(tuned_dir / "checkpoints" / "best.pt")
 
 
-def test_fine_tuning_refuses_weights_of_another_network(full_data_dir: Path, tmp_path: Path) -> None:
-    start = train(tmp_path / "start") / "checkpoints" / "best.pt"
+def test_fine_tuning_refuses_weights_of_another_network(start_weights: Path, tmp_path: Path) -> None:
+    start = start_weights
     result = subprocess.run(
         smoke_command(tmp_path / "tuned", f"network.init_from={start}", "network.args.dropout=0.5"),
         capture_output=True, text=True,

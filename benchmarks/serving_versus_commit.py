@@ -1,0 +1,144 @@
+"""Serving speed of this checkout against an earlier commit's, side by side on one machine: both servers
+run at once, serve the same model (this checkout's promoted one) and take turns, so background load hits
+both alike. A figure quoted against one taken in another session mixes in that session's noise; this one
+does not. The earlier commit is checked out in a temporary git worktree, removed afterwards.
+
+Rows: one request at a time (p50 over the `GET /health/live` floor, a synchronous client, interleaved on
+one connection per server); requests per second at concurrency 32; 16 images as one batch call against
+16 single calls. Default base: baa28e0, the serving code when issue 13 was filed.
+
+    python -m benchmarks.serving_versus_commit [--base COMMIT] [--rounds 5] [--requests 300]
+"""
+
+import argparse
+import asyncio
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+
+from api.settings import Settings
+from benchmarks.api_load import CONCURRENCY, batch_against_singles, load, payloads, phone_photos, png
+from benchmarks.common import median, print_table, write_result
+from benchmarks.single_request import requests, timed
+from support.local_server import LiveServer
+from support.product_photos import product_photo
+from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
+from text_recognizer.paths import PROJECT_ROOT
+from text_recognizer.promoted import model_file
+
+ISSUE_13_FILED = "baa28e0"
+
+
+def single_requests(servers: dict[str, LiveServer], rounds: int) -> list[dict[str, Any]]:
+    bodies = requests()
+    times: dict[tuple[str, str], list[float]] = {}
+    clients = {name: httpx.Client(base_url=server.url, timeout=30) for name, server in servers.items()}
+    try:
+        for round_number in range(rounds + 20):  # the first 20 warm up
+            for name, client in clients.items():
+                for request, body in bodies.items():
+                    elapsed = timed(client, body)
+                    if round_number >= 20:
+                        times.setdefault((name, request), []).append(elapsed)
+    finally:
+        for client in clients.values():
+            client.close()
+    rows = []
+    for name in servers:
+        floor = median(times[name, "GET /health/live"])
+        for request in list(bodies)[1:]:
+            p50 = median(times[name, request])
+            rows.append({"code": name, "request": request, "p50_ms": p50, "over_floor_p50_ms": p50 - floor})
+    return rows
+
+
+def under_load(servers: dict[str, LiveServer], rounds: int, requests_per_round: int) -> list[dict[str, Any]]:
+    bodies = payloads()
+    routes = ("predict 28x28.png", "predict photo.jpg")
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _ in range(rounds):
+        for route in routes:
+            for name, server in servers.items():
+                url = server.url + "/v1/predict"
+                asyncio.run(load(url, CONCURRENCY[-1], 40, bodies[route]))  # warm-up
+                result = asyncio.run(load(url, CONCURRENCY[-1], requests_per_round, bodies[route]))
+                results.setdefault((name, route), []).append(result)
+    return [
+        {
+            "code": name,
+            "route": route,
+            "concurrency": CONCURRENCY[-1],
+            "requests_per_s": median([r["requests_per_s"] for r in rounds_of]),
+            "each_round": [round(r["requests_per_s"]) for r in rounds_of],
+            "errors": sum(r["errors"] for r in rounds_of),
+        }
+        for (name, route), rounds_of in results.items()
+    ]
+
+
+def batches(servers: dict[str, LiveServer], rounds: int) -> list[dict[str, Any]]:
+    items = load_fashion_mnist().test.images[:16].numpy()
+    kinds = {
+        "product photo JPEG": {f"{i}.jpg": product_photo(item, seed=i) for i, item in enumerate(items)},
+        "shop phone photo JPEG": phone_photos(16),
+        "28x28 PNG": {f"{i}.png": png(item) for i, item in enumerate(items)},
+    }
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _ in range(rounds):
+        for kind, images in kinds.items():
+            for name, server in servers.items():
+                results.setdefault((name, kind), []).append(batch_against_singles(server.url, images, 3))
+    rows = []
+    for (name, kind), rounds_of in results.items():
+        batch = median([r["batch_ms"] for r in rounds_of])
+        singles = median([r["singles_ms"] for r in rounds_of])
+        errors = sum(r["errors"] for r in rounds_of)
+        rows.append({"code": name, "images": kind, "batch_ms": batch, "singles_ms": singles,
+                     "speedup": singles / batch, "errors": errors})  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base", default=ISSUE_13_FILED, help="the commit to compare against")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds at concurrency 32")
+    parser.add_argument("--requests", type=int, default=300, help="requests per round at concurrency 32")
+    parser.add_argument("--single-rounds", type=int, default=300)
+    args = parser.parse_args()
+    model = model_file(Settings.from_env().model_path).resolve()
+    folder = Path(tempfile.mkdtemp(prefix="serving-versus-commit-"))
+    base = subprocess.run(["git", "rev-parse", "--short", args.base], capture_output=True, text=True,
+                          check=True, cwd=PROJECT_ROOT).stdout.strip()  # fmt: skip
+    worktree = folder / "base"
+    subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(worktree), base], check=True,
+                   cwd=PROJECT_ROOT)  # fmt: skip
+    names = {f"base {base}": worktree, "this checkout": PROJECT_ROOT}
+    servers: dict[str, LiveServer] = {}
+    try:
+        for name, cwd in names.items():
+            log = folder / f"{name.split()[0]}.log"
+            servers[name] = LiveServer.start(log, env={"APPAREL_MODEL_PATH": str(model)}, cwd=cwd)
+        single = single_requests(servers, args.single_rounds)
+        loaded = under_load(servers, args.rounds, args.requests)
+        batched = batches(servers, args.rounds)
+    finally:
+        for server in servers.values():
+            server.stop()
+        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], check=False, cwd=PROJECT_ROOT)
+    print_table(f"one request at a time, {args.single_rounds} interleaved rounds, model {model}", single)
+    print_table(f"concurrency {CONCURRENCY[-1]}, median of {args.rounds} alternating rounds", loaded)
+    print_table("16 images: one batch call against 16 single calls (one connection)", batched)
+    write_result(
+        "serving_versus_commit", single + loaded + batched, base=base, model=str(model), rounds=args.rounds
+    )
+    errors = sum(row.get("errors", 0) for row in loaded + batched)
+    raise SystemExit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()

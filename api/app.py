@@ -1,6 +1,5 @@
 """The FastAPI application: prediction endpoints, health, metadata, metrics and the web page."""
 
-import asyncio
 import functools
 import logging
 import threading
@@ -279,8 +278,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
         top_k: TopK = settings.default_top_k,
     ) -> BatchResponse:
-        """Classify several images: decoded in the decode slots (shared out, one file after another in
-        each), then one forward pass for all of them; a bad file gets its own error entry and does not
+        """Classify several images: decoded in a decode slot, and in every other slot free at the
+        time, then one forward pass for all of them; a bad file gets its own error entry and does not
         fail the others."""
         predictor = predictor_of(request)
         if len(files) > settings.max_batch_files:
@@ -301,41 +300,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upload.file.seek(0)
             return upload.file.read()
 
-        def largest(group: dict[int, StarletteUpload]) -> int:
-            return max(decoded_pixels(contents(upload)) for upload in group.values())
+        def pixels(upload: StarletteUpload) -> int:
+            return decoded_pixels(contents(upload))
 
-        def decode(group: dict[int, StarletteUpload]) -> dict[int, np.ndarray | ApiError]:
-            inputs: dict[int, np.ndarray | ApiError] = {}
-            for position, upload in group.items():
-                try:
-                    inputs[position] = image_bytes_to_input(contents(upload), settings.max_pixels)
-                except ImageError as error:
-                    inputs[position] = rejected(error)
-            return inputs
+        def decode(upload: StarletteUpload) -> np.ndarray | ApiError:
+            try:
+                return image_bytes_to_input(contents(upload), settings.max_pixels)
+            except ImageError as error:
+                return rejected(error)
+
+        def predict_decoded(decoded: list[np.ndarray | ApiError]) -> list[Prediction | ApiError]:
+            """One forward pass for every file that decoded; the others keep their errors."""
+            inputs = [image for image in decoded if not isinstance(image, ApiError)]
+            answers = iter(predictor.predict_arrays(inputs, top_k) if inputs else [])
+            return [item if isinstance(item, ApiError) else next(answers) for item in decoded]
 
         if uploads:
-            # The files are shared out over as many decode slots as there are (one per core): decoding,
-            # not the forward pass, is most of a batch of photos, and Pillow decodes without the GIL.
-            shares = min(settings.max_concurrent_decodes, len(uploads))
-            groups = [dict(list(uploads.items())[start::shares]) for start in range(shares)]
-            decoded: dict[int, np.ndarray | ApiError] = {}
-            for share in await asyncio.gather(
-                *(
-                    decode_slots.run(functools.partial(largest, g), functools.partial(decode, g))
-                    for g in groups
-                )
-            ):
-                decoded |= share
-            inputs = {p: pixels for p, pixels in decoded.items() if not isinstance(pixels, ApiError)}
-            answers = (
-                await run_in_threadpool(predictor.predict_arrays, list(inputs.values()), top_k)
-                if inputs
-                else []
-            )
-            if answers:
-                metrics.observe_batch(len(answers))
-            outcomes |= {p: error for p, error in decoded.items() if isinstance(error, ApiError)}
-            outcomes |= dict(zip(inputs, answers, strict=True))
+            answered = await decode_slots.run_shared(list(uploads.values()), pixels, decode, predict_decoded)
+            outcomes |= dict(zip(uploads, answered, strict=True))
+            if count := sum(not isinstance(outcome, ApiError) for outcome in answered):
+                metrics.observe_batch(count)
         results = []
         for position, upload in enumerate(files):
             outcome = outcomes[position]

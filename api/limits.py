@@ -8,7 +8,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -78,13 +79,15 @@ class LimitedRequest:
 
 Result = TypeVar("Result")
 Value = TypeVar("Value")
+Item = TypeVar("Item")
+Decoded = TypeVar("Decoded")
 
 
+@dataclass(frozen=True)
 class Large:
-    """What a decode that found a large image in its header returns, not having decoded it."""
+    """What a decode that found a large image in its header returns instead of decoding it."""
 
-
-LARGE = Large()
+    pixels: int
 
 
 class DecodeSlots:
@@ -109,47 +112,101 @@ class DecodeSlots:
         self.wait_s = wait_s
 
     async def run(self, pixels: Callable[[], int], decode: Callable[[], Result]) -> Result:
-        """`decode()` on the thread pool, once it has the slots its images need: `pixels()` (run first,
-        on the thread pool too) says how many pixels the largest of them decodes to. One upload, or a
-        batch's uploads decoded one after another (one wait and one thread hop for all of them).
+        """`decode()` on the thread pool, once it has the slots its image needs: `pixels()` (run first,
+        on the thread pool too) says how many pixels it decodes to.
 
         With a slot free, the header is read and a small image decoded in one thread hop (a 28x28 PNG:
-        2.16 -> 2.01 ms over the HTTP floor, both servers side by side); a large one goes the long way,
-        to wait for the large slot."""
+        2.16 -> 2.01 ms over the HTTP floor, both servers side by side); a large one then waits for the
+        large slot. With none free, the header is read under the header slots while the request waits."""
         deadline = asyncio.get_running_loop().time() + self.wait_s  # one wait for every slot
         if not self.slots.locked():
 
             def decode_if_small() -> Result | Large:
-                return decode() if pixels() <= self.LARGE_DECODE_PIXELS else LARGE
+                count = pixels()
+                return decode() if count <= self.LARGE_DECODE_PIXELS else Large(count)
 
             result = await self.guarded([self.slots], deadline, decode_if_small)
             if not isinstance(result, Large):
                 return result
-        largest = await self.guarded([self.headers], deadline, pixels)
-        needed = [self.large, self.slots] if largest > self.LARGE_DECODE_PIXELS else [self.slots]
-        return await self.guarded(needed, deadline, decode)
+            largest = result.pixels
+        else:
+            largest = await self.guarded([self.headers], deadline, pixels)
+        return await self.guarded(self.needed(largest), deadline, decode)
+
+    async def run_shared(
+        self,
+        items: Sequence[Item],
+        pixels: Callable[[Item], int],
+        decode: Callable[[Item], Decoded],
+        then: Callable[[list[Decoded]], Result],
+    ) -> Result:
+        """A batch: `decode` each item, then `then(all decoded, in order)`, on the thread pool.
+
+        One wait for a slot (and the large one, if the largest header asks for it), as for one upload;
+        then, for small images, every other slot free at that moment joins, each taking the next item
+        in turn (decoding is most of a batch of photos, and Pillow decodes and resizes without the GIL).
+        The last to finish runs `then` (the forward pass) in its slot, so a batch never holds a slot it
+        waited for in vain, and single requests find a slot as soon as a helper runs out of items."""
+        deadline = asyncio.get_running_loop().time() + self.wait_s
+        largest = await self.guarded([self.headers], deadline, lambda: max(map(pixels, items), default=0))
+        held = [await self.hold(self.needed(largest), deadline)]
+        while largest <= self.LARGE_DECODE_PIXELS and len(held) < len(items) and not self.slots.locked():
+            held.append(await self.hold([self.slots], deadline))  # free: taken without waiting
+        queue = iter(enumerate(items))
+        decoded: dict[int, Decoded] = {}
+        outcome: list[Result] = []
+        lock = threading.Lock()
+        working = len(held)
+
+        def work() -> None:
+            nonlocal working
+            while (taken := next_of(queue, lock)) is not None:
+                decoded[taken[0]] = decode(taken[1])
+            with lock:
+                working -= 1
+                last = working == 0
+            if last:
+                outcome.append(then([decoded[position] for position in range(len(items))]))
+
+        calls = [self.start(semaphores, work) for semaphores in held]
+        await asyncio.shield(asyncio.gather(*calls))  # cancelled, the request stops waiting
+        return outcome[0]
+
+    def needed(self, pixels: int) -> list[asyncio.Semaphore]:
+        return [self.large, self.slots] if pixels > self.LARGE_DECODE_PIXELS else [self.slots]
 
     async def guarded(
         self, needed: list[asyncio.Semaphore], deadline: float, function: Callable[[], Value]
     ) -> Value:
         """`function()` on the thread pool, holding `needed` until it returns, even if the request
         waiting for it is cancelled first."""
+        call = self.start(await self.hold(needed, deadline), function)
+        return await asyncio.shield(call)  # cancelled, the request stops waiting; the decode runs on
+
+    async def hold(self, needed: list[asyncio.Semaphore], deadline: float) -> list[asyncio.Semaphore]:
+        """Acquire `needed` in order, each waiting until `deadline` at most; all or none."""
         held: list[asyncio.Semaphore] = []
-
-        def release(_: object = None) -> None:
-            for semaphore in held:
-                semaphore.release()
-
         try:
             for semaphore in needed:
                 await self.acquire(semaphore, deadline)
                 held.append(semaphore)
-            call = asyncio.ensure_future(run_in_threadpool(function))
         except BaseException:
-            release()
+            for semaphore in held:
+                semaphore.release()
             raise
+        return held
+
+    @staticmethod
+    def start(held: list[asyncio.Semaphore], function: Callable[[], Value]) -> "asyncio.Future[Value]":
+        """`function()` on the thread pool; `held` is released when it returns."""
+
+        def release(_: object) -> None:
+            for semaphore in held:
+                semaphore.release()
+
+        call = asyncio.ensure_future(run_in_threadpool(function))
         call.add_done_callback(release)
-        return await asyncio.shield(call)  # cancelled, the request stops waiting; the decode runs on
+        return call
 
     @staticmethod
     async def acquire(semaphore: asyncio.Semaphore, deadline: float) -> None:
@@ -163,6 +220,11 @@ class DecodeSlots:
                 "the service is decoding as many images as it can; retry in a second",
                 headers={"Retry-After": "1"},
             ) from None
+
+
+def next_of(items: Iterator[Value], lock: threading.Lock) -> Value | None:
+    with lock:
+        return next(items, None)
 
 
 class RateLimit:

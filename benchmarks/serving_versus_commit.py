@@ -12,6 +12,7 @@ one connection per server); requests per second at concurrency 32; 16 images as 
 
 import argparse
 import asyncio
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -111,9 +112,13 @@ def main() -> None:
     parser.add_argument("--single-rounds", type=int, default=300)
     args = parser.parse_args()
     model = model_file(Settings.from_env().model_path).resolve()
+    found = subprocess.run(["git", "rev-parse", "--short", "--verify", "--quiet", f"{args.base}^{{commit}}"],
+                           capture_output=True, text=True, cwd=PROJECT_ROOT)  # fmt: skip
+    if found.returncode != 0:  # e.g. a shallow clone: nothing to compare against
+        print(f"serving_versus_commit: skipped, commit {args.base} is not in this clone")
+        return
+    base = found.stdout.strip()
     folder = Path(tempfile.mkdtemp(prefix="serving-versus-commit-"))
-    base = subprocess.run(["git", "rev-parse", "--short", args.base], capture_output=True, text=True,
-                          check=True, cwd=PROJECT_ROOT).stdout.strip()  # fmt: skip
     worktree = folder / "base"
     subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(worktree), base], check=True,
                    cwd=PROJECT_ROOT)  # fmt: skip
@@ -130,6 +135,8 @@ def main() -> None:
         for server in servers.values():
             server.stop()
         subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], check=False, cwd=PROJECT_ROOT)
+        subprocess.run(["git", "worktree", "prune"], check=False, cwd=PROJECT_ROOT)
+        shutil.rmtree(folder, ignore_errors=True)  # the servers' logs, read back already
     print_table(f"one request at a time, {args.single_rounds} interleaved rounds, model {model}", single)
     print_table(f"concurrency {CONCURRENCY[-1]}, median of {args.rounds} alternating rounds", loaded)
     print_table("16 images: one batch call against 16 single calls (one connection)", batched)

@@ -52,7 +52,7 @@ TEST_IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz").numpy()
 
 @pytest.fixture(scope="module")
 def client(serving_fixture_model: Path) -> Iterator[TestClient]:
-    settings = Settings(max_upload_bytes=200_000, max_batch_files=4)
+    settings = Settings(max_upload_bytes=200_000, max_batch_files=4, max_concurrent_decodes=2)
     assert settings.model_path == serving_fixture_model
     with TestClient(create_app(settings)) as test_client:
         yield test_client

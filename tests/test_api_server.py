@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import anyio
 import httpx2 as httpx
@@ -460,7 +460,7 @@ def test_large_decodes_take_turns_while_small_ones_pass_and_waiting_holds_no_thr
 
 def test_a_small_image_is_read_and_decoded_in_one_thread_hop(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before, every upload took two hops to the thread pool: one to read its header, one to decode.
-    A large image still reads its header again, under the header slots, and waits for the large slot."""
+    A large image then waits for the large slot, without reading its header again."""
     small = hostile_uploads.encode(Image.fromarray(TEST_IMAGES[0]), "PNG")
     large = hostile_uploads.encode(Image.new("RGB", (2000, 1500), "white"), "PNG")
     hops: list[str] = []
@@ -480,7 +480,50 @@ def test_a_small_image_is_read_and_decoded_in_one_thread_hop(monkeypatch: pytest
         return result, list(hops)
 
     assert asyncio.run(decode(small)) == (len(small), ["decode_if_small"])
-    assert asyncio.run(decode(large)) == (len(large), ["decode_if_small", "header", "<lambda>"])
+    assert asyncio.run(decode(large)) == (len(large), ["decode_if_small", "<lambda>"])
+
+
+def test_a_batch_waits_for_one_slot_and_takes_the_others_only_if_free() -> None:
+    """Found in review: a batch split over the slots waited for each of them, so it could be answered 503
+    with half its files decoded, and held every slot against single requests. Now it waits for one, as an
+    upload does; free slots join; the last decoder to finish runs the forward pass (`then`) once."""
+    small = [hostile_uploads.encode(Image.fromarray(image), "PNG") for image in TEST_IMAGES[:6]]
+    large = hostile_uploads.encode(Image.new("RGB", (2000, 1500), "white"), "PNG")
+    running, most, lock = [0], [0], threading.Lock()
+    large_slot_held: list[bool] = []
+
+    def decode(data: bytes) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        large_slot_held.append(slots.large.locked())
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return len(data)
+
+    def batch(items: list[bytes]) -> Callable[[], Any]:
+        most[0] = 0
+        large_slot_held.clear()
+        return slots.run_shared(items, decoded_pixels, decode, lambda decoded: ("then", decoded))
+
+    async def scenario() -> None:
+        assert await batch(small) == ("then", [len(data) for data in small])
+        assert most[0] == 2, "both free slots decode"
+        held = await slots.hold([slots.slots], deadline=0)  # a single request's decode
+        assert await batch(small) == ("then", [len(data) for data in small])
+        assert most[0] == 1, "the busy slot is left to its request"
+        other = await slots.hold([slots.slots], deadline=0)
+        with pytest.raises(ApiError, match="retry in a second"):
+            await batch(small)
+        assert most[0] == 0, "nothing decoded for a batch answered 503"
+        for semaphore in held + other:
+            semaphore.release()
+        assert await batch([*small[:2], large]) == ("then", [len(small[0]), len(small[1]), len(large)])
+        assert most[0] == 1 and all(large_slot_held), "a large image: one decoder, in the large slot"
+
+    slots = DecodeSlots(2, wait_s=0.05)
+    asyncio.run(scenario())
 
 
 def test_header_reads_take_turns_too() -> None:

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,6 +200,17 @@ def test_fine_tuning_starts_from_a_models_weights_and_resumes_to_the_same_result
     run_dir, interrupted_after = killed_after_a_checkpoint(tmp_path / "interrupted", *overrides)
     resume(run_dir, interrupted_after)
     assert digest(run_dir / "checkpoints" / "best.pt") == digest(tuned_dir / "checkpoints" / "best.pt")
+    last = ClassifierModel.from_artifact(load_safely(run_dir / "checkpoints" / "last.pt")["model"])
+    assert last.normalization == start_model.normalization  # before, resuming took the data's
+
+    # Killed before its first checkpoint, a run has only its config: resumed, it starts from the
+    # weights it names (before, from random ones).
+    unstarted = tmp_path / "unstarted"
+    unstarted.mkdir()
+    shutil.copy(tuned_dir / "config.yaml", unstarted / "config.yaml")
+    subprocess.run([sys.executable, "-m", "training.cli", "--resume", str(unstarted)], check=True,
+                   capture_output=True)  # fmt: skip
+    assert digest(unstarted / "checkpoints" / "best.pt") == digest(tuned_dir / "checkpoints" / "best.pt")
 
 
 def test_fine_tuning_refuses_weights_of_another_network(start_weights: Path, tmp_path: Path) -> None:
@@ -208,9 +220,10 @@ def test_fine_tuning_refuses_weights_of_another_network(start_weights: Path, tmp
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    assert f"network.init_from cannot start from {start}: network: the config gives" in result.stderr
+    assert f"network.init_from cannot start from {start}: network: the config and data give" in result.stderr
     assert "Traceback" not in result.stderr
     missing = subprocess.run(smoke_command(tmp_path / "other", "network.init_from=nowhere/best.pt"),
                              capture_output=True, text=True)  # fmt: skip
-    assert missing.returncode == 2 and "network.init_from: nowhere/best.pt does not exist" in missing.stderr
-    assert not (tmp_path / "other").exists()  # refused before a run directory was made
+    assert missing.returncode == 2 and "nowhere/best.pt does not exist" in missing.stderr
+    # Refused before a run directory was made: none is left to be resumed by mistake.
+    assert not (tmp_path / "tuned").exists() and not (tmp_path / "other").exists()

@@ -17,12 +17,19 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from text_recognizer.atomic import write_json_atomically, write_text_atomically
-from text_recognizer.datasets.fashion_mnist import DatasetSplits, load_fashion_mnist
+from text_recognizer.datasets.fashion_mnist import INPUT_SHAPE, DatasetSplits, load_fashion_mnist
 from text_recognizer.datasets.versions import resolve_version
 from text_recognizer.models.classifier import ClassifierModel, EpochMetrics, load_safely, save_atomically
 from text_recognizer.progress import progress
 from training.augmentation import augment
-from training.config import AugmentationConfig, ConfigError, RunConfig, SchedulerConfig, load_config
+from training.config import (
+    AugmentationConfig,
+    ConfigError,
+    NetworkConfig,
+    RunConfig,
+    SchedulerConfig,
+    load_config,
+)
 from training.distributed import SINGLE_PROCESS, Distributed
 from training.environment import environment
 from training.run_directory import RunDirectory
@@ -116,12 +123,46 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def starting_model(
+    path: Path, network: NetworkConfig, class_names: tuple[str, ...], input_shape: tuple[int, ...]
+) -> tuple[ClassifierModel, str]:
+    """The model `network.init_from` names, checked against the config's network and the data's classes,
+    with the sha256 of the very bytes it was loaded from."""
+    if not path.is_file():
+        raise ConfigError(f"network.init_from: {path} does not exist")
+    data = path.read_bytes()
+    start = ClassifierModel.from_artifact(load_safely(path, data))
+    expected = {
+        "network": (network.name, network.args),
+        "classes": tuple(class_names),
+        "input shape": tuple(input_shape),
+    }
+    found = {
+        "network": (start.network_name, start.network_args),
+        "classes": start.class_names,
+        "input shape": start.input_shape,
+    }
+    problems = [
+        f"{key}: the config and data give {expected[key]}, {path} has {found[key]}"
+        for key in expected
+        if expected[key] != found[key]
+    ]
+    if problems:
+        raise ConfigError(f"network.init_from cannot start from {path}: " + "; ".join(problems))
+    return start, hashlib.sha256(data).hexdigest()
+
+
 class Trainer:
     """Runs one configured training job inside one run directory, from scratch or from `last.pt`."""
 
     def __init__(
-        self, config: RunConfig, run: RunDirectory, distributed: Distributed = SINGLE_PROCESS
+        self,
+        config: RunConfig,
+        run: RunDirectory,
+        distributed: Distributed = SINGLE_PROCESS,
+        start_weights: Path | None = None,
     ) -> None:
+        """`start_weights`: fine-tune from that model (`network.init_from`), which must fit the config."""
         self.config = config
         self.run = run
         self.dist = distributed
@@ -154,6 +195,8 @@ class Trainer:
             self.data.normalization,
             metadata=self.artifact_metadata(),
         ).to(self.device)
+        if start_weights is not None:
+            self.start_from(start_weights)
         self.optimizer = build_optimizer(config, self.model)
         self.scheduler = build_scheduler(
             config.scheduler, self.optimizer, self.steps_per_epoch, config.trainer.epochs
@@ -168,6 +211,17 @@ class Trainer:
         if distributed.enabled:
             devices = None if self.device.index is None else [self.device.index]
             self.training_network = DistributedDataParallel(self.model.network, device_ids=devices)
+
+    def start_from(self, path: Path) -> None:
+        """Take another model's weights and the input normalization they were trained with. Before the
+        network is wrapped for DDP, which then gives every process rank 0's copy."""
+        start, sha256 = starting_model(
+            path, self.config.network, self.data.class_names, self.data.input_shape
+        )
+        self.model.network.load_state_dict(start.network.state_dict())
+        self.model.normalization = start.normalization
+        self.model.metadata["init_from"] = {"path": str(path), "sha256": sha256}
+        self.log.info("starting from the weights of %s (normalization %s)", path, start.normalization)
 
     def artifact_metadata(self) -> dict[str, Any]:
         """Provenance stored in every checkpoint; deterministic, so identical runs give identical files."""
@@ -184,35 +238,6 @@ class Trainer:
             },
             "metrics": {},
         }
-
-    def start_from(self, path: Path) -> None:
-        """Fine-tune: load another model's weights and keep its input normalization, which they expect.
-
-        The model must have this config's network and the data's classes; its sha256 goes into the
-        metadata, so the new model's lineage names the weights it started from.
-        """
-        start = ClassifierModel.load(path)
-        expected = {
-            "network": (self.model.network_name, self.model.network_args),
-            "classes": self.model.class_names,
-            "input shape": self.model.input_shape,
-        }
-        found = {
-            "network": (start.network_name, start.network_args),
-            "classes": start.class_names,
-            "input shape": start.input_shape,
-        }
-        problems = [
-            f"{key}: the config gives {expected[key]}, {path} has {found[key]}"
-            for key in expected
-            if expected[key] != found[key]
-        ]
-        if problems:
-            raise ConfigError(f"network.init_from cannot start from {path}: " + "; ".join(problems))
-        self.model.network.load_state_dict(start.network.state_dict())
-        self.model.normalization = start.normalization
-        self.model.metadata["init_from"] = {"path": str(path), "sha256": sha256_of(path)}
-        self.log.info("starting from the weights of %s (normalization %s)", path, start.normalization)
 
     def training_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -446,6 +471,9 @@ def start_run(config: RunConfig, run_path: Path | None = None) -> dict[str, Any]
 
     Under torchrun, rank 0 checks the data and creates the directory; every process then trains.
     """
+    if config.network.init_from is not None:  # recorded absolute: the run resumes from any directory
+        network = config.network.model_copy(update={"init_from": config.network.init_from.resolve()})
+        config = config.model_copy(update={"network": network})
     distributed = Distributed.from_env()
     check_divisible(config, distributed)
     distributed.start(select_device(config.device, distributed.local_rank).type)  # fails before anything
@@ -453,11 +481,11 @@ def start_run(config: RunConfig, run_path: Path | None = None) -> dict[str, Any]
         outcome: str | Exception | None = None
         if distributed.is_main:
             try:
-                resolve_version(
+                version, _ = resolve_version(
                     config.data.version, expected_hash=config.data.version_hash, mirror=config.data.mirror
                 )
-                if config.network.init_from is not None and not config.network.init_from.is_file():
-                    raise ConfigError(f"network.init_from: {config.network.init_from} does not exist")
+                if config.network.init_from is not None:  # refused before a run directory is made
+                    starting_model(config.network.init_from, config.network, version.class_names, INPUT_SHAPE)
                 run = (
                     RunDirectory.at(run_path)
                     if run_path
@@ -471,10 +499,7 @@ def start_run(config: RunConfig, run_path: Path | None = None) -> dict[str, Any]
         if isinstance(outcome, Exception):
             raise outcome
         assert outcome is not None
-        trainer = Trainer(config, RunDirectory(Path(outcome)), distributed)
-        if config.network.init_from is not None:
-            trainer.start_from(config.network.init_from)
-        return trainer.fit()
+        return Trainer(config, RunDirectory(Path(outcome)), distributed, config.network.init_from).fit()
     finally:
         distributed.stop()
 
@@ -489,8 +514,9 @@ def resume_run(run_path: Path) -> dict[str, Any]:
     check_divisible(config, distributed)
     distributed.start(select_device(config.device, distributed.local_rank).type)
     try:
-        trainer = Trainer(config, run, distributed)
-        if run.last_checkpoint.exists():
+        resumed = run.last_checkpoint.exists()  # else killed before its first epoch ended: start again
+        trainer = Trainer(config, run, distributed, None if resumed else config.network.init_from)
+        if resumed:
             trainer.restore(run.last_checkpoint)
         return trainer.fit()
     finally:

@@ -5,6 +5,7 @@ The saved artifact is a plain dictionary of tensors and JSON-like values, loaded
 needed to predict with it.
 """
 
+import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -212,10 +213,13 @@ def save_atomically(payload: dict[str, Any], path: Path) -> None:
         torch.save(payload, handle)
 
 
-def load_safely(path: Path) -> dict[str, Any]:
-    """Load a checkpoint without unpickling arbitrary objects; a clear error for anything else."""
+def load_safely(path: Path, data: bytes | None = None) -> dict[str, Any]:
+    """Load a checkpoint without unpickling arbitrary objects; a clear error for anything else. With
+    `data`, those bytes (read from `path`, which names them in errors)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(
+            io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True
+        )
     except FileNotFoundError:
         raise
     except Exception as error:

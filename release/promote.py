@@ -90,6 +90,7 @@ def model_card(
             "test_accuracy": summary["test"]["accuracy"],
         },
         "training_seconds": summary["train_seconds"],
+        "started_from": model.metadata.get("init_from"),  # fine-tuned: the weights' path and sha256
         "data": summary["data"],
         "config": model.metadata["config"],
         "git_commit": summary["environment"]["git_commit"],
@@ -101,6 +102,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     metrics, threshold = card["metrics"], card["confidence_threshold"]
     sure, sure_accuracy = f"{threshold['val_coverage']:.1%}", f"{threshold['val_accuracy_when_sure']:.2%}"
     checksums = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in card["data"]["checksums"].items())
+    start = card.get("started_from")
+    started = f"fine-tuned from sha256 `{start['sha256']}` (`{start['path']}`)" if start else "random, seeded"
     return f"""# Model card: {card["name"]} ({card["version"]})
 
 Fashion-MNIST apparel classifier, promoted {card["promoted_at"]} from run `{card["source_run"]}`.
@@ -114,6 +117,7 @@ Fashion-MNIST apparel classifier, promoted {card["promoted_at"]} from run `{card
 | validation accuracy | {metrics["val_accuracy"]:.2%} (loss {metrics["val_loss"]:.4f}) |
 | best epoch | {metrics["best_epoch"]} |
 | training time | {card["training_seconds"] / 60:.1f} min on {card["environment"]["device"]} |
+| initial weights | {started} |
 | calibration | temperature {card["calibration"]["temperature"]:.3f} (chosen on validation: ECE \
 {card["calibration"]["val_ece_before"]:.4f} -> {card["calibration"]["val_ece_after"]:.4f}) |
 | "unsure" below confidence | {threshold["value"]:.3f} (chosen on validation: {sure} of images answered, \

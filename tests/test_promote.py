@@ -54,6 +54,7 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
     assert f"| data version | v1 (sha256 `{card['data']['version_hash']}`)" in markdown
     assert card["git_commit"] == summary["environment"]["git_commit"] and card["config"]["name"] == "smoke"
     assert card["version"] in markdown
+    assert card["started_from"] is None and "| initial weights | random, seeded |" in markdown
     threshold = card["confidence_threshold"]
     assert 0 < threshold["value"] <= 1 and threshold["chosen_on"] == "validation split"
     assert threshold["val_accuracy_when_sure"] >= threshold["target_accuracy"] == 0.9

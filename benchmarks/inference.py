@@ -47,11 +47,11 @@ def calibration_inputs(model: ClassifierModel, count: int = 1000) -> list[torch.
     return [model.network_input(images[i : i + 100]) for i in range(0, count, 100)]
 
 
-def onnx_variants(
+def onnx_models(
     network: torch.nn.Module, input_shape: tuple[int, ...], calibration: list[torch.Tensor]
-) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """The folded network exported to ONNX and run by ONNX Runtime (what the API serves), and its int8
-    quantizations run the same way."""
+) -> dict[str, bytes]:
+    """The network exported to ONNX ("model"), and its int8 quantizations by ONNX Runtime: weights only
+    ("dynamic"), and weights and activations with ranges from `calibration` ("static", QDQ)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -68,21 +68,30 @@ def onnx_variants(
             batch = next(self.batches, None)
             return None if batch is None else {"input": batch.contiguous().numpy()}
 
-    folder = Path(tempfile.mkdtemp(prefix="onnx-"))
-    model = folder / "model.onnx"
-    model.write_bytes(exported(network, input_shape))
-    quantize_dynamic(str(model), str(folder / "dynamic.onnx"), weight_type=QuantType.QInt8)
-    quantize_static(str(model), str(folder / "static.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)  # fmt: skip
-    sizes = {name: (folder / f"{name}.onnx").stat().st_size for name in ("model", "dynamic", "static")}
-    print(f"ONNX sizes: float32 {sizes['model']:,} B, int8 dynamic {sizes['dynamic']:,} B, "
-          f"int8 static {sizes['static']:,} B")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="onnx-") as directory:
+        folder = Path(directory)
+        model = folder / "model.onnx"
+        model.write_bytes(exported(network, input_shape))
+        quantize_dynamic(str(model), str(folder / "dynamic.onnx"), weight_type=QuantType.QInt8)
+        quantize_static(str(model), str(folder / "static.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)  # fmt: skip
+        return {name: (folder / f"{name}.onnx").read_bytes() for name in ("model", "dynamic", "static")}
+
+
+def onnx_variants(
+    network: torch.nn.Module, input_shape: tuple[int, ...], calibration: list[torch.Tensor]
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The folded network exported to ONNX and run by ONNX Runtime (what the API serves), and its int8
+    quantizations run the same way."""
+    models = onnx_models(network, input_shape, calibration)
+    print(f"ONNX sizes: float32 {len(models['model']):,} B, int8 dynamic {len(models['dynamic']):,} B, "
+          f"int8 static {len(models['static']):,} B")  # fmt: skip
     threads = torch.get_num_threads()
     return {
-        "onnx runtime (served)": OnnxRuntimeNetwork(model.read_bytes(), threads),
-        "int8 dynamic (onnx runtime)": OnnxRuntimeNetwork((folder / "dynamic.onnx").read_bytes(), threads),
-        "int8 static (onnx runtime)": OnnxRuntimeNetwork((folder / "static.onnx").read_bytes(), threads),
+        "onnx runtime (served)": OnnxRuntimeNetwork(models["model"], threads),
+        "int8 dynamic (onnx runtime)": OnnxRuntimeNetwork(models["dynamic"], threads),
+        "int8 static (onnx runtime)": OnnxRuntimeNetwork(models["static"], threads),
     }
 
 

@@ -18,12 +18,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
-
 from api.settings import Settings
 from benchmarks.api_load import CONCURRENCY, batch_against_singles, load, payloads, phone_photos, png
 from benchmarks.common import median, print_table, write_result
-from benchmarks.single_request import requests, timed
+from benchmarks.single_request import interleaved_times, over_floor_rows, requests
 from support.local_server import LiveServer
 from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
@@ -31,29 +29,6 @@ from text_recognizer.paths import PROJECT_ROOT
 from text_recognizer.promoted import model_file
 
 ISSUE_13_FILED = "baa28e0"
-
-
-def single_requests(servers: dict[str, LiveServer], rounds: int) -> list[dict[str, Any]]:
-    bodies = requests()
-    times: dict[tuple[str, str], list[float]] = {}
-    clients = {name: httpx.Client(base_url=server.url, timeout=30) for name, server in servers.items()}
-    try:
-        for round_number in range(rounds + 20):  # the first 20 warm up
-            for name, client in clients.items():
-                for request, body in bodies.items():
-                    elapsed = timed(client, body)
-                    if round_number >= 20:
-                        times.setdefault((name, request), []).append(elapsed)
-    finally:
-        for client in clients.values():
-            client.close()
-    rows = []
-    for name in servers:
-        floor = median(times[name, "GET /health/live"])
-        for request in list(bodies)[1:]:
-            p50 = median(times[name, request])
-            rows.append({"code": name, "request": request, "p50_ms": p50, "over_floor_p50_ms": p50 - floor})
-    return rows
 
 
 def under_load(servers: dict[str, LiveServer], rounds: int, requests_per_round: int) -> list[dict[str, Any]]:
@@ -128,7 +103,9 @@ def main() -> None:
         for name, cwd in names.items():
             log = folder / f"{name.split()[0]}.log"
             servers[name] = LiveServer.start(log, env={"APPAREL_MODEL_PATH": str(model)}, cwd=cwd)
-        single = single_requests(servers, args.single_rounds)
+        bodies = requests()
+        times = interleaved_times(servers, bodies, args.single_rounds)
+        single = over_floor_rows(times, list(servers), bodies, label="code")
         loaded = under_load(servers, args.rounds, args.requests)
         batched = batches(servers, args.rounds)
     finally:

@@ -99,6 +99,41 @@ def profile(server: LiveServer, body: dict[str, Any], seconds: float, output: Pa
     return {"requests": sent, "samples": total, **shares, "top_own_time": top}
 
 
+def interleaved_times(
+    servers: dict[str, LiveServer], bodies: dict[str, dict[str, Any]], rounds: int, warm_up: int = 20
+) -> dict[tuple[str, str], list[float]]:
+    """Milliseconds per (server, request): each server in turn answers every request once, one at a time
+    on its own connection, for `warm_up` untimed rounds and then `rounds` timed ones."""
+    times: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    clients = {name: httpx.Client(base_url=server.url, timeout=30) for name, server in servers.items()}
+    try:
+        for round_number in range(warm_up + rounds):
+            for name, client in clients.items():
+                for request, body in bodies.items():
+                    elapsed = timed(client, body)
+                    if round_number >= warm_up:
+                        times[name, request].append(elapsed)
+    finally:
+        for client in clients.values():
+            client.close()
+    return times
+
+
+def over_floor_rows(
+    times: dict[tuple[str, str], list[float]], servers: list[str], bodies: dict[str, Any], label: str
+) -> list[dict[str, Any]]:
+    """p50 and p99 per server and request, and the p50 over that server's `GET /health/live`."""
+    rows = []
+    for server in servers:
+        floor = median(times[server, "GET /health/live"])
+        for request in bodies:
+            values = times[server, request]
+            p50 = median(values)
+            rows.append({label: server, "request": request, "p50_ms": p50,
+                         "p99_ms": percentile(values, 0.99), "over_floor_p50_ms": p50 - floor})  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,21 +144,12 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="single-request-"))
     bodies = requests()
     servers: dict[str, LiveServer] = {}
-    times: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     profiles = []
     try:
         for backend in BACKENDS:
             env = {"APPAREL_INFERENCE_BACKEND": backend}
             servers[backend] = LiveServer.start(folder / f"{backend}.log", env=env)
-        clients = {b: httpx.Client(base_url=s.url, timeout=30) for b, s in servers.items()}
-        for round_number in range(args.rounds + 20):  # the first 20 rounds warm up
-            for backend, client in clients.items():
-                for name, body in bodies.items():
-                    elapsed = timed(client, body)
-                    if round_number >= 20:
-                        times[backend, name].append(elapsed)
-        for client in clients.values():
-            client.close()
+        times = interleaved_times(servers, bodies, args.rounds)
         for backend, server in servers.items():
             output = folder / f"{backend}.profile.txt"
             profiles.append(
@@ -132,14 +158,7 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
-    rows = []
-    for backend in BACKENDS:
-        floor = median(times[backend, "GET /health/live"])
-        for name in bodies:
-            values = times[backend, name]
-            p50 = median(values)
-            rows.append({"backend": backend, "request": name, "p50_ms": p50,
-                         "p99_ms": percentile(values, 0.99), "over_floor_p50_ms": p50 - floor})  # fmt: skip
+    rows = over_floor_rows(times, list(BACKENDS), bodies, label="backend")
     print_table(f"one request at a time, {args.rounds} interleaved rounds, 1 worker each", rows)
     print_table(
         "share of py-spy samples while answering 28x28 PNGs one at a time",

@@ -121,31 +121,32 @@ def main() -> None:
     )
     args = parser.parse_args()
     env = {"APPAREL_INFERENCE_BACKEND": args.backend}
-    server = LiveServer.start(
-        Path(tempfile.mkdtemp()) / "server.log", "--workers", str(args.workers), env=env
-    )
     suffix = "" if args.backend == "onnxruntime" else f"-{args.backend}"
     rows = []
-    try:
-        targets = {} if args.batch_only else {"GET /health/live (floor)": None, **payloads()}
-        for concurrency in CONCURRENCY if targets else ():
-            for name, body in targets.items():
-                path = "/health/live" if body is None else "/v1/predict"
-                asyncio.run(load(server.url + path, concurrency, 20, body))  # warm-up
-                result = asyncio.run(load(server.url + path, concurrency, args.requests, body))
-                rows.append({"route": name, "concurrency": concurrency, **result})
-        items = load_fashion_mnist().test.images[:16].numpy()
-        kinds = {
-            "product photo JPEG": {f"{i}.jpg": product_photo(item, seed=i) for i, item in enumerate(items)},
-            "shop phone photo JPEG": phone_photos(16),
-            "28x28 PNG": {f"{i}.png": png(item) for i, item in enumerate(items)},
-        }
-        batch = [
-            {"images": kind, **batch_against_singles(server.url, images, args.batch_rounds)}
-            for kind, images in kinds.items()
-        ]
-    finally:
-        server.stop()
+    with tempfile.TemporaryDirectory(prefix="api-load-") as scratch:  # the server log
+        server = LiveServer.start(Path(scratch) / "server.log", "--workers", str(args.workers), env=env)
+        try:
+            targets = {} if args.batch_only else {"GET /health/live (floor)": None, **payloads()}
+            for concurrency in CONCURRENCY if targets else ():
+                for name, body in targets.items():
+                    path = "/health/live" if body is None else "/v1/predict"
+                    asyncio.run(load(server.url + path, concurrency, 20, body))  # warm-up
+                    result = asyncio.run(load(server.url + path, concurrency, args.requests, body))
+                    rows.append({"route": name, "concurrency": concurrency, **result})
+            items = load_fashion_mnist().test.images[:16].numpy()
+            kinds = {
+                "product photo JPEG": {
+                    f"{i}.jpg": product_photo(item, seed=i) for i, item in enumerate(items)
+                },
+                "shop phone photo JPEG": phone_photos(16),
+                "28x28 PNG": {f"{i}.png": png(item) for i, item in enumerate(items)},
+            }
+            batch = [
+                {"images": kind, **batch_against_singles(server.url, images, args.batch_rounds)}
+                for kind, images in kinds.items()
+            ]
+        finally:
+            server.stop()
     print_table("16 images: one batch call against 16 single calls (one connection)", batch)
     if args.batch_only:
         write_result(

@@ -39,12 +39,13 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for processes, threads in SETUPS:
-        runs_dir = Path(tempfile.mkdtemp())
-        subprocess.run(command(processes, threads, runs_dir, args.images, args.epochs), check=True,
-                       capture_output=True)  # fmt: skip
-        (run_dir,) = runs_dir.iterdir()
-        last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
-        summary = json.loads((run_dir / "summary.json").read_text())
+        with tempfile.TemporaryDirectory(prefix="distributed-training-") as scratch:  # the run
+            runs_dir = Path(scratch)
+            subprocess.run(command(processes, threads, runs_dir, args.images, args.epochs), check=True,
+                           capture_output=True)  # fmt: skip
+            (run_dir,) = runs_dir.iterdir()
+            last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+            summary = json.loads((run_dir / "summary.json").read_text())
         rows.append({"processes": processes, "threads_each": threads,
                      "images_per_s": last["images_per_second"], "epoch_s": last["epoch_seconds"],
                      "val_accuracy": last["val_accuracy"],

@@ -154,42 +154,43 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=1500, help="requests in the mixed part")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp())
-    kinds = payloads()
-    items = load_fashion_mnist().test.images[:40].numpy()
-    feedback = [product_photo(item, seed=seed) for seed, item in enumerate(items)]
+    with tempfile.TemporaryDirectory(prefix="hostile-load-") as scratch:  # logs, feedback
+        folder = Path(scratch)
+        kinds = payloads()
+        items = load_fashion_mnist().test.images[:40].numpy()
+        feedback = [product_photo(item, seed=seed) for seed, item in enumerate(items)]
 
-    large = []
-    for kind in ("36 MP WebP", "12 MP lossless WebP"):  # the file, and the largest decoded
-        server = LiveServer.start(folder / "large.log")
+        large = []
+        for kind in ("36 MP WebP", "12 MP lossless WebP"):  # the file, and the largest decoded
+            server = LiveServer.start(folder / "large.log")
+            try:
+                asyncio.run(large_decodes(server.url, kinds["valid photo (JPEG)"][1], 1))  # warm
+                idle = memory_kb(server.process.pid)
+                seconds, statuses = asyncio.run(large_decodes(server.url, kinds[kind][1]))
+                peak = memory_kb(server.process.pid)
+            finally:
+                server.stop()
+            large.append(
+                {
+                    "upload": f"4 x {kind} ({len(kinds[kind][1]):,} bytes)",
+                    "seconds": round(seconds, 2),
+                    "statuses": statuses,
+                    "idle_rss_mb": round(idle["VmRSS"] / 1024, 1),
+                    "peak_rss_over_idle_mb": round((peak["VmHWM"] - idle["VmRSS"]) / 1024, 1),
+                    "rss_after_over_idle_mb": round((peak["VmRSS"] - idle["VmRSS"]) / 1024, 1),
+                }
+            )
+        print_table("4 simultaneous large images (target: <= 2 s, <= 300 MB over idle)", large)
+
+        env = {"APPAREL_FEEDBACK_DIR": str(folder / "feedback")}
+        server = LiveServer.start(folder / "mixed.log", env=env)
         try:
-            asyncio.run(large_decodes(server.url, kinds["valid photo (JPEG)"][1], 1))  # warm
             idle = memory_kb(server.process.pid)
-            seconds, statuses = asyncio.run(large_decodes(server.url, kinds[kind][1]))
-            peak = memory_kb(server.process.pid)
+            outcome = asyncio.run(mixed(server.url, args.requests, kinds, feedback))
+            after = memory_kb(server.process.pid)
+            alive = httpx.get(server.url + "/health/ready").status_code == 200
         finally:
             server.stop()
-        large.append(
-            {
-                "upload": f"4 x {kind} ({len(kinds[kind][1]):,} bytes)",
-                "seconds": round(seconds, 2),
-                "statuses": statuses,
-                "idle_rss_mb": round(idle["VmRSS"] / 1024, 1),
-                "peak_rss_over_idle_mb": round((peak["VmHWM"] - idle["VmRSS"]) / 1024, 1),
-                "rss_after_over_idle_mb": round((peak["VmRSS"] - idle["VmRSS"]) / 1024, 1),
-            }
-        )
-    print_table("4 simultaneous large images (target: <= 2 s, <= 300 MB over idle)", large)
-
-    env = {"APPAREL_FEEDBACK_DIR": str(folder / "feedback")}
-    server = LiveServer.start(folder / "mixed.log", env=env)
-    try:
-        idle = memory_kb(server.process.pid)
-        outcome = asyncio.run(mixed(server.url, args.requests, kinds, feedback))
-        after = memory_kb(server.process.pid)
-        alive = httpx.get(server.url + "/health/ready").status_code == 200
-    finally:
-        server.stop()
     rows = []
     for kind, answers in outcome["results"].items():
         counts = Counter(status for status, _ in answers)

@@ -28,15 +28,19 @@ def main() -> None:
     targets = payloads()
     for setup in args.setups.split(","):
         workers, wait = setup.split(":")
-        log = Path(tempfile.mkdtemp()) / "server.log"
-        server = LiveServer.start(log, "--workers", workers, env={"APPAREL_BATCH_WAIT_MS": wait})
-        try:
-            for name, files in targets.items():
-                asyncio.run(load(server.url + "/v1/predict", CONCURRENCY, 64, files))  # warm-up
-                result = asyncio.run(load(server.url + "/v1/predict", CONCURRENCY, args.requests, files))
-                rows.append({"workers": int(workers), "batch_wait_ms": float(wait), "route": name, **result})
-        finally:
-            server.stop()
+        with tempfile.TemporaryDirectory(prefix="micro-batching-") as scratch:  # the server log
+            server = LiveServer.start(
+                Path(scratch) / "server.log", "--workers", workers, env={"APPAREL_BATCH_WAIT_MS": wait}
+            )
+            try:
+                for name, files in targets.items():
+                    asyncio.run(load(server.url + "/v1/predict", CONCURRENCY, 64, files))  # warm-up
+                    result = asyncio.run(load(server.url + "/v1/predict", CONCURRENCY, args.requests, files))
+                    rows.append(
+                        {"workers": int(workers), "batch_wait_ms": float(wait), "route": name, **result}
+                    )
+            finally:
+                server.stop()
     print_table(f"micro-batching at concurrency {CONCURRENCY}, {args.requests} requests per row", rows)
     errors = sum(row["errors"] for row in rows)
     write_result("micro_batching", rows, requests_per_row=args.requests, errors=errors)

@@ -141,23 +141,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--profile-seconds", type=float, default=15)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="single-request-"))
     bodies = requests()
     servers: dict[str, LiveServer] = {}
     profiles = []
-    try:
-        for backend in BACKENDS:
-            env = {"APPAREL_INFERENCE_BACKEND": backend}
-            servers[backend] = LiveServer.start(folder / f"{backend}.log", env=env)
-        times = interleaved_times(servers, bodies, args.rounds)
-        for backend, server in servers.items():
-            output = folder / f"{backend}.profile.txt"
-            profiles.append(
-                {"backend": backend, **profile(server, bodies["28x28 PNG"], args.profile_seconds, output)}
-            )
-    finally:
-        for server in servers.values():
-            server.stop()
+    with tempfile.TemporaryDirectory(prefix="single-request-") as scratch:  # servers' logs, profiles
+        folder = Path(scratch)
+        try:
+            for backend in BACKENDS:
+                env = {"APPAREL_INFERENCE_BACKEND": backend}
+                servers[backend] = LiveServer.start(folder / f"{backend}.log", env=env)
+            times = interleaved_times(servers, bodies, args.rounds)
+            for backend, server in servers.items():
+                output = folder / f"{backend}.profile.txt"
+                profiles.append(
+                    {"backend": backend, **profile(server, bodies["28x28 PNG"], args.profile_seconds, output)}
+                )
+        finally:
+            for server in servers.values():
+                server.stop()
     rows = over_floor_rows(times, list(BACKENDS), bodies, label="backend")
     print_table(f"one request at a time, {args.rounds} interleaved rounds, 1 worker each", rows)
     print_table(

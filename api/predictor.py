@@ -177,6 +177,7 @@ class Predictor:
             "metrics": metadata.get("metrics", {}),
             "domains": self.card.get("domains", {}),
             "confidence_temperature": self.model.temperature,
+            "mirror_averaged": self.model.test_time_flip,  # each image averaged with its mirror image
             "unsure_below_confidence": self.unsure_below,
             "data_checksums": metadata.get("data", {}).get("checksums", {}),
         }

@@ -4,7 +4,8 @@
     promote --rollback [--weights-dir text_recognizer/weights]
 
 Writes `model.pt` (the run's weights with a temperature fitted on the validation split, so that
-confidences are calibrated), `model_card.json` and `MODEL_CARD.md` into a new version directory of the
+confidences are calibrated, and whether each image is averaged with its mirror image, kept when that
+lowers the validation loss), `model_card.json` and `MODEL_CARD.md` into a new version directory of the
 weights folder, and then switches the served version to it by one rename (`text_recognizer.promoted`);
 `--rollback` switches back to the previous version. Refuses a run whose
 summary is missing, whose test accuracy is below the floor, whose checkpoint is over the size budget
@@ -99,7 +100,8 @@ def model_card(
 
 
 def card_markdown(card: dict[str, Any]) -> str:
-    metrics, threshold = card["metrics"], card["confidence_threshold"]
+    metrics, threshold, calibration = card["metrics"], card["confidence_threshold"], card["calibration"]
+    mirror = "averaged with each image" if calibration["test_time_flip"] else "not used"
     sure, sure_accuracy = f"{threshold['val_coverage']:.1%}", f"{threshold['val_accuracy_when_sure']:.2%}"
     checksums = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in card["data"]["checksums"].items())
     start = card.get("started_from")
@@ -113,13 +115,16 @@ Fashion-MNIST apparel classifier, promoted {card["promoted_at"]} from run `{card
 | network | `{card["network"]["name"]}` `{json.dumps(card["network"]["args"])}` |
 | parameters | {card["parameters"]:,} |
 | artifact size | {card["size_bytes"] / 1e6:.2f} MB (`model.pt`, sha256 `{card["sha256"]}`) |
-| test accuracy | {metrics["test_accuracy"]:.2%} (loss {metrics["test_loss"]:.4f}, official test set) |
+| test accuracy | {metrics["test_accuracy"]:.2%} (loss {metrics["test_loss"]:.4f}, official test set, \
+the network alone; as served: below) |
 | validation accuracy | {metrics["val_accuracy"]:.2%} (loss {metrics["val_loss"]:.4f}) |
 | best epoch | {metrics["best_epoch"]} |
 | training time | {card["training_seconds"] / 60:.1f} min on {card["environment"]["device"]} |
 | initial weights | {started} |
-| calibration | temperature {card["calibration"]["temperature"]:.3f} (chosen on validation: ECE \
-{card["calibration"]["val_ece_before"]:.4f} -> {card["calibration"]["val_ece_after"]:.4f}) |
+| mirror image | {mirror} (chosen on validation: loss {calibration["val_loss_plain"]:.4f} alone, \
+{calibration["val_loss_flip_averaged"]:.4f} averaged with the mirror image) |
+| calibration | temperature {calibration["temperature"]:.3f} (chosen on validation: ECE \
+{calibration["val_ece_before"]:.4f} -> {calibration["val_ece_after"]:.4f}) |
 | "unsure" below confidence | {threshold["value"]:.3f} (chosen on validation: {sure} of images answered, \
 {sure_accuracy} accurate) |
 | data version | {card["data"]["version"]} (sha256 `{card["data"]["version_hash"]}`) |
@@ -229,7 +234,8 @@ def promote(
     threshold = unsure_threshold(model, val, unsure_target_accuracy)
     photo_domains = tuple(DOMAINS) if domain_floors else ()
     results = domain_results(model, threshold["value"], (FASHION_MNIST_DOMAIN, *photo_domains))
-    problems = floor_problems(results, domain_floors)
+    # The run's own test figure was checked above; this is the served one (mirror image, if chosen).
+    problems = floor_problems(results, {FASHION_MNIST_DOMAIN: min_test_accuracy, **domain_floors})
     if problems:
         raise PromotionError("refused, test splits below their floors: " + "; ".join(problems))
     # Everything is computed before the served model is replaced, and the switch is one rename (see

@@ -2,14 +2,17 @@
 (accuracy floor on the full test set, the photo domains' floors)."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from release.evaluate import main as evaluate_main
 from release.promote import DEFAULT_DOMAIN_FLOORS, DEFAULT_MIN_TEST_ACCURACY, domain_results, floor_problems
 from text_recognizer.datasets.fashion_mnist import read_split
+from text_recognizer.datasets.labelled_split import Split
 from text_recognizer.datasets.shop_photos import DOMAINS
 from text_recognizer.evaluation import (
     calibration,
@@ -20,7 +23,9 @@ from text_recognizer.evaluation import (
     fit_temperature,
 )
 from text_recognizer.models import ClassifierModel
+from text_recognizer.preprocessing import Normalization
 from text_recognizer.promoted import promoted_model_path
+from training.calibration import calibrate
 
 ACCURACY_FLOOR = DEFAULT_MIN_TEST_ACCURACY  # the product's floor, the one promotion enforces
 
@@ -83,6 +88,42 @@ def test_temperature_undoes_overconfident_and_underconfident_logits() -> None:
     labels = torch.multinomial(torch.softmax(calibrated, dim=1), 1, generator=generator).squeeze(1)
     assert fit_temperature(calibrated * 3, labels) == pytest.approx(3, rel=0.05)
     assert fit_temperature(calibrated / 2, labels) == pytest.approx(0.5, rel=0.05)
+
+
+class HalfBrightness(nn.Module):
+    """Two classes, "left" and "right": which half of the image is brighter. Mirroring swaps them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        halves = [images[..., :14].mean(dim=(1, 2, 3)), images[..., 14:].mean(dim=(1, 2, 3))]
+        return self.scale * torch.stack(halves, dim=1)
+
+
+@pytest.mark.parametrize("cue", ["right", "wrong"])
+def test_calibration_averages_with_the_mirror_image_only_when_validation_loss_says_so(cue: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 60, (400, 28, 28), dtype=torch.uint8, generator=generator)
+    brighter = torch.arange(400) % 2  # 0: the left half, 1: the right half
+    images[brighter == 0, :, :14] += 150
+    images[brighter == 1, :, 14:] += 150
+    labels = brighter if cue == "right" else 1 - brighter  # "wrong": the network's cue misleads it
+    model = ClassifierModel(
+        "cnn", {"channels": [4, 8]}, (1, 28, 28), ("left", "right"), Normalization(0.4, 0.3)
+    )
+    model.network = HalfBrightness()
+    report = calibrate(model, Split(images, labels))
+    chance = math.log(2)  # averaged with its mirror, every image looks the same to this network
+    assert report["val_loss_flip_averaged"] == pytest.approx(chance, abs=1e-6)
+    assert report["test_time_flip"] is model.test_time_flip is (cue == "wrong")
+    if cue == "right":
+        assert report["val_loss_plain"] < 0.01 and model.predict(images).class_ids.equal(labels)
+    else:
+        assert report["val_loss_plain"] > 1 and torch.allclose(
+            model.predict(images).confidences, torch.tensor(0.5), atol=1e-4
+        )
 
 
 def test_confidence_threshold_keeps_the_most_confident_until_the_target() -> None:

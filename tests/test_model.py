@@ -127,6 +127,25 @@ def test_save_load_round_trip_gives_identical_predictions(
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
 
 
+def test_test_time_flip_averages_each_image_with_its_mirror_and_is_saved(
+    fitted_model: ClassifierModel, tmp_path: Path
+) -> None:
+    images = read_split(FIXTURES_DIR, "test").images
+    plain, mirrored = fitted_model.logits(images), fitted_model.logits(images.flip(-1))
+    assert not torch.allclose(plain, mirrored, atol=1e-3)  # the network itself tells the two apart
+    fitted_model.save(tmp_path / "plain.pt")
+    fitted_model.test_time_flip = True
+    averaged = fitted_model.logits(images, batch_size=7)  # chunks: each image meets its own mirror
+    torch.testing.assert_close(averaged, (plain + mirrored) / 2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fitted_model.logits(images.flip(-1)), averaged, rtol=1e-4, atol=1e-5)
+    fitted_model.save(tmp_path / "flip.pt")
+    loaded = ClassifierModel.load(tmp_path / "flip.pt")
+    assert loaded.test_time_flip and torch.equal(loaded.logits(images), fitted_model.logits(images))
+    assert not ClassifierModel.load(tmp_path / "plain.pt").test_time_flip
+    description = torch.load(tmp_path / "plain.pt", weights_only=True)["description"]
+    assert "test_time_flip" not in description  # artifacts without it keep their bytes
+
+
 def test_artifact_predicts_without_training_code_config_or_data(
     fitted_model: ClassifierModel, tmp_path: Path
 ) -> None:

@@ -14,6 +14,7 @@ import torch
 from api.predictor import Predictor
 from release.promote import DEFAULT_MAX_SIZE_MB, floor_problems, parse_floors
 from release.promote import main as promote_main
+from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import ArtifactError
 from text_recognizer.promoted import CURRENT, PromotedModelError, promoted_model_path, publish, versions
@@ -27,7 +28,9 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, full_data_dir: Path) -> 
 
 
 @pytest.mark.slow
-def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: Path) -> None:
+def test_promotes_best_checkpoint_with_a_model_card(
+    smoke_run: Path, tmp_path: Path, full_data_dir: Path
+) -> None:
     weights = tmp_path / "weights"
     floors = ["--domain-floors", "catalogue=0"]  # the photo domains are evaluated; a smoke model has no floor
     smoke = ["--min-test-accuracy", "0.5", "--unsure-target-accuracy", "0.9"]  # a 1-epoch model's reach
@@ -61,7 +64,17 @@ def test_promotes_best_checkpoint_with_a_model_card(smoke_run: Path, tmp_path: P
     assert 0.5 <= threshold["val_coverage"] < 1, "a threshold that answers most images, not all"
     assert Predictor.load(weights).version == card["version"]
     assert list(card["domains"]) == ["fashion_mnist", "catalogue", "shoes", "phone", "out-of-scope"]
-    assert card["domains"]["fashion_mnist"]["accuracy"] == card["metrics"]["test_accuracy"]
+    test = read_split(full_data_dir, "test")  # the card's figure is what the served artifact gives
+    assert (
+        card["domains"]["fashion_mnist"]["accuracy"]
+        == promoted.evaluate(test.images, test.labels)["accuracy"]
+    )
+    assert promoted.test_time_flip is calibration["test_time_flip"]
+    mirror = "averaged with each image" if promoted.test_time_flip else "not used"
+    assert (
+        f"| mirror image | {mirror} (chosen on validation: loss {calibration['val_loss_plain']:.4f}"
+        in markdown
+    )
     assert "| phone |" in markdown and card["domain_floors"] == {"catalogue": 0.0}
 
 

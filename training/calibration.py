@@ -1,6 +1,7 @@
-"""Calibrating a model on its validation split: the temperature its confidences are divided by, and the
-confidence below which the service answers "unsure". Promotion stores both; evaluation of a run that
-has not been promoted computes them the same way, so its figures are what serving would give.
+"""Calibrating a model on its validation split: whether it averages each image with its mirror image, the
+temperature its confidences are divided by, and the confidence below which the service answers "unsure".
+Promotion stores all three; evaluation of a run that has not been promoted computes them the same way, so
+its figures are what serving would give.
 """
 
 import math
@@ -23,14 +24,25 @@ class CalibrationError(ValueError):
 
 
 def calibrate(model: ClassifierModel, val: Split) -> dict[str, Any]:
-    """Set the model's temperature to the one that fits the validation split best (see
-    `fit_temperature`), and report the calibration error before and after."""
+    """Choose on the validation split whether the model averages each image with its mirror image
+    (`test_time_flip`: kept when it lowers the validation loss, each way at its own best temperature),
+    set the temperature that fits best (see `fit_temperature`), and report both choices."""
     model.temperature = 1.0
-    logits = model.logits(val.images)
-    model.temperature = fit_temperature(logits, val.labels)
+    losses, fitted = {}, {}
+    for flip in (False, True):
+        model.test_time_flip = flip
+        logits = model.logits(val.images)
+        temperature = fit_temperature(logits, val.labels)
+        losses[flip] = torch.nn.functional.cross_entropy(logits / temperature, val.labels).item()
+        fitted[flip] = (logits, temperature)
+    model.test_time_flip = losses[True] < losses[False]
+    logits, model.temperature = fitted[model.test_time_flip]
     return {
         "temperature": model.temperature,
+        "test_time_flip": model.test_time_flip,
         "chosen_on": "validation split",
+        "val_loss_plain": losses[False],
+        "val_loss_flip_averaged": losses[True],
         "val_ece_before": expected_calibration_error(logits, val.labels),
         "val_ece_after": expected_calibration_error(logits / model.temperature, val.labels),
     }

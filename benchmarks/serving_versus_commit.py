@@ -1,7 +1,9 @@
 """Serving speed of this checkout against an earlier commit's, side by side on one machine: both servers
-run at once, serve the same model (this checkout's promoted one) and take turns, so background load hits
-both alike. A figure quoted against one taken in another session mixes in that session's noise; this one
-does not. The earlier commit is checked out in a temporary git worktree, removed afterwards.
+run at once, serve the same model (this checkout's promoted weights, without averaging each image with
+its mirror image: older code cannot load that choice, and it is the model's work, not the code's) and take
+turns, so background load hits both alike. A figure quoted against one taken in another session mixes in
+that session's noise; this one does not. The earlier commit is checked out in a temporary git worktree,
+removed afterwards.
 
 Rows: one request at a time (p50 over the `GET /health/live` floor, a synchronous client, interleaved on
 one connection per server); requests per second at concurrency 32; 16 images as one batch call against
@@ -25,6 +27,7 @@ from benchmarks.single_request import interleaved_times, over_floor_rows, reques
 from support.local_server import LiveServer
 from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
+from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import PROJECT_ROOT
 from text_recognizer.promoted import model_file
 
@@ -94,6 +97,9 @@ def main() -> None:
         return
     base = found.stdout.strip()
     folder = Path(tempfile.mkdtemp(prefix="serving-versus-commit-"))
+    plain = ClassifierModel.load(model)
+    plain.test_time_flip = False
+    plain.save(folder / "model.pt")  # no card beside it: the same weights, one forward pass per image
     worktree = folder / "base"
     subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(worktree), base], check=True,
                    cwd=PROJECT_ROOT)  # fmt: skip
@@ -102,7 +108,9 @@ def main() -> None:
     try:
         for name, cwd in names.items():
             log = folder / f"{name.split()[0]}.log"
-            servers[name] = LiveServer.start(log, env={"APPAREL_MODEL_PATH": str(model)}, cwd=cwd)
+            servers[name] = LiveServer.start(
+                log, env={"APPAREL_MODEL_PATH": str(folder / "model.pt")}, cwd=cwd
+            )
         bodies = requests()
         times = interleaved_times(servers, bodies, args.single_rounds)
         single = over_floor_rows(times, list(servers), bodies, label="code")

@@ -186,6 +186,8 @@ def pull_version(name: str, root: Path = PROJECT_ROOT) -> Path:
     versions_dir = versions_dir_of(root)
     version = DataVersion.read(name, versions_dir)
     target = versions_dir / name
+    if target.is_dir() and not version.problems(target, exclusive=True):
+        return target  # every byte as recorded already: nothing to fetch, and nothing a reader loses
     try:
         dvc(root, "pull", str(DataVersion.record_path(name, versions_dir).relative_to(root)))
     except DvcError:

@@ -12,6 +12,7 @@ import torch
 from text_recognizer.atomic import current_umask
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.models import ArtifactError, ClassifierModel
+from text_recognizer.models.classifier import ARTIFACT_FORMAT, MIRROR_ARTIFACT_FORMAT
 from text_recognizer.preprocessing import Normalization
 
 from .conftest import FIXTURES_DIR
@@ -142,8 +143,16 @@ def test_test_time_flip_averages_each_image_with_its_mirror_and_is_saved(
     loaded = ClassifierModel.load(tmp_path / "flip.pt")
     assert loaded.test_time_flip and torch.equal(loaded.logits(images), fitted_model.logits(images))
     assert not ClassifierModel.load(tmp_path / "plain.pt").test_time_flip
-    description = torch.load(tmp_path / "plain.pt", weights_only=True)["description"]
-    assert "test_time_flip" not in description  # artifacts without it keep their bytes
+    plain = torch.load(tmp_path / "plain.pt", weights_only=True)
+    assert "test_time_flip" not in plain["description"]  # artifacts without it keep their bytes
+    flip = torch.load(tmp_path / "flip.pt", weights_only=True)
+    assert (plain["format"], flip["format"]) == (
+        ARTIFACT_FORMAT,
+        MIRROR_ARTIFACT_FORMAT,
+    )  # older code refuses it
+    for artifact, wrong in ((plain, MIRROR_ARTIFACT_FORMAT), (flip, ARTIFACT_FORMAT)):
+        with pytest.raises(ArtifactError, match="test_time_flip"):
+            ClassifierModel.from_artifact({**artifact, "format": wrong})
 
 
 def test_artifact_predicts_without_training_code_config_or_data(

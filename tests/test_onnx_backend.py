@@ -17,9 +17,17 @@ from text_recognizer.promoted import promoted_model_path
 from .conftest import FIXTURES_DIR
 
 
-def test_onnx_runtime_gives_pytorchs_logits_for_any_batch_size(fixture_model: Path) -> None:
-    served, folded = Predictor.load(fixture_model), Predictor.load(fixture_model, backend="torch")
+@pytest.mark.parametrize("mirror", [False, True], ids=["alone", "averaged with the mirror image"])
+def test_onnx_runtime_gives_pytorchs_logits_for_any_batch_size(
+    fixture_model: Path, tmp_path: Path, mirror: bool
+) -> None:
+    model = ClassifierModel.load(fixture_model)
+    model.test_time_flip = mirror
+    model.save(tmp_path / "model.pt")  # no card beside it
+    served = Predictor.load(tmp_path / "model.pt")
+    folded = Predictor.load(tmp_path / "model.pt", backend="torch")
     assert isinstance(served.model.inference_network, OnnxRuntimeNetwork)
+    assert served.metadata()["mirror_averaged"] is served.model.test_time_flip is mirror
     images = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz")
     for count in (1, 7, len(images)):
         assert torch.allclose(
@@ -27,8 +35,10 @@ def test_onnx_runtime_gives_pytorchs_logits_for_any_batch_size(fixture_model: Pa
         )
     eager = served.model.network.eval()
     with torch.inference_mode():
-        logits = eager(served.model.network_input(images)) / served.model.temperature
-    assert torch.allclose(served.model.logits(images), logits, atol=1e-4)
+        logits = eager(served.model.network_input(images))
+        if mirror:
+            logits = (logits + eager(served.model.network_input(images.flip(-1)))) / 2
+    assert torch.allclose(served.model.logits(images), logits / served.model.temperature, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -22,6 +22,9 @@ from text_recognizer.networks import build_network, count_parameters
 from text_recognizer.preprocessing import Normalization, as_image_batch, normalize
 
 ARTIFACT_FORMAT = "text_recognizer.classifier/1"
+# An artifact that averages each image with its mirror image: code from before that choice, which would
+# silently predict without it (against its card's temperature and threshold), refuses this format.
+MIRROR_ARTIFACT_FORMAT = "text_recognizer.classifier/2"
 EVAL_BATCH_SIZE = 1024
 
 
@@ -184,7 +187,7 @@ class ClassifierModel:
         if self.test_time_flip:  # only then: the bytes of every other artifact stay as they were
             description["test_time_flip"] = True
         return {
-            "format": ARTIFACT_FORMAT,
+            "format": MIRROR_ARTIFACT_FORMAT if self.test_time_flip else ARTIFACT_FORMAT,
             "description": json.dumps(description, sort_keys=True),
             "state_dict": {key: value.cpu() for key, value in self.network.state_dict().items()},
         }
@@ -195,12 +198,16 @@ class ClassifierModel:
 
     @classmethod
     def from_artifact(cls, artifact: dict[str, Any]) -> "ClassifierModel":
-        if artifact.get("format") != ARTIFACT_FORMAT:
+        if artifact.get("format") not in (ARTIFACT_FORMAT, MIRROR_ARTIFACT_FORMAT):
             raise ArtifactError(
-                f"unknown artifact format {artifact.get('format')!r}, need {ARTIFACT_FORMAT!r}"
+                f"unknown artifact format {artifact.get('format')!r}, need {ARTIFACT_FORMAT!r} or "
+                f"{MIRROR_ARTIFACT_FORMAT!r}"
             )
         try:
             description = json.loads(artifact["description"])
+            test_time_flip = description.get("test_time_flip", False)
+            if test_time_flip is not (artifact["format"] == MIRROR_ARTIFACT_FORMAT):
+                raise ValueError(f"format {artifact['format']!r} with test_time_flip {test_time_flip!r}")
             model = cls(
                 network_name=description["network"]["name"],
                 network_args=description["network"]["args"],
@@ -209,7 +216,7 @@ class ClassifierModel:
                 normalization=Normalization(**description["normalization"]),
                 metadata=description["metadata"],
                 temperature=description.get("temperature", 1.0),  # artifacts from before calibration
-                test_time_flip=description.get("test_time_flip", False),
+                test_time_flip=test_time_flip,
             )
             model.network.load_state_dict(artifact["state_dict"])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:

@@ -9,7 +9,7 @@ source "$(dirname "$0")/_environment.sh"
 cd "$ROOT"
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(training_loop inference network_sizes single_request api_load serving_versus_commit hostile_load micro_batching distributed_training preprocessing_speed
-  preprocessing_variants time_to_accuracy)
+  preprocessing_variants person_separation time_to_accuracy)
 for name in "${names[@]}"; do
   if [ "$name" = time_to_accuracy ] && [ -n "${TIME_TO_ACCURACY_RUN:-}" ]; then
     "$VENV_PYTHON" -m benchmarks.time_to_accuracy --run "$TIME_TO_ACCURACY_RUN"

@@ -31,7 +31,8 @@ from text_recognizer.promoted import promoted_model_path
 
 def skin(rgb_image: Image.Image) -> np.ndarray:
     luma, blue, red = np.moveaxis(np.asarray(rgb_image.convert("YCbCr")).astype(int), -1, 0)
-    return (red >= 133) & (red <= 173) & (blue >= 77) & (blue <= 127) & (luma > 60)
+    mask: np.ndarray = (red >= 133) & (red <= 173) & (blue >= 77) & (blue <= 127) & (luma > 60)
+    return mask
 
 
 def touching_the_border(mask: np.ndarray) -> np.ndarray:

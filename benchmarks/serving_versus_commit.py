@@ -97,15 +97,15 @@ def main() -> None:
         return
     base = found.stdout.strip()
     folder = Path(tempfile.mkdtemp(prefix="serving-versus-commit-"))
-    plain = ClassifierModel.load(model)
-    plain.test_time_flip = False
-    plain.save(folder / "model.pt")  # no card beside it: the same weights, one forward pass per image
     worktree = folder / "base"
-    subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(worktree), base], check=True,
-                   cwd=PROJECT_ROOT)  # fmt: skip
     names = {f"base {base}": worktree, "this checkout": PROJECT_ROOT}
     servers: dict[str, LiveServer] = {}
     try:
+        plain = ClassifierModel.load(model)
+        plain.test_time_flip = False
+        plain.save(folder / "model.pt")  # no card beside it: the same weights, one forward pass per image
+        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(worktree), base], check=True,
+                       cwd=PROJECT_ROOT)  # fmt: skip
         for name, cwd in names.items():
             log = folder / f"{name.split()[0]}.log"
             servers[name] = LiveServer.start(

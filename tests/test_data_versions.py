@@ -155,6 +155,10 @@ def test_pull_restores_from_the_remote_or_rebuilds_a_release(dvc_repo: Path, sho
     assert verify_versions(["v1"], root=dvc_repo)[0].startswith("FAIL")
     assert pull_version("v1", root=dvc_repo) == versions / "v1"  # a damaged copy is replaced, not trusted
     assert verify_versions(["v1"], root=dvc_repo)[0].startswith("ok")
+    made = (versions / "v1").stat()
+    assert pull_version("v1", root=dvc_repo) == versions / "v1"
+    after = (versions / "v1").stat()  # an intact copy is kept: never removed under a reader (xdist)
+    assert (after.st_ino, after.st_ctime_ns) == (made.st_ino, made.st_ctime_ns)
 
 
 def test_training_refuses_a_wrong_version_hash_before_creating_anything(tmp_path: Path) -> None:

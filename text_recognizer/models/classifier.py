@@ -207,7 +207,10 @@ class ClassifierModel:
             description = json.loads(artifact["description"])
             test_time_flip = description.get("test_time_flip", False)
             if test_time_flip is not (artifact["format"] == MIRROR_ARTIFACT_FORMAT):
-                raise ValueError(f"format {artifact['format']!r} with test_time_flip {test_time_flip!r}")
+                raise ValueError(
+                    f"format {artifact['format']!r} does not go with test_time_flip {test_time_flip!r} "
+                    "(saved by code from before the format named it? load and save it again)"
+                )
             model = cls(
                 network_name=description["network"]["name"],
                 network_args=description["network"]["args"],

@@ -32,7 +32,7 @@ from curation.labelled_images import (
     refuse_evaluation_photos,
     summarize_shop_photos,
 )
-from text_recognizer.atomic import write_text_atomically
+from text_recognizer.atomic import folder_lock, write_text_atomically
 from text_recognizer.datasets.download import DownloadError, download_dir
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.idx import read_idx, write_idx
@@ -182,7 +182,16 @@ def remove_version_files(directory: Path) -> None:
 
 def pull_version(name: str, root: Path = PROJECT_ROOT) -> Path:
     """Make `data/versions/<name>/` present and verified: from the DVC remote, else rebuilt from what it
-    was made of (an official release, or a base plus the shop photo export), verified against its record."""
+    was made of (an official release, or a base plus the shop photo export), verified against its record.
+
+    One process at a time per versions folder (two pulls at once would both rebuild into one staging
+    folder); the next one finds the version present and keeps it."""
+    with folder_lock(versions_dir_of(root)):
+        return pulled(name, root)
+
+
+def pulled(name: str, root: Path) -> Path:
+    """`pull_version`'s work, under its lock (a rebuild pulls its base through here, already locked)."""
     versions_dir = versions_dir_of(root)
     version = DataVersion.read(name, versions_dir)
     target = versions_dir / name
@@ -226,7 +235,7 @@ def rebuild(version: DataVersion, root: Path) -> None:
                     f"data version {version.name} cannot be rebuilt here: {', '.join(changed)} changed since "
                     "it was made (check out the commit that made it, or dvc pull it from a remote)"
                 )
-        source_dir = pull_version(version.base, root)
+        source_dir = pulled(version.base, root)
         images = from_shop_photos(version.class_names)
     staging = versions_dir / f".{version.name}.part"
     remove_version_files(staging)

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from curation.data_versions import pull_version
-from text_recognizer.atomic import folder_lock
 from text_recognizer.datasets.download import download_dir
 from text_recognizer.datasets.manifest import FileSpec, Manifest
 from text_recognizer.datasets.versions import VERSIONS_DIR
@@ -105,8 +104,7 @@ def shipped_data_version(full_data_dir: Path) -> str:
     """The data version the shipped model was trained on, present and verified (a clean clone rebuilds
     it from Fashion-MNIST and the shop photo export): its validation split is rebuilt from it."""
     name = str(ClassifierModel.load(promoted_model_path()).metadata["config"]["data"]["version"])
-    with folder_lock(VERSIONS_DIR):  # test processes (xdist) pull it one at a time
-        pull_version(name)
+    pull_version(name)  # test processes (xdist) take turns: it holds a lock on the versions folder
     return name
 
 

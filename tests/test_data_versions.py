@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from curation import data_versions
 from curation.data_versions import DvcError, create_version, pull_version, verify_versions
 from curation.labelled_images import from_csv, from_folder
 from support.product_photos import product_photo
+from text_recognizer.atomic import folder_lock
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.versions import DataVersion, DataVersionError, official_version, resolve_version
 from text_recognizer.labels import LabelError
@@ -159,6 +161,14 @@ def test_pull_restores_from_the_remote_or_rebuilds_a_release(dvc_repo: Path, sho
     assert pull_version("v1", root=dvc_repo) == versions / "v1"
     after = (versions / "v1").stat()  # an intact copy is kept: never removed under a reader (xdist)
     assert (after.st_ino, after.st_ctime_ns) == (made.st_ino, made.st_ctime_ns)
+    pulled: list[Path] = []
+    second = threading.Thread(target=lambda: pulled.append(pull_version("v1", root=dvc_repo)))
+    with folder_lock(versions):  # another pull at work: this one waits for it (no shared staging folder)
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and not pulled
+    second.join(timeout=60)
+    assert pulled == [versions / "v1"]
 
 
 def test_training_refuses_a_wrong_version_hash_before_creating_anything(tmp_path: Path) -> None:

@@ -108,6 +108,17 @@ class AugmentationConfig(Strict):
     erasing_probability: float = Field(0.0, ge=0, le=1, description="random erasing, per image")
 
 
+class DistillationConfig(Strict):
+    """Train towards each label mixed with trained teacher models' averaged predictions (off without
+    teachers): one network learns part of what an ensemble knows, at one network's serving cost."""
+
+    teachers: tuple[Path, ...] = Field((), description="model files: runs' best.pt or promoted model.pt")
+    weight: float = Field(
+        0.5, gt=0, le=0.5, description="the teachers' share of each target; the label keeps the majority"
+    )
+    temperature: PositiveFloat = Field(2.0, description="softens the teachers' probabilities")
+
+
 class TrackingConfig(Strict):
     """Mirror the run into MLflow (`MLFLOW_TRACKING_URI`, else a local store under mlruns/)."""
 
@@ -134,6 +145,7 @@ class RunConfig(Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     augmentation: AugmentationConfig = AugmentationConfig()
+    distillation: DistillationConfig = DistillationConfig()
     trainer: TrainerConfig = TrainerConfig()
     tracking: TrackingConfig = TrackingConfig()
 

@@ -30,6 +30,7 @@ from training.config import (
     SchedulerConfig,
     load_config,
 )
+from training.distillation import distillation_targets, load_teacher
 from training.distributed import SINGLE_PROCESS, Distributed
 from training.environment import environment
 from training.run_directory import RunDirectory
@@ -75,7 +76,8 @@ def shuffled_batches(
     augmentation: AugmentationConfig,
     distributed: Distributed = SINGLE_PROCESS,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Full, augmented batches; order and augmentation depend on (seed, epoch) alone, so a resumed run
+    """Full, augmented batches of images and their `labels` (class indices, or a target distribution per
+    image when distilling); order and augmentation depend on (seed, epoch) alone, so a resumed run
     sees exactly what an uninterrupted one would. With several processes, every process walks the same
     global batches and keeps its own shard of each (`batch_size` stays the global batch size)."""
     order_generator = torch.Generator().manual_seed(derived_seed(seed, epoch))
@@ -84,8 +86,8 @@ def shuffled_batches(
         if distributed.enabled
         else order_generator
     )
-    order = torch.randperm(labels.numel(), generator=order_generator).to(images.device)
-    for start in range(0, labels.numel() - batch_size + 1, batch_size):
+    order = torch.randperm(len(labels), generator=order_generator).to(images.device)
+    for start in range(0, len(labels) - batch_size + 1, batch_size):
         indices = distributed.shard(order[start : start + batch_size])
         yield augment(images[indices], augmentation, augment_generator), labels[indices]
 
@@ -197,6 +199,11 @@ class Trainer:
         ).to(self.device)
         if start_weights is not None:
             self.start_from(start_weights)
+        self.train_targets = self.data.train.labels  # or, distilling, a distribution per image
+        if config.distillation.teachers:
+            self.train_targets, teachers = distillation_targets(self.data, config.distillation, self.device)
+            self.model.metadata["distillation"] = teachers
+            self.log.info("distilling from %s", ", ".join(str(path) for path in config.distillation.teachers))
         self.optimizer = build_optimizer(config, self.model)
         self.scheduler = build_scheduler(
             config.scheduler, self.optimizer, self.steps_per_epoch, config.trainer.epochs
@@ -279,7 +286,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         config = self.config.trainer
         train, val = self.data.train, self.data.val
-        train_images, train_labels = train.images.to(self.device), train.labels.to(self.device)
+        train_images, train_targets = train.images.to(self.device), self.train_targets.to(self.device)
         val_images, val_labels = self.dist.shard(val.images), self.dist.shard(val.labels)  # this process's
         self.log.info(
             "training %s (%s, %d parameters) on %s with %d thread(s): %d train / %d val images, run %s",
@@ -316,7 +323,7 @@ class Trainer:
             started = time.perf_counter()
             batches = shuffled_batches(
                 train_images,
-                train_labels,
+                train_targets,
                 config.batch_size,
                 self.config.seed,
                 epoch,
@@ -326,7 +333,7 @@ class Trainer:
             batches = progress(
                 batches,
                 desc=f"epoch {epoch}/{config.epochs}",
-                total=len(train_labels) // config.batch_size,
+                total=len(train_targets) // config.batch_size,
                 unit="batch",
                 shown=self.dist.rank == 0,
             )
@@ -466,14 +473,22 @@ def check_divisible(config: RunConfig, distributed: Distributed) -> None:
         )
 
 
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """The config with the models it names recorded absolute: the run resumes from any directory."""
+    network, distillation = config.network, config.distillation
+    if network.init_from is not None:
+        network = network.model_copy(update={"init_from": network.init_from.resolve()})
+    teachers = tuple(path.resolve() for path in distillation.teachers)
+    distillation = distillation.model_copy(update={"teachers": teachers})
+    return config.model_copy(update={"network": network, "distillation": distillation})
+
+
 def start_run(config: RunConfig, run_path: Path | None = None) -> dict[str, Any]:
     """Train `config` in a new run directory (`run_path`, else a timestamped one under `runs_dir`).
 
     Under torchrun, rank 0 checks the data and creates the directory; every process then trains.
     """
-    if config.network.init_from is not None:  # recorded absolute: the run resumes from any directory
-        network = config.network.model_copy(update={"init_from": config.network.init_from.resolve()})
-        config = config.model_copy(update={"network": network})
+    config = with_absolute_paths(config)
     distributed = Distributed.from_env()
     check_divisible(config, distributed)
     distributed.start(select_device(config.device, distributed.local_rank).type)  # fails before anything
@@ -486,6 +501,8 @@ def start_run(config: RunConfig, run_path: Path | None = None) -> dict[str, Any]
                 )
                 if config.network.init_from is not None:  # refused before a run directory is made
                     starting_model(config.network.init_from, config.network, version.class_names, INPUT_SHAPE)
+                for teacher in config.distillation.teachers:
+                    load_teacher(teacher, version.class_names, INPUT_SHAPE)
                 run = (
                     RunDirectory.at(run_path)
                     if run_path

@@ -145,7 +145,9 @@ class ClassifierModel:
         label_smoothing: float = 0.0,
         network: nn.Module | None = None,
     ) -> EpochMetrics:
-        """One pass over `batches` of (uint8 images, labels); the scheduler steps once per batch.
+        """One pass over `batches` of (uint8 images, labels); the scheduler steps once per batch. Labels
+        are class indices, or per-class target distributions whose largest class is the label
+        (distillation), against which accuracy is counted.
 
         `network` runs the passes instead of `self.network` when it wraps it (DistributedDataParallel
         synchronising gradients across processes); the weights are the same tensors.
@@ -165,9 +167,10 @@ class ClassifierModel:
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total_loss += loss.detach().double() * labels.numel()
-            correct += (logits.detach().argmax(dim=1) == labels).sum()
-            seen += labels.numel()
+            classes = labels if labels.ndim == 1 else labels.argmax(dim=1)
+            total_loss += loss.detach().double() * len(labels)
+            correct += (logits.detach().argmax(dim=1) == classes).sum()
+            seen += len(labels)
         return EpochMetrics(total_loss.item() / seen, correct.item() / seen, seen)
 
     def artifact(self) -> dict[str, Any]:

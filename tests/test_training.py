@@ -213,6 +213,47 @@ def test_fine_tuning_starts_from_a_models_weights_and_resumes_to_the_same_result
     assert digest(unstarted / "checkpoints" / "best.pt") == digest(tuned_dir / "checkpoints" / "best.pt")
 
 
+def test_distillation_learns_from_a_teacher_records_it_and_resumes_to_the_same_result(
+    start_weights: Path, tmp_path: Path
+) -> None:
+    """`distillation.teachers`: the targets mix each label with the teacher's predictions."""
+    overrides = (f"distillation.teachers=[{start_weights}]", "trainer.epochs=3")
+    distilled_dir = train(tmp_path / "distilled", *overrides)
+    plain_dir = train(tmp_path / "plain", "trainer.epochs=3")
+    distilled = ClassifierModel.load(distilled_dir / "checkpoints" / "best.pt")
+    assert distilled.metadata["distillation"] == [
+        {"path": str(start_weights), "sha256": digest(start_weights)}
+    ]
+    assert "distillation" not in ClassifierModel.load(plain_dir / "checkpoints" / "best.pt").metadata
+
+    def train_losses(run_dir: Path) -> list[float]:
+        return [
+            json.loads(line)["train_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        ]
+
+    assert train_losses(distilled_dir) != train_losses(plain_dir)  # same seed, same batches: other targets
+
+    run_dir, interrupted_after = killed_after_a_checkpoint(tmp_path / "interrupted", *overrides)
+    resume(run_dir, interrupted_after)
+    assert digest(run_dir / "checkpoints" / "best.pt") == digest(distilled_dir / "checkpoints" / "best.pt")
+
+
+def test_distillation_refuses_a_teacher_of_other_classes(start_weights: Path, tmp_path: Path) -> None:
+    other = ClassifierModel.load(start_weights)
+    other.class_names = (*other.class_names[:-1], "Belt")
+    belts = tmp_path / "belts.pt"
+    other.save(belts)
+    result = subprocess.run(smoke_command(tmp_path / "runs", f"distillation.teachers=[{belts}]"),
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"distillation.teachers: {belts} classifies (1, 28, 28) images into" in result.stderr
+    assert "'Belt')" in result.stderr and "Traceback" not in result.stderr
+    missing = subprocess.run(smoke_command(tmp_path / "runs", "distillation.teachers=[nowhere/best.pt]"),
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 2 and "nowhere/best.pt does not exist" in missing.stderr
+    assert not (tmp_path / "runs").exists()  # refused before a run directory was made
+
+
 def test_fine_tuning_refuses_weights_of_another_network(start_weights: Path, tmp_path: Path) -> None:
     start = start_weights
     result = subprocess.run(

@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(predictor.warm_up)
         app.state.predictor = predictor
         batcher = None
-        if settings.batch_wait_ms > 0:
+        if settings.micro_batching:
             batcher = MicroBatcher(
                 predictor.predict_arrays,
                 settings.batch_wait_ms / 1000,
@@ -232,11 +232,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> Prediction:
         batcher: MicroBatcher | None = request.app.state.batcher
         try:
-            if batcher is None:  # one hop to the thread pool: decode and predict there
+            if batcher is None or batcher.idle:  # one hop to the thread pool: decode and predict there
                 predict = functools.partial(
                     predictor.predict_bytes, data, top_k, settings.max_pixels, include_input
                 )
-                prediction = await decode_slots.run(functools.partial(decoded_pixels, data), predict)
+                alone = functools.partial(decode_slots.run, functools.partial(decoded_pixels, data), predict)
+                prediction = await (alone() if batcher is None else batcher.alone(alone))
             else:
                 convert = functools.partial(image_bytes_to_input, data, settings.max_pixels)
                 pixels = await decode_slots.run(functools.partial(decoded_pixels, data), convert)

@@ -1,15 +1,17 @@
 """Micro-batching: concurrent single-image requests share one forward pass.
 
-The first waiting request opens a window of `max_wait_s`; whatever arrives in it (up to `max_size`
-images) is classified together in the thread pool, and each request gets its own result back. One
+Requests that arrive while a forward pass runs wait for it and then share the next one (up to
+`max_size` images), classified together in the thread pool; each request gets its own result back. One
 forward pass over 32 images costs far less than 32 passes over one, so under concurrency throughput
-rises, for at most `max_wait_s` of extra latency on a quiet server.
+rises. Without a window (`max_wait_s` 0) a request that finds nothing running or waiting runs at once,
+alone, so a quiet server answers as fast as without batching; with one, the first waiting request opens
+a window of `max_wait_s` for others to join (fuller passes, for up to that much latency).
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +43,22 @@ class MicroBatcher:
         self.on_batch = on_batch
         self.queue: asyncio.Queue[Pending] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
+        self.running = 0  # forward passes in flight, shared or alone
+
+    @property
+    def idle(self) -> bool:
+        """No window to wait for, no pass running and none queued: a request may run at once, alone."""
+        return self.max_wait_s == 0 and self.running == 0 and self.queue.empty()
+
+    async def alone(self, predict: Callable[[], Awaitable[Prediction]]) -> Prediction:
+        """Run one request's own prediction, counted as a running pass so that others queue behind it."""
+        self.running += 1
+        try:
+            prediction = await predict()
+        finally:
+            self.running -= 1
+        self.on_batch(1)
+        return prediction
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name="micro-batcher")
@@ -61,8 +79,11 @@ class MicroBatcher:
         return await pending.result
 
     async def collect(self) -> list[Pending]:
-        """The next group: the first waiting request plus what arrives within the window."""
+        """The next group: the first waiting request, those queued behind it, and what arrives within
+        the window."""
         group = [await self.queue.get()]
+        while len(group) < self.max_size and not self.queue.empty():
+            group.append(self.queue.get_nowait())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait_s
         while len(group) < self.max_size:
@@ -82,7 +103,11 @@ class MicroBatcher:
                 continue
             try:
                 top_k = max(pending.top_k for pending in group)
-                results = await run_in_threadpool(self.predict_arrays, [p.pixels for p in group], top_k)
+                self.running += 1
+                try:
+                    results = await run_in_threadpool(self.predict_arrays, [p.pixels for p in group], top_k)
+                finally:
+                    self.running -= 1
             except Exception as error:  # every waiting request gets the error, the loop goes on
                 logger.exception("batched prediction failed")
                 for pending in group:

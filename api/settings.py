@@ -62,8 +62,10 @@ class Settings(BaseSettings):
     inference_backend: InferenceBackend = "onnxruntime"
     # Answer "unsure" below the model card's confidence threshold (chosen on the validation split).
     use_confidence_threshold: bool = True
-    # Micro-batching: wait up to this long for concurrent /v1/predict requests to share one forward
-    # pass (0 = off: each request runs alone), at most `batch_max_size` images per pass.
+    # Micro-batching (api.batching): /v1/predict requests that arrive while a forward pass runs share
+    # the next one, at most `batch_max_size` images; a request finding the model idle runs at once.
+    # `batch_wait_ms` > 0 makes every pass wait that long for more requests (fuller passes, more latency).
+    micro_batching: bool = True
     batch_wait_ms: NonNegativeFloat = 0.0
     batch_max_size: PositiveInt = 32
     # Feedback (POST /v1/feedback): images under this folder, rows in SQLite there unless a database URL

@@ -1,6 +1,7 @@
 """Micro-batching: concurrent requests share forward passes, each gets its own (identical) answer."""
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -33,11 +34,19 @@ def post_all(client: TestClient, photos: list[bytes]) -> list[dict[str, object]]
         return list(pool.map(post, range(REQUESTS)))
 
 
+def batch_sizes(metrics: str) -> tuple[float, float]:
+    """(images, passes) from /metrics' prediction_batch_size histogram."""
+    values = dict(
+        line.split()[:2] for line in metrics.splitlines() if line.startswith("prediction_batch_size_")
+    )
+    return float(values["prediction_batch_size_sum"]), float(values["prediction_batch_size_count"])
+
+
 def test_concurrent_requests_are_batched_and_answered_as_if_alone() -> None:
     """A 10 s window that 8 requests fill at once: 24 requests make exactly 3 passes however slowly the
     machine runs (a 50 ms window made the count depend on timing)."""
     photos = [product_photo(IMAGES[i], seed=i) for i in range(REQUESTS)]
-    with TestClient(create_app(Settings())) as client:
+    with TestClient(create_app(Settings(micro_batching=False))) as client:
         alone = post_all(client, photos)
     with TestClient(create_app(Settings(batch_wait_ms=10_000, batch_max_size=8))) as client:
         batched = post_all(client, photos)
@@ -45,22 +54,61 @@ def test_concurrent_requests_are_batched_and_answered_as_if_alone() -> None:
     for one, other in zip(alone, batched, strict=True):
         assert one["category"] == other["category"] and len(one["top_k"]) == len(other["top_k"])  # type: ignore[arg-type]
         assert other["confidence"] == pytest.approx(one["confidence"], abs=1e-5)
-    count = float(
-        next(
-            line.split()[1] for line in metrics.splitlines() if line.startswith("prediction_batch_size_count")
-        )
-    )
-    total = float(
-        next(line.split()[1] for line in metrics.splitlines() if line.startswith("prediction_batch_size_sum"))
-    )
-    assert (total, count) == (REQUESTS, REQUESTS / 8), "full passes of 8"
+    assert batch_sizes(metrics) == (REQUESTS, REQUESTS / 8), "full passes of 8"
+
+
+def test_a_quiet_server_answers_each_request_in_its_own_pass_as_unbatched() -> None:
+    """Without a window (the default), batching on changes nothing for requests that come one by one."""
+    photos = [product_photo(IMAGES[i], seed=i) for i in range(4)]
+    with TestClient(create_app(Settings(micro_batching=False))) as client:
+        unbatched = [client.post("/v1/predict", files=upload(photo)).json() for photo in photos]
+    with TestClient(create_app(Settings())) as client:
+        answers = [client.post("/v1/predict", files=upload(photo)).json() for photo in photos]
+        assert batch_sizes(client.get("/metrics").text) == (4, 4), "four passes of one"
+    assert answers == unbatched
+
+
+def test_requests_queued_behind_a_running_pass_share_the_next() -> None:
+    """No window: what queued while a pass ran goes in one pass (before, each ran alone)."""
+    sizes: list[int] = []
+    first_pass_may_end = threading.Event()
+
+    def predict(images: list[np.ndarray], top_k: int) -> list[Prediction]:
+        sizes.append(len(images))
+        first_pass_may_end.wait(10)
+        return [
+            Prediction(
+                category="Bag", outcome="class", class_id=8, confidence=0.9, top_k=[], model_version="x"
+            )
+            for _ in images
+        ]
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(predict, max_wait_s=0, max_size=4)
+        batcher.start()
+        image = np.zeros((28, 28), dtype=np.uint8)
+        assert batcher.idle
+        first = asyncio.ensure_future(batcher.predict(image, 1))
+        while not sizes:  # the first pass is running
+            await asyncio.sleep(0.001)
+        assert not batcher.idle
+        queued = asyncio.gather(*(batcher.predict(image, 1) for _ in range(6)))
+        await asyncio.sleep(0.05)
+        first_pass_may_end.set()
+        assert len(await queued) == 6 and (await first).category == "Bag"
+        assert batcher.idle
+        assert not MicroBatcher(predict, max_wait_s=0.005, max_size=4).idle, "a window: every request waits"
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert sizes == [1, 4, 2], "one alone, then the six queued behind it in passes of at most four"
 
 
 def test_the_model_input_comes_back_through_the_batcher_too() -> None:
     photo = product_photo(IMAGES[3], seed=3)
     with TestClient(create_app(Settings(batch_wait_ms=5))) as client:
         batched = client.post("/v1/predict?include_input=true", files=upload(photo)).json()
-    with TestClient(create_app(Settings())) as client:
+    with TestClient(create_app(Settings(micro_batching=False))) as client:
         alone = client.post("/v1/predict?include_input=true", files=upload(photo)).json()
     assert batched["model_input"].startswith("data:image/png;base64,")
     assert batched["model_input"] == alone["model_input"] and batched["outcome"] == alone["outcome"]

@@ -236,8 +236,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 predict = functools.partial(
                     predictor.predict_bytes, data, top_k, settings.max_pixels, include_input
                 )
-                alone = functools.partial(decode_slots.run, functools.partial(decoded_pixels, data), predict)
-                prediction = await (alone() if batcher is None else batcher.alone(alone))
+                decode_and_predict = functools.partial(
+                    decode_slots.run, functools.partial(decoded_pixels, data), predict
+                )
+                if batcher is None:
+                    prediction = await decode_and_predict()
+                    metrics.observe_batch(1)
+                else:
+                    prediction = await batcher.alone(decode_and_predict)
             else:
                 convert = functools.partial(image_bytes_to_input, data, settings.max_pixels)
                 pixels = await decode_slots.run(functools.partial(decoded_pixels, data), convert)

@@ -4,7 +4,7 @@ Requests that arrive while a forward pass runs wait for it and then share the ne
 `max_size` images), classified together in the thread pool; each request gets its own result back. One
 forward pass over 32 images costs far less than 32 passes over one, so under concurrency throughput
 rises. Without a window (`max_wait_s` 0) a request that finds nothing running or waiting runs at once,
-alone, so a quiet server answers as fast as without batching; with one, the first waiting request opens
+alone, in one hop to the thread pool as without batching; with one, the first waiting request opens
 a window of `max_wait_s` for others to join (fuller passes, for up to that much latency).
 """
 
@@ -29,6 +29,12 @@ class Pending:
     result: "asyncio.Future[Prediction]"
 
 
+def fail(group: list[Pending], error: Exception) -> None:
+    for pending in group:
+        if not pending.result.done():
+            pending.result.set_exception(error)
+
+
 class MicroBatcher:
     def __init__(
         self,
@@ -43,20 +49,18 @@ class MicroBatcher:
         self.on_batch = on_batch
         self.queue: asyncio.Queue[Pending] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
-        self.running = 0  # forward passes in flight, shared or alone
+        # One forward pass at a time, shared or alone: what arrives meanwhile queues for the next one.
+        self.passing = asyncio.Lock()
 
     @property
     def idle(self) -> bool:
         """No window to wait for, no pass running and none queued: a request may run at once, alone."""
-        return self.max_wait_s == 0 and self.running == 0 and self.queue.empty()
+        return self.max_wait_s == 0 and not self.passing.locked() and self.queue.empty()
 
     async def alone(self, predict: Callable[[], Awaitable[Prediction]]) -> Prediction:
-        """Run one request's own prediction, counted as a running pass so that others queue behind it."""
-        self.running += 1
-        try:
+        """Run one request's own prediction as the current pass; requests arriving meanwhile queue."""
+        async with self.passing:
             prediction = await predict()
-        finally:
-            self.running -= 1
         self.on_batch(1)
         return prediction
 
@@ -68,20 +72,18 @@ class MicroBatcher:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-        while not self.queue.empty():
-            pending = self.queue.get_nowait()
-            if not pending.result.done():
-                pending.result.set_exception(RuntimeError("the service is shutting down"))
+        queued = [self.queue.get_nowait() for _ in range(self.queue.qsize())]
+        fail(queued, RuntimeError("the service is shutting down"))
 
     async def predict(self, pixels: np.ndarray, top_k: int) -> Prediction:
         pending = Pending(pixels, top_k, asyncio.get_running_loop().create_future())
         await self.queue.put(pending)
         return await pending.result
 
-    async def collect(self) -> list[Pending]:
+    async def collect(self, first: Pending) -> list[Pending]:
         """The next group: the first waiting request, those queued behind it, and what arrives within
         the window."""
-        group = [await self.queue.get()]
+        group = [first]
         while len(group) < self.max_size and not self.queue.empty():
             group.append(self.queue.get_nowait())
         loop = asyncio.get_running_loop()
@@ -98,25 +100,24 @@ class MicroBatcher:
 
     async def run(self) -> None:
         while True:
-            group = await self.collect()
-            if not group:
-                continue
-            try:
-                top_k = max(pending.top_k for pending in group)
-                self.running += 1
-                try:
-                    results = await run_in_threadpool(self.predict_arrays, [p.pixels for p in group], top_k)
-                finally:
-                    self.running -= 1
-            except Exception as error:  # every waiting request gets the error, the loop goes on
-                logger.exception("batched prediction failed")
-                for pending in group:
-                    if not pending.result.done():
-                        pending.result.set_exception(error)
-                continue
-            self.on_batch(len(group))
-            for pending, result in zip(group, results, strict=True):
-                if not pending.result.done():
-                    pending.result.set_result(
-                        result.model_copy(update={"top_k": result.top_k[: pending.top_k]})
-                    )
+            first = await self.queue.get()
+            async with self.passing:  # the group is drawn once the running pass has ended
+                await self.run_pass(await self.collect(first))
+
+    async def run_pass(self, group: list[Pending]) -> None:
+        if not group:
+            return
+        try:
+            top_k = max(pending.top_k for pending in group)
+            results = await run_in_threadpool(self.predict_arrays, [p.pixels for p in group], top_k)
+        except asyncio.CancelledError:  # stopping: the requests of the pass in flight are not left waiting
+            fail(group, RuntimeError("the service is shutting down"))
+            raise
+        except Exception as error:  # every waiting request gets the error, the loop goes on
+            logger.exception("batched prediction failed")
+            fail(group, error)
+            return
+        self.on_batch(len(group))
+        for pending, result in zip(group, results, strict=True):
+            if not pending.result.done():
+                pending.result.set_result(result.model_copy(update={"top_k": result.top_k[: pending.top_k]}))

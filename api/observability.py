@@ -86,7 +86,7 @@ class Metrics:
 
         self.batch_size = Histogram(
             "prediction_batch_size",
-            "Images per shared forward pass: micro-batching (when on) and /v1/predict/batch",
+            "Images per forward pass: a /v1/predict request's own, a micro-batch or a /v1/predict/batch call",
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=self.registry,
         )

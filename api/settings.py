@@ -13,6 +13,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,8 +64,9 @@ class Settings(BaseSettings):
     # Answer "unsure" below the model card's confidence threshold (chosen on the validation split).
     use_confidence_threshold: bool = True
     # Micro-batching (api.batching): /v1/predict requests that arrive while a forward pass runs share
-    # the next one, at most `batch_max_size` images; a request finding the model idle runs at once.
-    # `batch_wait_ms` > 0 makes every pass wait that long for more requests (fuller passes, more latency).
+    # the next one, at most `batch_max_size` images; one that finds the batcher idle runs at once.
+    # `batch_wait_ms` > 0 makes every pass wait that long for more requests (fuller passes, more latency);
+    # it needs `micro_batching` on. (Before, `batch_wait_ms` 0 meant off: now `micro_batching` false.)
     micro_batching: bool = True
     batch_wait_ms: NonNegativeFloat = 0.0
     batch_max_size: PositiveInt = 32
@@ -78,6 +80,13 @@ class Settings(BaseSettings):
     feedback_api_key: SecretStr = SecretStr("")  # never shown in a repr or a log
     feedback_per_minute: NonNegativeInt = 30
     feedback_max_bytes: NonNegativeInt = 1_000_000_000
+
+    @field_validator("batch_wait_ms")
+    @classmethod
+    def window_needs_batching(cls, wait_ms: float, info: ValidationInfo) -> float:
+        if wait_ms and not info.data.get("micro_batching", True):
+            raise ValueError("a batching window needs micro-batching on (APPAREL_MICRO_BATCHING=true)")
+        return wait_ms
 
     @field_validator("feedback_db_url")
     @classmethod

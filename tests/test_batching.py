@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from fastapi.concurrency import run_in_threadpool
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -57,51 +58,78 @@ def test_concurrent_requests_are_batched_and_answered_as_if_alone() -> None:
     assert batch_sizes(metrics) == (REQUESTS, REQUESTS / 8), "full passes of 8"
 
 
-def test_a_quiet_server_answers_each_request_in_its_own_pass_as_unbatched() -> None:
-    """Without a window (the default), batching on changes nothing for requests that come one by one."""
+def test_a_quiet_server_runs_each_request_alone_as_unbatched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a window (the default), a request that finds the batcher idle is not queued: one by one,
+    requests get their unbatched answers, each in its own pass."""
+    queued: list[np.ndarray] = []
+    queue_for_a_pass = MicroBatcher.predict
+
+    async def counted(self: MicroBatcher, pixels: np.ndarray, top_k: int) -> Prediction:
+        queued.append(pixels)
+        return await queue_for_a_pass(self, pixels, top_k)
+
+    monkeypatch.setattr(MicroBatcher, "predict", counted)
     photos = [product_photo(IMAGES[i], seed=i) for i in range(4)]
     with TestClient(create_app(Settings(micro_batching=False))) as client:
         unbatched = [client.post("/v1/predict", files=upload(photo)).json() for photo in photos]
+        assert batch_sizes(client.get("/metrics").text) == (4, 4), "off: four passes of one"
     with TestClient(create_app(Settings())) as client:
         answers = [client.post("/v1/predict", files=upload(photo)).json() for photo in photos]
         assert batch_sizes(client.get("/metrics").text) == (4, 4), "four passes of one"
-    assert answers == unbatched
+    assert answers == unbatched and not queued
 
 
-def test_requests_queued_behind_a_running_pass_share_the_next() -> None:
-    """No window: what queued while a pass ran goes in one pass (before, each ran alone)."""
-    sizes: list[int] = []
-    first_pass_may_end = threading.Event()
+def bags(images: list[np.ndarray]) -> list[Prediction]:
+    return [
+        Prediction(category="Bag", outcome="class", class_id=8, confidence=0.9, top_k=[], model_version="x")
+        for _ in images
+    ]
+
+
+@pytest.mark.parametrize("first_pass", ["shared", "alone"])
+def test_requests_queued_behind_a_running_pass_share_the_next(first_pass: str) -> None:
+    """No window: what queues while a pass runs (a shared one, or a request's own) goes in one pass
+    after it; before, each queued request ran at once in a pass of its own, beside the running one."""
+    passes: list[int] = []
+    running, may_end = threading.Event(), threading.Event()
 
     def predict(images: list[np.ndarray], top_k: int) -> list[Prediction]:
-        sizes.append(len(images))
-        first_pass_may_end.wait(10)
-        return [
-            Prediction(
-                category="Bag", outcome="class", class_id=8, confidence=0.9, top_k=[], model_version="x"
-            )
-            for _ in images
-        ]
+        passes.append(len(images))
+        running.set()
+        may_end.wait(10)
+        return bags(images)
 
     async def scenario() -> None:
         batcher = MicroBatcher(predict, max_wait_s=0, max_size=4)
         batcher.start()
         image = np.zeros((28, 28), dtype=np.uint8)
         assert batcher.idle
-        first = asyncio.ensure_future(batcher.predict(image, 1))
-        while not sizes:  # the first pass is running
+
+        async def own_pass() -> Prediction:
+            return (await run_in_threadpool(predict, [image], 1))[0]
+
+        first = asyncio.ensure_future(
+            batcher.alone(own_pass) if first_pass == "alone" else batcher.predict(image, 1)
+        )
+        while not running.is_set():
             await asyncio.sleep(0.001)
         assert not batcher.idle
         queued = asyncio.gather(*(batcher.predict(image, 1) for _ in range(6)))
         await asyncio.sleep(0.05)
-        first_pass_may_end.set()
+        assert passes == [1], "nothing runs beside the running pass"
+        may_end.set()
         assert len(await queued) == 6 and (await first).category == "Bag"
         assert batcher.idle
         assert not MicroBatcher(predict, max_wait_s=0.005, max_size=4).idle, "a window: every request waits"
         await batcher.stop()
 
     asyncio.run(scenario())
-    assert sizes == [1, 4, 2], "one alone, then the six queued behind it in passes of at most four"
+    assert passes == [1, 4, 2], "the six queued behind the first pass, in passes of at most four"
+
+
+def test_a_window_without_micro_batching_is_refused() -> None:
+    with pytest.raises(ValueError, match="a batching window needs micro-batching on"):
+        Settings(micro_batching=False, batch_wait_ms=5)
 
 
 def test_the_model_input_comes_back_through_the_batcher_too() -> None:
@@ -121,12 +149,7 @@ def test_a_failed_pass_fails_only_its_own_requests() -> None:
         calls.append(len(images))
         if len(calls) == 1:
             raise RuntimeError("broken batch")
-        return [
-            Prediction(
-                category="Bag", outcome="class", class_id=8, confidence=0.9, top_k=[], model_version="x"
-            )
-            for _ in images
-        ]
+        return bags(images)
 
     async def scenario() -> None:
         batcher = MicroBatcher(predict, max_wait_s=0.05, max_size=4)

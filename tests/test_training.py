@@ -224,7 +224,9 @@ def test_distillation_learns_from_a_teacher_records_it_and_resumes_to_the_same_r
     assert distilled.metadata["distillation"] == [
         {"path": str(start_weights), "sha256": digest(start_weights)}
     ]
-    assert "distillation" not in ClassifierModel.load(plain_dir / "checkpoints" / "best.pt").metadata
+    plain = ClassifierModel.load(plain_dir / "checkpoints" / "best.pt")
+    assert "distillation" not in plain.metadata
+    assert "distillation" not in plain.metadata["config"], "off, it leaves checkpoints as they were"
 
     def train_losses(run_dir: Path) -> list[float]:
         return [
@@ -233,9 +235,24 @@ def test_distillation_learns_from_a_teacher_records_it_and_resumes_to_the_same_r
 
     assert train_losses(distilled_dir) != train_losses(plain_dir)  # same seed, same batches: other targets
 
-    run_dir, interrupted_after = killed_after_a_checkpoint(tmp_path / "interrupted", *overrides)
+    # Resumed, the run recomputes its targets: from the very teacher files it started with, or not at all.
+    teacher = shutil.copy(start_weights, tmp_path / "teacher.pt")
+    run_dir, interrupted_after = killed_after_a_checkpoint(
+        tmp_path / "interrupted", f"distillation.teachers=[{teacher}]", "trainer.epochs=3"
+    )
+    shutil.copy(plain_dir / "checkpoints" / "best.pt", teacher)
+    refused = subprocess.run([sys.executable, "-m", "training.cli", "--resume", str(run_dir)],
+                             capture_output=True, text=True)  # fmt: skip
+    assert (
+        refused.returncode == 2
+        and f"cannot resume {run_dir}: its distillation teachers were" in refused.stderr
+    )
+    shutil.copy(start_weights, teacher)
     resume(run_dir, interrupted_after)
-    assert digest(run_dir / "checkpoints" / "best.pt") == digest(distilled_dir / "checkpoints" / "best.pt")
+    resumed = ClassifierModel.load(run_dir / "checkpoints" / "best.pt")
+    assert resumed.network.state_dict().keys() == distilled.network.state_dict().keys()
+    for name, weights in resumed.network.state_dict().items():
+        assert torch.equal(weights, distilled.network.state_dict()[name]), name
 
 
 def test_distillation_refuses_a_teacher_of_other_classes(start_weights: Path, tmp_path: Path) -> None:

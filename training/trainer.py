@@ -33,6 +33,7 @@ from training.config import (
 from training.distillation import distillation_targets, load_teacher
 from training.distributed import SINGLE_PROCESS, Distributed
 from training.environment import environment
+from training.model_files import named_model
 from training.run_directory import RunDirectory
 from training.runtime import configure_threads, select_device, set_seeds
 from training.tracking import Tracker
@@ -130,10 +131,7 @@ def starting_model(
 ) -> tuple[ClassifierModel, str]:
     """The model `network.init_from` names, checked against the config's network and the data's classes,
     with the sha256 of the very bytes it was loaded from."""
-    if not path.is_file():
-        raise ConfigError(f"network.init_from: {path} does not exist")
-    data = path.read_bytes()
-    start = ClassifierModel.from_artifact(load_safely(path, data))
+    start, sha256 = named_model(path, "network.init_from")
     expected = {
         "network": (network.name, network.args),
         "classes": tuple(class_names),
@@ -151,7 +149,7 @@ def starting_model(
     ]
     if problems:
         raise ConfigError(f"network.init_from cannot start from {path}: " + "; ".join(problems))
-    return start, hashlib.sha256(data).hexdigest()
+    return start, sha256
 
 
 class Trainer:
@@ -234,7 +232,7 @@ class Trainer:
         """Provenance stored in every checkpoint; deterministic, so identical runs give identical files."""
         return {
             "run_name": self.config.name,
-            "config": self.config.model_dump(mode="json", exclude={"runs_dir"}),  # where, not what
+            "config": self.config.model_dump(mode="json", exclude=self.unrecorded_keys()),
             "data": {
                 "dataset": self.config.data.dataset,
                 "version": self.data.version,
@@ -245,6 +243,11 @@ class Trainer:
             },
             "metrics": {},
         }
+
+    def unrecorded_keys(self) -> set[str]:
+        """Config keys left out of the checkpoints: where the run is, not what it is, and distillation
+        when off, so that runs without it keep the bytes they had before it existed."""
+        return {"runs_dir"} if self.config.distillation.teachers else {"runs_dir", "distillation"}
 
     def training_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
@@ -262,6 +265,12 @@ class Trainer:
     def restore(self, checkpoint_path: Path) -> None:
         state = load_safely(checkpoint_path)
         saved = ClassifierModel.from_artifact(state["model"])
+        teachers, trained_with = self.model.metadata.get("distillation"), saved.metadata.get("distillation")
+        if teachers != trained_with:  # the targets would not be the ones the run began on
+            raise ConfigError(
+                f"cannot resume {self.run.path}: its distillation teachers were {trained_with}, the files "
+                f"are now {teachers}; restore them, or start a new run"
+            )
         self.model.network.load_state_dict(saved.network.state_dict())
         self.model.metadata = saved.metadata
         self.model.normalization = saved.normalization  # a fine-tuned run's came with its start weights

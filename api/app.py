@@ -35,6 +35,7 @@ from api.limits import (
     BodySizeLimit,
     DecodeSlots,
     FeedbackGate,
+    Large,
     RateLimit,
     return_freed_memory_promptly,
 )
@@ -230,29 +231,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def predict_data(
         request: Request, predictor: Predictor, data: bytes, top_k: int, include_input: bool = False
     ) -> Prediction:
-        batcher: MicroBatcher | None = request.app.state.batcher
         try:
-            if batcher is None or batcher.idle:  # one hop to the thread pool: decode and predict there
-                predict = functools.partial(
-                    predictor.predict_bytes, data, top_k, settings.max_pixels, include_input
-                )
-                decode_and_predict = functools.partial(
-                    decode_slots.run, functools.partial(decoded_pixels, data), predict
-                )
-                if batcher is None:
-                    prediction = await decode_and_predict()
-                    metrics.observe_batch(1)
-                else:
-                    prediction = await batcher.alone(decode_and_predict)
-            else:
-                convert = functools.partial(image_bytes_to_input, data, settings.max_pixels)
-                pixels = await decode_slots.run(functools.partial(decoded_pixels, data), convert)
-                prediction = await batcher.predict(pixels, top_k)
-                if include_input:
-                    prediction.model_input = png_data_url(pixels)
+            prediction = await classified(request.app.state.batcher, predictor, data, top_k, include_input)
         except ImageError as error:
             raise rejected(error) from None
         metrics.observe_prediction(prediction.category, prediction.confidence)
+        return prediction
+
+    async def classified(
+        batcher: MicroBatcher | None, predictor: Predictor, data: bytes, top_k: int, include_input: bool
+    ) -> Prediction:
+        """Batching off: decoded and classified in one hop to the thread pool. On: the same when the
+        batcher is idle and the image small, holding the batcher's turn (a large image would hold it
+        through its decode, so it decodes first and then queues); otherwise decoded, then queued."""
+        pixels_of = functools.partial(decoded_pixels, data)
+        predict = functools.partial(predictor.predict_bytes, data, top_k, settings.max_pixels, include_input)
+        if batcher is None:
+            prediction = await decode_slots.run(pixels_of, predict)
+            metrics.observe_batch(1)
+            return prediction
+        if batcher.idle:
+            attempt = await batcher.alone(functools.partial(decode_slots.run_if_small, pixels_of, predict))
+            if isinstance(attempt, Prediction):
+                return attempt
+            if isinstance(attempt, Large):  # its header is read: not again
+                pixels_of = functools.partial(int, attempt.pixels)
+        convert = functools.partial(image_bytes_to_input, data, settings.max_pixels)
+        pixels = await decode_slots.run(pixels_of, convert)
+        prediction = await batcher.predict(pixels, top_k)
+        if include_input:
+            prediction.model_input = png_data_url(pixels)
         return prediction
 
     @app.post(

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from fastapi.concurrency import run_in_threadpool
@@ -20,6 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from api.predictor import Prediction
 
 logger = logging.getLogger("api")
+Result = TypeVar("Result")
 
 
 @dataclass
@@ -51,18 +53,27 @@ class MicroBatcher:
         self.task: asyncio.Task[None] | None = None
         # One forward pass at a time, shared or alone: what arrives meanwhile queues for the next one.
         self.passing = asyncio.Lock()
+        self.drawn: list[Pending] = []  # the group being formed or classified
 
     @property
     def idle(self) -> bool:
         """No window to wait for, no pass running and none queued: a request may run at once, alone."""
         return self.max_wait_s == 0 and not self.passing.locked() and self.queue.empty()
 
-    async def alone(self, predict: Callable[[], Awaitable[Prediction]]) -> Prediction:
-        """Run one request's own prediction as the current pass; requests arriving meanwhile queue."""
+    async def alone(self, predict: Callable[[], Awaitable[Result]]) -> Result:
+        """Run `predict()` (one request's own pass, or a decision not to make one: anything but a
+        `Prediction` is not counted) as the current pass; requests arriving meanwhile queue. A
+        cancelled request's thread works on, so the turn is held until it ends."""
         async with self.passing:
-            prediction = await predict()
-        self.on_batch(1)
-        return prediction
+            work = asyncio.ensure_future(predict())
+            try:
+                result = await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait([work])
+                raise
+        if isinstance(result, Prediction):
+            self.on_batch(1)
+        return result
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.run(), name="micro-batcher")
@@ -73,17 +84,17 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
         queued = [self.queue.get_nowait() for _ in range(self.queue.qsize())]
-        fail(queued, RuntimeError("the service is shutting down"))
+        fail(self.drawn + queued, RuntimeError("the service is shutting down"))
 
     async def predict(self, pixels: np.ndarray, top_k: int) -> Prediction:
         pending = Pending(pixels, top_k, asyncio.get_running_loop().create_future())
         await self.queue.put(pending)
         return await pending.result
 
-    async def collect(self, first: Pending) -> list[Pending]:
-        """The next group: the first waiting request, those queued behind it, and what arrives within
+    async def collect(self) -> None:
+        """Draw the rest of the group: those queued behind its first request, and what arrives within
         the window."""
-        group = [first]
+        group = self.drawn
         while len(group) < self.max_size and not self.queue.empty():
             group.append(self.queue.get_nowait())
         loop = asyncio.get_running_loop()
@@ -96,13 +107,14 @@ class MicroBatcher:
                 group.append(await asyncio.wait_for(self.queue.get(), remaining))
             except TimeoutError:
                 break
-        return [pending for pending in group if not pending.result.cancelled()]  # gone clients
 
     async def run(self) -> None:
         while True:
-            first = await self.queue.get()
-            async with self.passing:  # the group is drawn once the running pass has ended
-                await self.run_pass(await self.collect(first))
+            self.drawn = [await self.queue.get()]  # stop() fails what is drawn and not yet answered
+            async with self.passing:  # the rest of the group is drawn once the running pass has ended
+                await self.collect()
+                await self.run_pass([pending for pending in self.drawn if not pending.result.cancelled()])
+            self.drawn = []
 
     async def run_pass(self, group: list[Pending]) -> None:
         if not group:
@@ -110,9 +122,6 @@ class MicroBatcher:
         try:
             top_k = max(pending.top_k for pending in group)
             results = await run_in_threadpool(self.predict_arrays, [p.pixels for p in group], top_k)
-        except asyncio.CancelledError:  # stopping: the requests of the pass in flight are not left waiting
-            fail(group, RuntimeError("the service is shutting down"))
-            raise
         except Exception as error:  # every waiting request gets the error, the loop goes on
             logger.exception("batched prediction failed")
             fail(group, error)

@@ -119,19 +119,31 @@ class DecodeSlots:
         2.16 -> 2.01 ms over the HTTP floor, both servers side by side); a large one then waits for the
         large slot. With none free, the header is read under the header slots while the request waits."""
         deadline = asyncio.get_running_loop().time() + self.wait_s  # one wait for every slot
-        if not self.slots.locked():
-
-            def decode_if_small() -> Result | Large:
-                count = pixels()
-                return decode() if count <= self.LARGE_DECODE_PIXELS else Large(count)
-
-            result = await self.guarded([self.slots], deadline, decode_if_small)
-            if not isinstance(result, Large):
-                return result
+        result = await self.run_if_small(pixels, decode)
+        if result is None:
+            largest = await self.guarded([self.headers], deadline, pixels)
+        elif isinstance(result, Large):
             largest = result.pixels
         else:
-            largest = await self.guarded([self.headers], deadline, pixels)
+            return result
         return await self.guarded(self.needed(largest), deadline, decode)
+
+    async def run_if_small(
+        self, pixels: Callable[[], int], decode: Callable[[], Result]
+    ) -> Result | Large | None:
+        """`decode()` in one thread hop, if a slot is free now and the header (`pixels()`, in the same
+        hop) says the image is small. Else nothing is decoded: `Large` (with the header's pixels) or
+        None (no slot free), and nothing was waited for."""
+        if self.slots.locked():
+            return None
+
+        def decode_if_small() -> Result | Large:
+            count = pixels()
+            return decode() if count <= self.LARGE_DECODE_PIXELS else Large(count)
+
+        return await self.guarded(
+            [self.slots], asyncio.get_running_loop().time() + self.wait_s, decode_if_small
+        )
 
     async def run_shared(
         self,

@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 from fastapi.concurrency import run_in_threadpool
 from fastapi.testclient import TestClient
+from PIL import Image
 
+import api.app
 from api.app import create_app
 from api.batching import MicroBatcher
 from api.predictor import Prediction
 from api.settings import Settings
+from support import hostile_uploads
 from support.product_photos import product_photo
 from text_recognizer.datasets.idx import read_idx
 
@@ -89,7 +92,8 @@ def bags(images: list[np.ndarray]) -> list[Prediction]:
 @pytest.mark.parametrize("first_pass", ["shared", "alone"])
 def test_requests_queued_behind_a_running_pass_share_the_next(first_pass: str) -> None:
     """No window: what queues while a pass runs (a shared one, or a request's own) goes in one pass
-    after it; before, each queued request ran at once in a pass of its own, beside the running one."""
+    after it; before, each queued request ran at once in a pass of its own (the "alone" case: beside
+    the running one)."""
     passes: list[int] = []
     running, may_end = threading.Event(), threading.Event()
 
@@ -111,8 +115,7 @@ def test_requests_queued_behind_a_running_pass_share_the_next(first_pass: str) -
         first = asyncio.ensure_future(
             batcher.alone(own_pass) if first_pass == "alone" else batcher.predict(image, 1)
         )
-        while not running.is_set():
-            await asyncio.sleep(0.001)
+        assert await asyncio.to_thread(running.wait, 10), "the first pass never started"
         assert not batcher.idle
         queued = asyncio.gather(*(batcher.predict(image, 1) for _ in range(6)))
         await asyncio.sleep(0.05)
@@ -125,6 +128,51 @@ def test_requests_queued_behind_a_running_pass_share_the_next(first_pass: str) -
 
     asyncio.run(scenario())
     assert passes == [1, 4, 2], "the six queued behind the first pass, in passes of at most four"
+
+
+def test_a_large_image_decodes_without_holding_the_batchers_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a large upload to an idle server held the batcher's turn through its wait for
+    the large decode slot and its decode, and every small request queued behind it."""
+    held: list[bool] = []
+    convert = api.app.image_bytes_to_input
+    large = hostile_uploads.encode(Image.new("RGB", (2000, 1500), "white"), "PNG")
+    with TestClient(create_app(Settings())) as client:
+        batcher: MicroBatcher = client.app.state.batcher  # type: ignore[attr-defined]
+
+        def watched(data: bytes, max_pixels: int) -> np.ndarray:
+            held.append(batcher.passing.locked())
+            return convert(data, max_pixels)
+
+        monkeypatch.setattr(api.app, "image_bytes_to_input", watched)
+        response = client.post("/v1/predict", files=upload(large))
+    assert response.status_code == 200, response.text
+    assert held == [False], "decoded apart from the pass, then queued"
+
+
+def test_stopping_fails_a_request_waiting_for_its_turn() -> None:
+    """Found in review: stopped while a request waited for the running pass to end, the batcher left
+    that request waiting for ever."""
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(lambda images, top_k: bags(images), max_wait_s=0, max_size=4)
+        batcher.start()
+        may_end = asyncio.Event()
+
+        async def own_pass() -> Prediction:
+            await may_end.wait()
+            return bags([np.zeros((28, 28), dtype=np.uint8)])[0]
+
+        running = asyncio.ensure_future(batcher.alone(own_pass))
+        await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(batcher.predict(np.zeros((28, 28), dtype=np.uint8), 1))
+        await asyncio.sleep(0.01)
+        await batcher.stop()
+        with pytest.raises(RuntimeError, match="shutting down"):
+            await asyncio.wait_for(waiting, 5)
+        may_end.set()
+        assert (await running).category == "Bag"
+
+    asyncio.run(scenario())
 
 
 def test_a_window_without_micro_batching_is_refused() -> None:

@@ -5,7 +5,8 @@ either network (2026-11-29: phone photos 82.3% and 81.1% alone, 83.9% together),
 double the size and the time. A network trained towards the ensemble's softened probabilities learns
 part of what it knows at one network's cost. The targets are mixed, not two losses: the student's
 cross-entropy at temperature 1 against (1 - weight) label + weight teachers (no T^2-scaled second term,
-as in Hinton et al.). Every process of a distributed run computes them for the whole training split.
+as in Hinton et al.); `trainer.label_smoothing` smooths the mix as it would a label. Every process of
+a distributed run computes them for the whole training split.
 """
 
 from pathlib import Path
@@ -34,8 +35,9 @@ def load_teacher(
 
 
 def teacher_probabilities(teacher: ClassifierModel, images: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The teacher's probabilities for unaugmented training images, each averaged with its mirror image
-    (training flips images, so both are pictures it learnt from), softened by `temperature`."""
+    """The teacher's probabilities for unaugmented training images: its logits averaged with the mirror
+    image's (training flips images, so both are pictures it learnt from) and divided by `temperature`,
+    which replaces the teacher's own (a promoted model's calibrated one)."""
     teacher.test_time_flip = True
     teacher.temperature = temperature
     return torch.softmax(teacher.logits(images), dim=1)

@@ -250,14 +250,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             prediction = await decode_slots.run(pixels_of, predict)
             metrics.observe_batch(1)
             return prediction
+        convert = functools.partial(image_bytes_to_input, data, settings.max_pixels)
+        attempt = None
         if batcher.idle:
             attempt = await batcher.alone(functools.partial(decode_slots.run_if_small, pixels_of, predict))
             if isinstance(attempt, Prediction):
                 return attempt
-            if isinstance(attempt, Large):  # its header is read: not again
-                pixels_of = functools.partial(int, attempt.pixels)
-        convert = functools.partial(image_bytes_to_input, data, settings.max_pixels)
-        pixels = await decode_slots.run(pixels_of, convert)
+        if isinstance(attempt, Large):  # its header is read: not again
+            pixels = await decode_slots.run_sized(attempt.pixels, convert)
+        else:
+            pixels = await decode_slots.run(pixels_of, convert)
         prediction = await batcher.predict(pixels, top_k)
         if include_input:
             prediction.model_input = png_data_url(pixels)

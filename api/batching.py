@@ -58,19 +58,16 @@ class MicroBatcher:
     @property
     def idle(self) -> bool:
         """No window to wait for, no pass running and none queued: a request may run at once, alone."""
-        return self.max_wait_s == 0 and not self.passing.locked() and self.queue.empty()
+        return self.max_wait_s == 0 and not self.passing.locked() and self.queue.empty() and not self.drawn
 
     async def alone(self, predict: Callable[[], Awaitable[Result]]) -> Result:
         """Run `predict()` (one request's own pass, or a decision not to make one: anything but a
-        `Prediction` is not counted) as the current pass; requests arriving meanwhile queue. A
-        cancelled request's thread works on, so the turn is held until it ends."""
-        async with self.passing:
-            work = asyncio.ensure_future(predict())
-            try:
-                result = await asyncio.shield(work)
-            except asyncio.CancelledError:
-                await asyncio.wait([work])
-                raise
+        `Prediction` is not counted) as the current pass; requests arriving meanwhile queue. The work
+        itself gives the turn back when it ends: a cancelled request's thread works on."""
+        await self.passing.acquire()
+        work = asyncio.ensure_future(predict())
+        work.add_done_callback(lambda _: self.passing.release())
+        result = await asyncio.shield(work)
         if isinstance(result, Prediction):
             self.on_batch(1)
         return result
@@ -87,6 +84,8 @@ class MicroBatcher:
         fail(self.drawn + queued, RuntimeError("the service is shutting down"))
 
     async def predict(self, pixels: np.ndarray, top_k: int) -> Prediction:
+        if self.task is None or self.task.done():  # stopped: nobody would answer
+            raise RuntimeError("the service is shutting down")
         pending = Pending(pixels, top_k, asyncio.get_running_loop().create_future())
         await self.queue.put(pending)
         return await pending.result

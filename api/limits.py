@@ -126,7 +126,14 @@ class DecodeSlots:
             largest = result.pixels
         else:
             return result
-        return await self.guarded(self.needed(largest), deadline, decode)
+        return await self.run_sized(largest, decode, deadline)
+
+    async def run_sized(
+        self, pixels: int, decode: Callable[[], Result], deadline: float | None = None
+    ) -> Result:
+        """`decode()` of an image whose header said `pixels`, once it has the slots that needs."""
+        deadline = deadline or asyncio.get_running_loop().time() + self.wait_s
+        return await self.guarded(self.needed(pixels), deadline, decode)
 
     async def run_if_small(
         self, pixels: Callable[[], int], decode: Callable[[], Result]

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import api.app
+import api.predictor
 from api.app import create_app
 from api.batching import MicroBatcher
 from api.predictor import Prediction
@@ -144,6 +145,7 @@ def test_a_large_image_decodes_without_holding_the_batchers_turn(monkeypatch: py
             return convert(data, max_pixels)
 
         monkeypatch.setattr(api.app, "image_bytes_to_input", watched)
+        monkeypatch.setattr(api.predictor, "image_bytes_to_input", watched)  # the one-hop path's
         response = client.post("/v1/predict", files=upload(large))
     assert response.status_code == 200, response.text
     assert held == [False], "decoded apart from the pass, then queued"
@@ -171,6 +173,35 @@ def test_stopping_fails_a_request_waiting_for_its_turn() -> None:
             await asyncio.wait_for(waiting, 5)
         may_end.set()
         assert (await running).category == "Bag"
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_request_keeps_the_turn_until_its_work_ends() -> None:
+    """Found in review: cancelled (twice, as a cancel scope may), a request's own pass gave the turn
+    back while its thread still worked, and the next pass ran beside it."""
+
+    async def scenario() -> None:
+        batcher = MicroBatcher(lambda images, top_k: bags(images), max_wait_s=0, max_size=4)
+        batcher.start()
+        may_end = asyncio.Event()
+
+        async def own_pass() -> Prediction:
+            await may_end.wait()
+            return bags([np.zeros((28, 28), dtype=np.uint8)])[0]
+
+        request = asyncio.ensure_future(batcher.alone(own_pass))
+        await asyncio.sleep(0.01)
+        for _ in range(2):
+            request.cancel()
+            await asyncio.sleep(0.01)
+        assert request.cancelled() and batcher.passing.locked(), "the work still holds the turn"
+        may_end.set()
+        await asyncio.sleep(0.01)
+        assert batcher.idle
+        await batcher.stop()
+        with pytest.raises(RuntimeError, match="shutting down"):
+            await batcher.predict(np.zeros((28, 28), dtype=np.uint8), 1)
 
     asyncio.run(scenario())
 

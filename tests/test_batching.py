@@ -83,11 +83,32 @@ def test_a_quiet_server_runs_each_request_alone_as_unbatched(monkeypatch: pytest
     assert answers == unbatched and not queued
 
 
+BLANK = np.zeros((28, 28), dtype=np.uint8)
+
+
 def bags(images: list[np.ndarray]) -> list[Prediction]:
     return [
         Prediction(category="Bag", outcome="class", class_id=8, confidence=0.9, top_k=[], model_version="x")
         for _ in images
     ]
+
+
+def started_batcher() -> MicroBatcher:
+    """A batcher without a window whose passes answer "Bag" (inside a running event loop)."""
+    batcher = MicroBatcher(lambda images, top_k: bags(images), max_wait_s=0, max_size=4)
+    batcher.start()
+    return batcher
+
+
+def holding_the_turn(batcher: MicroBatcher) -> tuple["asyncio.Future[Prediction]", asyncio.Event]:
+    """A request's own pass that holds the batcher's turn until the event is set."""
+    may_end = asyncio.Event()
+
+    async def own_pass() -> Prediction:
+        await may_end.wait()
+        return bags([BLANK])[0]
+
+    return asyncio.ensure_future(batcher.alone(own_pass)), may_end
 
 
 @pytest.mark.parametrize("first_pass", ["shared", "alone"])
@@ -107,18 +128,17 @@ def test_requests_queued_behind_a_running_pass_share_the_next(first_pass: str) -
     async def scenario() -> None:
         batcher = MicroBatcher(predict, max_wait_s=0, max_size=4)
         batcher.start()
-        image = np.zeros((28, 28), dtype=np.uint8)
         assert batcher.idle
 
         async def own_pass() -> Prediction:
-            return (await run_in_threadpool(predict, [image], 1))[0]
+            return (await run_in_threadpool(predict, [BLANK], 1))[0]
 
         first = asyncio.ensure_future(
-            batcher.alone(own_pass) if first_pass == "alone" else batcher.predict(image, 1)
+            batcher.alone(own_pass) if first_pass == "alone" else batcher.predict(BLANK, 1)
         )
         assert await asyncio.to_thread(running.wait, 10), "the first pass never started"
         assert not batcher.idle
-        queued = asyncio.gather(*(batcher.predict(image, 1) for _ in range(6)))
+        queued = asyncio.gather(*(batcher.predict(BLANK, 1) for _ in range(6)))
         await asyncio.sleep(0.05)
         assert passes == [1], "nothing runs beside the running pass"
         may_end.set()
@@ -156,17 +176,10 @@ def test_stopping_fails_a_request_waiting_for_its_turn() -> None:
     that request waiting for ever."""
 
     async def scenario() -> None:
-        batcher = MicroBatcher(lambda images, top_k: bags(images), max_wait_s=0, max_size=4)
-        batcher.start()
-        may_end = asyncio.Event()
-
-        async def own_pass() -> Prediction:
-            await may_end.wait()
-            return bags([np.zeros((28, 28), dtype=np.uint8)])[0]
-
-        running = asyncio.ensure_future(batcher.alone(own_pass))
+        batcher = started_batcher()
+        running, may_end = holding_the_turn(batcher)
         await asyncio.sleep(0.01)
-        waiting = asyncio.ensure_future(batcher.predict(np.zeros((28, 28), dtype=np.uint8), 1))
+        waiting = asyncio.ensure_future(batcher.predict(BLANK, 1))
         await asyncio.sleep(0.01)
         await batcher.stop()
         with pytest.raises(RuntimeError, match="shutting down"):
@@ -182,15 +195,8 @@ def test_a_cancelled_request_keeps_the_turn_until_its_work_ends() -> None:
     back while its thread still worked, and the next pass ran beside it."""
 
     async def scenario() -> None:
-        batcher = MicroBatcher(lambda images, top_k: bags(images), max_wait_s=0, max_size=4)
-        batcher.start()
-        may_end = asyncio.Event()
-
-        async def own_pass() -> Prediction:
-            await may_end.wait()
-            return bags([np.zeros((28, 28), dtype=np.uint8)])[0]
-
-        request = asyncio.ensure_future(batcher.alone(own_pass))
+        batcher = started_batcher()
+        request, may_end = holding_the_turn(batcher)
         await asyncio.sleep(0.01)
         for _ in range(2):
             request.cancel()
@@ -201,7 +207,7 @@ def test_a_cancelled_request_keeps_the_turn_until_its_work_ends() -> None:
         assert batcher.idle
         await batcher.stop()
         with pytest.raises(RuntimeError, match="shutting down"):
-            await batcher.predict(np.zeros((28, 28), dtype=np.uint8), 1)
+            await batcher.predict(BLANK, 1)
 
     asyncio.run(scenario())
 
@@ -233,10 +239,9 @@ def test_a_failed_pass_fails_only_its_own_requests() -> None:
     async def scenario() -> None:
         batcher = MicroBatcher(predict, max_wait_s=0.05, max_size=4)
         batcher.start()
-        image = np.zeros((28, 28), dtype=np.uint8)
-        first = await asyncio.gather(*(batcher.predict(image, 1) for _ in range(3)), return_exceptions=True)
+        first = await asyncio.gather(*(batcher.predict(BLANK, 1) for _ in range(3)), return_exceptions=True)
         assert all(isinstance(result, RuntimeError) for result in first)
-        second = await asyncio.gather(*(batcher.predict(image, 1) for _ in range(6)))
+        second = await asyncio.gather(*(batcher.predict(BLANK, 1) for _ in range(6)))
         assert [result.category for result in second] == ["Bag"] * 6
         await batcher.stop()
 

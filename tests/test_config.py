@@ -68,7 +68,16 @@ def test_malformed_files(tmp_path: Path, content: str, message: str) -> None:
 
 
 def test_missing_file_lists_shipped_configs(tmp_path: Path) -> None:
-    names = ("compact", "default", "photos-distilled", "photos-phone", "photos", "smoke", "tiny")
+    names = (
+        "compact",
+        "default",
+        "photos-distilled",
+        "photos-phone-x5",
+        "photos-phone",
+        "photos",
+        "smoke",
+        "tiny",
+    )
     shipped = ", ".join(f"{name}.yaml" for name in names)
     with pytest.raises(ConfigError, match=re.escape(f"not found; shipped configs: {shipped}")):
         load_config(tmp_path / "nope.yaml")

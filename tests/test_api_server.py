@@ -287,6 +287,38 @@ def test_a_request_that_does_not_arrive_in_time_gets_408_and_is_closed(
         assert 'route="/v1/predict",status="408"} 1.0' in metrics
 
 
+def test_slow_headers_on_a_keep_alive_connection_get_408_too(impatient_server: LiveServer) -> None:
+    """Found porting to httptools: on a connection that had been answered before, slow headers were
+    taken for that finished request's and the connection was closed without an answer."""
+    with connect(impatient_server) as connection, connection.makefile("rb") as reader:
+        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(reader)[0] == 200
+        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        status, headers, body = read_response(reader)
+    assert status == 408 and headers["connection"] == "close"
+    assert json.loads(body)["error"]["code"] == "request_timeout"
+
+
+def test_headers_past_the_limit_get_431_and_the_connection_is_closed(impatient_server: LiveServer) -> None:
+    """Headers are capped as h11 capped them (16 KB), but answered in the service's error schema: a
+    client cannot make the server hold headers of any size until the deadline. Before (h11): a plain
+    text 400."""
+    with connect(impatient_server) as connection:
+        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(8):  # 64 KB in reads of their own, none of them completing the headers
+            connection.sendall(b"X-Padding: " + b"a" * 8180 + b"\r\n")
+            time.sleep(0.01)
+        waited, received = answer_and_close(connection)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ") and b"connection: close" in head.lower(), received[:200]
+    assert json.loads(body)["error"] == {
+        "code": "headers_too_large",
+        "message": "the request's headers are over 16384 bytes",
+    }
+    assert waited < 4
+    assert httpx.get(impatient_server.url + "/health/live").status_code == 200
+
+
 def test_a_request_answered_before_its_body_gets_no_second_answer(impatient_server: LiveServer) -> None:
     """Found in review: a request refused from its headers (here a 413 from Content-Length) left the
     client owing its body, and when the deadline passed the server wrote a 408 after the 413."""

@@ -5,7 +5,12 @@ trickling its headers or body (slowloris) holds a connection forever. Here a req
 arrive within `header_timeout_s` of its first byte and the whole request within `request_timeout_s`, or
 it is answered 408 and the connection closed; a connection that sends nothing is closed after
 `header_timeout_s`; past `max_connections` open connections a new one is answered 503 `busy` at once.
-Headers over `MAX_HEADER_BYTES` are answered 431 (httptools, unlike h11, has no limit of its own).
+Headers (or trailers) over `MAX_HEADER_BYTES` are answered 431, a request whose body takes more than
+twice the upload limit on the wire 413, an upgrade (or CONNECT) or a request without exactly one Host
+header 400, as is what the parser rejects: h11, which the service ran on before, had such limits of its
+own; httptools does not, and would parse the body of an upgrade request as further requests. With a
+pipelining client, nothing is said of a request before the answers to the ones before it: its deadline
+starts when its turn comes, and a refusal that cannot wait closes the connection.
 A client that stops reading its answers for `write_timeout_s` is dropped: the server would otherwise
 wait for the socket to drain forever, holding the connection. Answers use the service's one error schema;
 a refused client's input is read and dropped for a moment after the answer (a lingering close), since
@@ -16,7 +21,7 @@ protocol in every worker by name.
 
 import asyncio
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
@@ -25,13 +30,35 @@ from api.observability import REFUSED_WITH
 from api.settings import Settings
 
 LINGER_S = 2.0  # how long a refused connection's input is read and dropped before it is closed
-MAX_HEADER_BYTES = 16 * 1024  # h11's limit, which the service had before httptools
-REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+# Headers, and apart trailers: h11's limit, which the service had before httptools (which has none).
+MAX_HEADER_BYTES = 16 * 1024
+REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 
 
 @functools.cache
 def settings_from_env() -> Settings:
     return Settings.from_env()
+
+
+class Refusal(NamedTuple):
+    """An answer in the error schema for the request being read, which still owes its "headers" (no
+    cycle of uvicorn's is its own yet) or its "body" (the app may be running it)."""
+
+    owed: str
+    status: int
+    code: str
+    message: str
+
+
+HEADERS_TOO_LARGE = Refusal(
+    "headers", 431, "headers_too_large", f"the request's headers are over {MAX_HEADER_BYTES} bytes"
+)
 
 
 class ServiceProtocol(HttpToolsProtocol):
@@ -42,12 +69,22 @@ class ServiceProtocol(HttpToolsProtocol):
         self.limits = settings_from_env()
         self.deadline: asyncio.TimerHandle | None = None
         self.waiting_for: str | None = None  # "headers" or "body" while a deadline runs
-        self.request_started = 0.0  # loop time of the request's first byte (or of the connection)
-        self.bytes_seen = False
+        self.request_started = 0.0  # loop time the deadline counts from (see `watch`)
+        self.bytes_seen = False  # since the last whole request (or the connection's start)
         # What the request being read still owes, from the parser's callbacks: "headers" from its first
         # byte, "body" once its headers are complete, None once it is whole (or before any request).
         self.reading: str | None = None
-        self.header_bytes = 0  # received while this request's headers were incomplete
+        self.requests_begun = 0
+        # The size of its headers (and apart, of its trailers), counted two ways, neither above the true
+        # size: the fields the parser has delivered, and whole reads that came while they were incomplete
+        # (a field still arriving is held inside the parser, not delivered yet). On the wire, its body
+        # may take twice the upload limit (chunk framing; a body that still comes after a 413).
+        self.field_bytes = 0
+        self.trailer_bytes = 0
+        self.unparsed_header_bytes = 0
+        self.body_wire_bytes = 0
+        # Set while parsing a read (from a parser callback), answered once the read is parsed.
+        self.refusal: Refusal | None = None
         self.write_deadline: asyncio.TimerHandle | None = None
         self.lingering = False
 
@@ -70,30 +107,93 @@ class ServiceProtocol(HttpToolsProtocol):
         if self.lingering:
             return
         self.bytes_seen = True
+        before = (self.reading, self.requests_begun)
         super().data_received(data)
-        if self.reading == "headers" and not self.transport.is_closing():
-            self.header_bytes += len(data)
-            if self.header_bytes > MAX_HEADER_BYTES:
-                message = f"the request's headers are over {MAX_HEADER_BYTES} bytes"
-                self.refuse_request("headers", 431, "headers_too_large", message)
-                return
+        if self.lingering or self.transport.is_closing():
+            return
+        if self.refusal is None and before == (self.reading, self.requests_begun):
+            self.refusal = self.counted(data)  # the whole read fell within one part of one request
+        if self.refusal is not None:
+            self.refuse_request(self.refusal)
+            return
         self.watch()
+
+    def counted(self, data: bytes) -> Refusal | None:
+        """Count a read that fell within the headers or the body of one request: the refusal if it
+        goes past a limit."""
+        if self.reading == "headers":
+            self.unparsed_header_bytes += len(data)
+            if self.unparsed_header_bytes > MAX_HEADER_BYTES:
+                return HEADERS_TOO_LARGE
+        elif self.reading == "body":
+            self.body_wire_bytes += len(data)
+            limit = 2 * self.limits.max_upload_bytes
+            if self.body_wire_bytes > limit:
+                return Refusal("body", 413, "payload_too_large", f"the request is over {limit} bytes")
+        return None
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser rejects: answered in the error schema (uvicorn's is plain text), and
+        only when no earlier answer is still being written."""
+        owed = "body" if self.reading == "body" else "headers"
+        self.refuse_request(Refusal(owed, 400, "invalid_request", "the request is not valid HTTP/1.1"))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.reading, self.header_bytes = "headers", 0
+        self.reading, self.requests_begun = "headers", self.requests_begun + 1
+        self.field_bytes = self.trailer_bytes = self.unparsed_header_bytes = self.body_wire_bytes = 0
+        self.request_started = self.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self.field_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.reading == "headers":
+            super().on_header(name, value)
+            self.field_bytes += len(name) + len(value) + 4
+            return
+        # A trailer, after a chunked body: dropped, as uvicorn's h11 protocol dropped them (httptools'
+        # would add them to the headers the app already has), and capped like headers.
+        self.trailer_bytes += len(name) + len(value) + 4
+        if self.trailer_bytes > MAX_HEADER_BYTES and self.refusal is None:
+            message = f"the request's trailers are over {MAX_HEADER_BYTES} bytes"
+            self.refusal = Refusal("body", 431, "headers_too_large", message)
 
     def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        self.reading = "body"
+        if self.refusal is None:  # once refused, the requests after it in the same read are dropped too
+            self.refusal = self.refused_from_headers()
+        if self.refusal is None:
+            super().on_headers_complete()
+            self.reading = "body"
+
+    def refused_from_headers(self) -> Refusal | None:
+        """A request refused before it reaches the app. An upgrade (or CONNECT): httptools would skip
+        its body and parse that as further requests (the service switches to no other protocol). A
+        request without exactly one Host header: invalid in HTTP/1.1, and refused by h11 before.
+        Headers over the limit that came in one read: refused before the app starts on them."""
+        if self.field_bytes > MAX_HEADER_BYTES:
+            return HEADERS_TOO_LARGE
+        if self.parser.should_upgrade() or self.parser.get_method() == b"CONNECT":
+            message = "this service does not switch protocols: send the request without Upgrade"
+            return Refusal("headers", 400, "upgrade_not_supported", message)
+        hosts = sum(name == b"host" for name, _ in self.headers)
+        if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
+            message = "an HTTP/1.1 request needs exactly one Host header"
+            return Refusal("headers", 400, "invalid_request", message)
+        return None
+
+    def on_body(self, body: bytes) -> None:
+        if self.reading == "body":  # not for a request refused from its headers: it has no cycle
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self.reading = None
+        if self.reading == "body":
+            super().on_message_complete()
+        self.reading, self.bytes_seen = None, False
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self.bytes_seen = False  # uvicorn's keep-alive timeout takes over while the connection is idle
         self.watch()
 
     def pause_writing(self) -> None:
@@ -114,24 +214,50 @@ class ServiceProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def watch(self) -> None:
-        """Run the deadline that fits what the client still owes: headers, the body, or nothing."""
-        if self.transport.is_closing():
-            waiting_for = None
-        elif self.reading is None and self.cycle is None:
-            waiting_for = "headers"  # a new connection owes its first request
-        else:
-            waiting_for = self.reading
+        """Run the deadline that fits what the client owes now (see `owed`). While none runs on an idle
+        connection, uvicorn's keep-alive timeout does: each read stops it, and uvicorn starts it again
+        only when an answer completes (not after a body that came in after its answer, as a 413's)."""
+        waiting_for = None if self.transport.is_closing() else self.owed()
         if waiting_for == self.waiting_for:
             return
-        if self.waiting_for is None:  # a new request has begun: its deadlines count from now
+        if self.waiting_for is None:  # its deadline counts from now (a new request's, from its first byte)
             self.request_started = self.loop.time()
         self.stop_deadline()
         self.waiting_for = waiting_for
         if waiting_for is not None:
+            self._unset_keepalive_if_required()  # the deadline governs, not the keep-alive timeout
             limits = self.limits
             seconds = limits.header_timeout_s if waiting_for == "headers" else limits.request_timeout_s
             at = self.request_started + seconds
             self.deadline = self.loop.call_at(at, self.on_deadline, waiting_for, seconds)
+        elif self.idle() and self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def owed(self) -> str | None:
+        """What the client owes now: the "headers" or "body" of the request being read, "headers" of a
+        new connection's first request or after bytes that began none (blank lines), else None: its
+        request is whole, or a pipelined one waits for the answer before it (its deadline starts when
+        its turn comes)."""
+        if self.reading is not None:
+            return None if self.earlier_answer_pending(self.reading) else self.reading
+        if self.cycle is None or (self.idle() and self.bytes_seen):
+            return "headers"
+        return None
+
+    def earlier_answer_pending(self, owed: str) -> bool:
+        """Whether an earlier request's answer is still to be written (a pipelining client): nothing
+        may be said of the request being read, which owes its `owed`, before it. While headers are
+        owed, `self.cycle` (uvicorn makes one per request once its headers are read) is the previous
+        request's; later ones wait in `self.pipeline`."""
+        if self.pipeline:
+            return True
+        return owed == "headers" and self.cycle is not None and not self.cycle.response_complete
+
+    def idle(self) -> bool:
+        """Answered everything, reading nothing."""
+        return self.reading is None and self.cycle is not None and self.cycle.response_complete
 
     def stop_deadline(self) -> None:
         if self.deadline is not None:
@@ -146,23 +272,22 @@ class ServiceProtocol(HttpToolsProtocol):
             return
         what = "request's headers" if waiting_for == "headers" else "whole request"
         message = f"the {what} did not arrive within {seconds:g} s"
-        self.refuse_request(waiting_for, 408, "request_timeout", message)
+        self.refuse_request(Refusal(waiting_for, 408, "request_timeout", message))
 
-    def refuse_request(self, owed: str, status: int, code: str, message: str) -> None:
-        """Refuse the request being read, which still owes its "headers" or "body", unless an answer
-        is already on its way. While headers are owed, `self.cycle` (uvicorn makes one per request
-        once its headers are read) is the previous request's: if that answer is not complete yet (a
-        pipelining client), an error now would be taken for it, so the connection is just closed."""
+    def refuse_request(self, refusal: Refusal) -> None:
+        """Refuse the request being read, unless an answer is already on its way: an earlier request's
+        (an error now would be taken for it: the connection is closed) or its own."""
         cycle = self.cycle
-        if owed == "headers" and cycle is not None and not cycle.response_complete:
+        if self.earlier_answer_pending(refusal.owed):
             self.transport.close()
-        elif owed == "body" and cycle is not None and cycle.response_started:
+        elif refusal.owed == "body" and cycle is not None and cycle.response_started:
             if cycle.response_complete:
                 self.linger()  # answered before its body arrived (a 413, 401 or 429): no second answer
             else:
                 self.transport.close()  # too late for an answer: this request's response is under way
         else:
-            self.refuse(status, code, message, reading=cycle if owed == "body" else None)
+            reading = cycle if refusal.owed == "body" else None
+            self.refuse(refusal.status, refusal.code, refusal.message, reading=reading)
 
     def refuse(
         self,

@@ -19,11 +19,13 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from PIL import Image
 
+import api.connections
 import api.limits
 from api.app import create_app
+from api.connections import ServiceProtocol
 from api.errors import ApiError
 from api.feedback_store import FeedbackStore
 from api.limits import DecodeSlots
@@ -114,10 +116,10 @@ def encode_png(canvas: Image.Image, item: np.ndarray) -> bytes:
 
 
 @contextmanager
-def serving_in_thread(app: FastAPI) -> Iterator[tuple[str, int]]:
+def serving_in_thread(app: FastAPI, http: type[asyncio.Protocol] | str = "auto") -> Iterator[tuple[str, int]]:
     """A real uvicorn server for an app built here (with a route added for the test), on a port it
-    chooses itself."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="info"))
+    chooses itself; `http`: uvicorn's protocol class (the service's own, for one)."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="info", http=http))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -287,6 +289,14 @@ def test_a_request_that_does_not_arrive_in_time_gets_408_and_is_closed(
         assert 'route="/v1/predict",status="408"} 1.0' in metrics
 
 
+def only_answer(received: bytes) -> tuple[bytes, dict[str, Any]]:
+    """The status line and JSON body of the one answer in `received`, which must close the connection."""
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert len(re.findall(rb"HTTP/1\.1 \d{3} ", received)) == 1, received[:300]
+    assert b"connection: close" in head.lower()
+    return head.split(b"\r\n")[0], json.loads(body)
+
+
 def test_slow_headers_on_a_keep_alive_connection_get_408_too(impatient_server: LiveServer) -> None:
     """Found porting to httptools: on a connection that had been answered before, slow headers were
     taken for that finished request's and the connection was closed without an answer."""
@@ -294,29 +304,151 @@ def test_slow_headers_on_a_keep_alive_connection_get_408_too(impatient_server: L
         connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(reader)[0] == 200
         connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        started = time.monotonic()
         status, headers, body = read_response(reader)
     assert status == 408 and headers["connection"] == "close"
-    assert json.loads(body)["error"]["code"] == "request_timeout"
+    assert json.loads(body)["error"]["message"] == "the request's headers did not arrive within 1 s"
+    assert 0.8 < time.monotonic() - started < 3  # from this request's first byte, not the connection's
 
 
-def test_headers_past_the_limit_get_431_and_the_connection_is_closed(impatient_server: LiveServer) -> None:
-    """Headers are capped as h11 capped them (16 KB), but answered in the service's error schema: a
-    client cannot make the server hold headers of any size until the deadline. Before (h11): a plain
-    text 400."""
+def test_blank_lines_after_an_answer_do_not_hold_the_connection(impatient_server: LiveServer) -> None:
+    """Found in review of the httptools port: a blank line after an answer begins no request, but it
+    stopped uvicorn's keep-alive timeout, and no deadline ran: the client held its connection forever
+    (here the socket's 10 s timeout)."""
+    with connect(impatient_server) as connection, connection.makefile("rb") as reader:
+        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(reader)[0] == 200
+        connection.sendall(b"\r\n")
+        status, _, body = read_response(reader)
+    assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
+
+
+def test_a_body_that_follows_its_413_leaves_the_connection_to_the_keep_alive_timeout(
+    impatient_server: LiveServer,
+) -> None:
+    """Found in review of the httptools port: a body sent whole after its early 413 stopped uvicorn's
+    keep-alive timeout (every read does), and once it was whole no deadline ran: held forever."""
+    size = 11 * 1024 * 1024  # over the upload limit (10 MB, and room for multipart)
+    with connect(impatient_server) as connection:
+        connection.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: %d\r\n\r\n" % size
+        )
+        assert connection.recv(65536).startswith(b"HTTP/1.1 413 ")
+        connection.sendall(b"\0" * size)
+        waited, received = answer_and_close(connection)
+    assert received == b"" and waited < 8  # uvicorn's keep-alive timeout is 5 s
+
+
+@pytest.mark.parametrize("one_read", [True, False], ids=["in one read", "in reads of their own"])
+def test_headers_past_the_limit_get_431_and_the_connection_is_closed(
+    impatient_server: LiveServer, one_read: bool
+) -> None:
+    """Headers are capped as h11 capped them (16 KB), in the service's error schema, whether they
+    arrive whole or a field at a time (httptools holds an incomplete field itself). Before (h11): a
+    plain-text 400, the connection closed mid-send."""
+    padding = [b"X-Padding-%d: " % i + b"a" * 8180 + b"\r\n" for i in range(8)]
     with connect(impatient_server) as connection:
         connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
-        for _ in range(8):  # 64 KB in reads of their own, none of them completing the headers
-            connection.sendall(b"X-Padding: " + b"a" * 8180 + b"\r\n")
+        if one_read:
+            connection.sendall(b"".join(padding) + b"\r\n")
+        for field in [] if one_read else padding:  # none of these reads completes the headers
+            connection.sendall(field)
             time.sleep(0.01)
         waited, received = answer_and_close(connection)
-    head, _, body = received.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 431 ") and b"connection: close" in head.lower(), received[:200]
-    assert json.loads(body)["error"] == {
+    status, body = only_answer(received)
+    assert status.startswith(b"HTTP/1.1 431 ") and waited < 4
+    assert body["error"] == {
         "code": "headers_too_large",
         "message": "the request's headers are over 16384 bytes",
     }
-    assert waited < 4
     assert httpx.get(impatient_server.url + "/health/live").status_code == 200
+
+
+def test_trailers_are_capped_like_headers(impatient_server: LiveServer) -> None:
+    """Found in review of the httptools port: trailers after a chunked body had no limit (httptools
+    passes each to uvicorn, which appended it to the request's headers)."""
+    trailers = b"".join(b"X-Trailer-%d: " % i + b"a" * 100 + b"\r\n" for i in range(200))
+    with connect(impatient_server) as connection:
+        connection.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n" + trailers + b"\r\n"
+        )
+        _, received = answer_and_close(connection)
+    status, body = only_answer(received)
+    assert status.startswith(b"HTTP/1.1 431 ")
+    assert body["error"]["message"] == "the request's trailers are over 16384 bytes"
+
+
+SMUGGLED = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("sent", "code"),
+    [
+        (b"GET /health/live HTTP/1.1\r\n\r\n", "invalid_request"),
+        (b"GET /health/live HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "invalid_request"),
+        (b"GET /health/live HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", "invalid_request"),
+        (
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+            b"Content-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED,
+            "upgrade_not_supported",
+        ),
+        (b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n" + SMUGGLED, "upgrade_not_supported"),
+    ],
+    ids=["no Host", "two Hosts", "malformed", "upgrade with a body", "CONNECT"],
+)
+def test_requests_the_service_does_not_take_get_one_400_and_reach_no_route(
+    impatient_server: LiveServer, sent: bytes, code: str
+) -> None:
+    """Found in review of the httptools port: an upgrade request's body was skipped and parsed as
+    further requests (here a smuggled GET, answered 200), and a request without a Host header was
+    served (h11 refused it); the parser's own 400 was plain text."""
+    with connect(impatient_server) as connection:
+        connection.sendall(sent)
+        _, received = answer_and_close(connection)
+    status, body = only_answer(received)
+    assert status.startswith(b"HTTP/1.1 400 ") and body["error"]["code"] == code
+
+
+def test_a_pipelined_request_is_refused_only_after_the_answer_before_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review of the httptools port: the body deadline of a pipelined request ran while the
+    request before it was still in the app, and its 408 went out first, taken for that answer."""
+    monkeypatch.setenv("APPAREL_REQUEST_TIMEOUT_S", "1.5")
+    api.connections.settings_from_env.cache_clear()
+    app = FastAPI()
+
+    @app.get("/slow")
+    async def slow() -> dict[str, str]:
+        await asyncio.sleep(2.5)
+        return {"status": "done"}
+
+    @app.post("/echo")
+    async def echo(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    pipelined = (
+        b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"  # 7 bytes short
+    )
+    try:
+        with (
+            serving_in_thread(app, http=ServiceProtocol) as address,
+            socket.create_connection(address, timeout=10) as connection,
+            connection.makefile("rb") as reader,
+        ):
+            connection.sendall(pipelined)
+            started = time.monotonic()
+            first = read_response(reader)
+            status, _, body = read_response(reader)
+            waited = time.monotonic() - started
+    finally:
+        api.connections.settings_from_env.cache_clear()
+    assert (first[0], json.loads(first[2])) == (200, {"status": "done"})
+    assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
+    assert waited > 3.5  # its deadline started when its turn came: 2.5 s, then 1.5 s
 
 
 def test_a_request_answered_before_its_body_gets_no_second_answer(impatient_server: LiveServer) -> None:

@@ -78,7 +78,8 @@ class ServiceProtocol(HttpToolsProtocol):
         # The size of its headers (and apart, of its trailers), counted two ways, neither above the true
         # size: the fields the parser has delivered, and whole reads that came while they were incomplete
         # (a field still arriving is held inside the parser, not delivered yet). On the wire, its body
-        # may take twice the upload limit (chunk framing; a body that still comes after a 413).
+        # may take twice the upload limit (chunk framing; a body that still comes after a 413), counted
+        # over whole reads (one that began with its headers is not: up to one read more).
         self.field_bytes = 0
         self.trailer_bytes = 0
         self.unparsed_header_bytes = 0

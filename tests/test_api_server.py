@@ -380,6 +380,21 @@ def test_trailers_are_capped_like_headers(impatient_server: LiveServer) -> None:
     assert body["error"]["message"] == "the request's trailers are over 16384 bytes"
 
 
+def test_a_body_that_takes_twice_the_upload_limit_on_the_wire_is_refused(server: LiveServer) -> None:
+    """The wire's own cap (here 2 x 300,000 bytes): a body of 200,000 bytes sent as one-byte chunks
+    takes 1.2 MB to send. The app counts only the body, so this is the protocol's 413."""
+    body = b"".join(b"1\r\na\r\n" for _ in range(200_000))
+    with connect(server) as connection:
+        connection.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + body + b"0\r\n\r\n"
+        )
+        _, received = answer_and_close(connection)
+    status, answer = only_answer(received)
+    assert status.startswith(b"HTTP/1.1 413 ")
+    assert answer["error"] == {"code": "payload_too_large", "message": "the request is over 600000 bytes"}
+
+
 SMUGGLED = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
 
 

@@ -6,11 +6,12 @@ arrive within `header_timeout_s` of its first byte and the whole request within 
 it is answered 408 and the connection closed; a connection that sends nothing is closed after
 `header_timeout_s`; past `max_connections` open connections a new one is answered 503 `busy` at once.
 Headers (or trailers) over `MAX_HEADER_BYTES` are answered 431, a request whose body takes more than
-twice the upload limit on the wire 413, an upgrade (or CONNECT) or a request without exactly one Host
-header 400, as is what the parser rejects: h11, which the service ran on before, had such limits of its
-own; httptools does not, and would parse the body of an upgrade request as further requests. With a
-pipelining client, nothing is said of a request before the answers to the ones before it: its deadline
-starts when its turn comes, and a refusal that cannot wait closes the connection.
+twice the upload limit on the wire 413, an upgrade (or CONNECT), a version other than HTTP/1.1 and 1.0
+or a request without exactly one Host header 400, as is what the parser rejects: h11, which the service
+ran on before, had such limits of its own; httptools does not, and would parse the body of an upgrade
+request as further requests. With a pipelining client, nothing is said of a request before the answers
+to the ones before it: its deadline starts when its turn comes, and a refusal that cannot wait closes
+the connection.
 A client that stops reading its answers for `write_timeout_s` is dropped: the server would otherwise
 wait for the socket to drain forever, holding the connection. Answers use the service's one error schema;
 a refused client's input is read and dropped for a moment after the answer (a lingering close), since
@@ -59,6 +60,9 @@ class Refusal(NamedTuple):
 HEADERS_TOO_LARGE = Refusal(
     "headers", 431, "headers_too_large", f"the request's headers are over {MAX_HEADER_BYTES} bytes"
 )
+TRAILERS_TOO_LARGE = Refusal(
+    "body", 431, "headers_too_large", f"the request's trailers are over {MAX_HEADER_BYTES} bytes"
+)
 
 
 class ServiceProtocol(HttpToolsProtocol):
@@ -75,14 +79,17 @@ class ServiceProtocol(HttpToolsProtocol):
         # byte, "body" once its headers are complete, None once it is whole (or before any request).
         self.reading: str | None = None
         self.requests_begun = 0
+        # Chunked bodies: after the last chunk's header come the trailers (the parser tells the last
+        # chunk apart only by the data that does not follow); every chunk callback is counted.
+        self.in_trailers = False
+        self.chunk_events = 0
         # The size of its headers (and apart, of its trailers), counted two ways, neither above the true
         # size: the fields the parser has delivered, and whole reads that came while they were incomplete
         # (a field still arriving is held inside the parser, not delivered yet). On the wire, its body
         # may take twice the upload limit (chunk framing; a body that still comes after a 413), counted
         # over whole reads (one that began with its headers is not: up to one read more).
-        self.field_bytes = 0
-        self.trailer_bytes = 0
-        self.unparsed_header_bytes = 0
+        self.field_bytes = self.unparsed_header_bytes = 0
+        self.trailer_bytes = self.unparsed_trailer_bytes = 0
         self.body_wire_bytes = 0
         # Set while parsing a read (from a parser callback), answered once the read is parsed.
         self.refusal: Refusal | None = None
@@ -108,24 +115,29 @@ class ServiceProtocol(HttpToolsProtocol):
         if self.lingering:
             return
         self.bytes_seen = True
-        before = (self.reading, self.requests_begun)
+        before = (self.reading, self.requests_begun, self.chunk_events)
         super().data_received(data)
         if self.lingering or self.transport.is_closing():
             return
-        if self.refusal is None and before == (self.reading, self.requests_begun):
-            self.refusal = self.counted(data)  # the whole read fell within one part of one request
+        if self.refusal is None and before[:2] == (self.reading, self.requests_begun):
+            # The whole read fell within one part of one request; within its trailers if no chunk began.
+            self.refusal = self.counted(data, in_trailers=self.in_trailers and before[2] == self.chunk_events)
         if self.refusal is not None:
             self.refuse_request(self.refusal)
             return
         self.watch()
 
-    def counted(self, data: bytes) -> Refusal | None:
-        """Count a read that fell within the headers or the body of one request: the refusal if it
-        goes past a limit."""
+    def counted(self, data: bytes, in_trailers: bool) -> Refusal | None:
+        """Count a read that fell within the headers, the trailers or the rest of the body of one
+        request: the refusal if it goes past a limit."""
         if self.reading == "headers":
             self.unparsed_header_bytes += len(data)
             if self.unparsed_header_bytes > MAX_HEADER_BYTES:
                 return HEADERS_TOO_LARGE
+        elif self.reading == "body" and in_trailers:
+            self.unparsed_trailer_bytes += len(data)
+            if self.unparsed_trailer_bytes > MAX_HEADER_BYTES:
+                return TRAILERS_TOO_LARGE
         elif self.reading == "body":
             self.body_wire_bytes += len(data)
             limit = 2 * self.limits.max_upload_bytes
@@ -137,13 +149,20 @@ class ServiceProtocol(HttpToolsProtocol):
         """A request the parser rejects: answered in the error schema (uvicorn's is plain text), and
         only when no earlier answer is still being written."""
         owed = "body" if self.reading == "body" else "headers"
-        self.refuse_request(Refusal(owed, 400, "invalid_request", "the request is not valid HTTP/1.1"))
+        invalid = Refusal(owed, 400, "invalid_request", "the request is not valid HTTP/1.1")
+        self.refuse_request(self.refusal or invalid)  # a refusal earlier in the read comes first
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """Not logged: the service refuses every upgrade itself (`refused_from_headers`); uvicorn would
+        log a warning that suggests installing a WebSocket library."""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.reading, self.requests_begun = "headers", self.requests_begun + 1
-        self.field_bytes = self.trailer_bytes = self.unparsed_header_bytes = self.body_wire_bytes = 0
-        self.request_started = self.loop.time()
+        self.reading, self.requests_begun, self.bytes_seen = "headers", self.requests_begun + 1, True
+        self.field_bytes = self.unparsed_header_bytes = self.body_wire_bytes = 0
+        self.trailer_bytes = self.unparsed_trailer_bytes = 0
+        self.in_trailers = False
+        self.stop_deadline()  # its deadline counts from its first byte (`watch`, after this read)
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -158,8 +177,13 @@ class ServiceProtocol(HttpToolsProtocol):
         # would add them to the headers the app already has), and capped like headers.
         self.trailer_bytes += len(name) + len(value) + 4
         if self.trailer_bytes > MAX_HEADER_BYTES and self.refusal is None:
-            message = f"the request's trailers are over {MAX_HEADER_BYTES} bytes"
-            self.refusal = Refusal("body", 431, "headers_too_large", message)
+            self.refusal = TRAILERS_TOO_LARGE
+
+    def on_chunk_header(self) -> None:
+        self.in_trailers, self.chunk_events = True, self.chunk_events + 1
+
+    def on_chunk_complete(self) -> None:
+        self.in_trailers, self.chunk_events = False, self.chunk_events + 1
 
     def on_headers_complete(self) -> None:
         if self.refusal is None:  # once refused, the requests after it in the same read are dropped too
@@ -178,13 +202,19 @@ class ServiceProtocol(HttpToolsProtocol):
         if self.parser.should_upgrade() or self.parser.get_method() == b"CONNECT":
             message = "this service does not switch protocols: send the request without Upgrade"
             return Refusal("headers", 400, "upgrade_not_supported", message)
+        version = self.parser.get_http_version()
+        if version not in ("1.0", "1.1"):
+            return Refusal(
+                "headers", 400, "invalid_request", f"HTTP/{version}: only HTTP/1.1 and 1.0 are served"
+            )
         hosts = sum(name == b"host" for name, _ in self.headers)
-        if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
             message = "an HTTP/1.1 request needs exactly one Host header"
             return Refusal("headers", 400, "invalid_request", message)
         return None
 
     def on_body(self, body: bytes) -> None:
+        self.in_trailers, self.chunk_events = False, self.chunk_events + 1
         if self.reading == "body":  # not for a request refused from its headers: it has no cycle
             super().on_body(body)
 
@@ -219,14 +249,15 @@ class ServiceProtocol(HttpToolsProtocol):
         connection, uvicorn's keep-alive timeout does: each read stops it, and uvicorn starts it again
         only when an answer completes (not after a body that came in after its answer, as a 413's)."""
         waiting_for = None if self.transport.is_closing() else self.owed()
+        if waiting_for is not None:
+            self._unset_keepalive_if_required()  # the deadline governs, not the keep-alive timeout
         if waiting_for == self.waiting_for:
             return
-        if self.waiting_for is None:  # its deadline counts from now (a new request's, from its first byte)
+        if self.waiting_for is None:  # counts from now: a new request's from the read of its first byte
             self.request_started = self.loop.time()
         self.stop_deadline()
         self.waiting_for = waiting_for
         if waiting_for is not None:
-            self._unset_keepalive_if_required()  # the deadline governs, not the keep-alive timeout
             limits = self.limits
             seconds = limits.header_timeout_s if waiting_for == "headers" else limits.request_timeout_s
             at = self.request_started + seconds

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         # httptools parsing (C) with deadlines for slow clients and a connection cap; uvloop: measured
         # side by side, each raised the requests per second (README, Serving).
         http="api.connections:ServiceProtocol",
+        ws="none",  # no WebSocket routes: every upgrade is refused (api.connections)
         loop="uvloop",  # named, not "auto": without it installed, this fails instead of serving slower
         timeout_graceful_shutdown=10,
     )

@@ -337,7 +337,24 @@ def test_a_body_that_follows_its_413_leaves_the_connection_to_the_keep_alive_tim
         assert connection.recv(65536).startswith(b"HTTP/1.1 413 ")
         connection.sendall(b"\0" * size)
         waited, received = answer_and_close(connection)
-    assert received == b"" and waited < 8  # uvicorn's keep-alive timeout is 5 s
+    # uvicorn's keep-alive timeout (5 s) closed it, not the request deadline (1.5 s) and a linger (2 s)
+    assert received == b"" and 4 < waited < 8
+
+
+def test_an_early_answer_leaves_the_rest_of_its_body_to_the_request_deadline(server: LiveServer) -> None:
+    """Found in review: after an early answer (a 413 from Content-Length) uvicorn's keep-alive timeout
+    (5 s) ran beside the request's deadline (30 s) and cut a client pausing in its body; the body sent,
+    the connection serves the next request."""
+    size = 400_000  # over this server's upload limit
+    with connect(server) as connection, connection.makefile("rb") as reader:
+        connection.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: %d\r\n\r\n" % size
+        )
+        assert read_response(reader)[0] == 413
+        time.sleep(6)  # then the body it still owes, and another request
+        connection.sendall(b"\0" * size + b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(reader)[0] == 200
 
 
 @pytest.mark.parametrize("one_read", [True, False], ids=["in one read", "in reads of their own"])
@@ -347,14 +364,14 @@ def test_headers_past_the_limit_get_431_and_the_connection_is_closed(
     """Headers are capped as h11 capped them (16 KB), in the service's error schema, whether they
     arrive whole or a field at a time (httptools holds an incomplete field itself). Before (h11): a
     plain-text 400, the connection closed mid-send."""
-    padding = [b"X-Padding-%d: " % i + b"a" * 8180 + b"\r\n" for i in range(8)]
+    padding = [b"X-Padding-%d: " % i + b"a" * 8180 + b"\r\n" for i in range(16)]
     with connect(impatient_server) as connection:
         connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
         if one_read:
             connection.sendall(b"".join(padding) + b"\r\n")
         for field in [] if one_read else padding:  # none of these reads completes the headers
             connection.sendall(field)
-            time.sleep(0.01)
+            time.sleep(0.03)  # more than 16 KB in whole reads, even if the first takes half of them
         waited, received = answer_and_close(connection)
     status, body = only_answer(received)
     assert status.startswith(b"HTTP/1.1 431 ") and waited < 4
@@ -378,6 +395,34 @@ def test_trailers_are_capped_like_headers(impatient_server: LiveServer) -> None:
     status, body = only_answer(received)
     assert status.startswith(b"HTTP/1.1 431 ")
     assert body["error"]["message"] == "the request's trailers are over 16384 bytes"
+
+
+def test_a_trailer_still_arriving_is_capped_too(impatient_server: LiveServer) -> None:
+    """Found in review: a trailer field still arriving is held inside the parser, growing with each
+    read (at a cost growing with its square), and was counted only as body bytes (2 x 10 MB here);
+    the request deadline (1.5 s, a 408) would have ended it first."""
+    with connect(impatient_server) as connection:
+        connection.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\nX-Trailer: "
+        )
+        for _ in range(16):  # never ends the field
+            time.sleep(0.03)
+            connection.sendall(b"a" * 4096)
+        _, received = answer_and_close(connection)
+    status, body = only_answer(received)
+    assert status.startswith(b"HTTP/1.1 431 ")
+    assert body["error"]["message"] == "the request's trailers are over 16384 bytes"
+
+
+def test_a_pipelined_request_whose_headers_stall_gets_its_408(impatient_server: LiveServer) -> None:
+    """Found in review: a request begun in the read that finished the one before it was not counted as
+    bytes sent, and its stalled headers got a silent close instead of the 408."""
+    with connect(impatient_server) as connection, connection.makefile("rb") as reader:
+        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /health/live HTTP/1.1\r\nHo")
+        assert read_response(reader)[0] == 200
+        status, _, body = read_response(reader)
+    assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
 
 
 def test_a_body_that_takes_twice_the_upload_limit_on_the_wire_is_refused(server: LiveServer) -> None:
@@ -410,8 +455,9 @@ SMUGGLED = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
             "upgrade_not_supported",
         ),
         (b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n" + SMUGGLED, "upgrade_not_supported"),
+        (b"GET /health/live HTTP/2.0\r\nHost: x\r\n\r\n", "invalid_request"),
     ],
-    ids=["no Host", "two Hosts", "malformed", "upgrade with a body", "CONNECT"],
+    ids=["no Host", "two Hosts", "malformed", "upgrade with a body", "CONNECT", "HTTP/2.0"],
 )
 def test_requests_the_service_does_not_take_get_one_400_and_reach_no_route(
     impatient_server: LiveServer, sent: bytes, code: str

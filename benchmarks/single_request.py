@@ -36,7 +36,7 @@ PARTS = {
     "decode and preprocess": ("image_bytes_to_input", "decoded_pixels"),
     "multipart parsing": ("python_multipart", "parse_form", "MultiPartParser"),
     "softmax, top-k, response": ("Predictor.predict_arrays", "Predictor.answer", "serialize_response"),
-    "HTTP (uvicorn, h11) and middleware": ("h11", "httptools", "uvicorn", "starlette", "observability"),
+    "HTTP (uvicorn, httptools) and middleware": ("httptools", "h11", "uvicorn", "starlette", "observability"),
 }
 
 

@@ -5,9 +5,9 @@ trickling its headers or body (slowloris) holds a connection forever. Here a req
 arrive within `header_timeout_s` of its first byte and the whole request within `request_timeout_s`, or
 it is answered 408 and the connection closed; a connection that sends nothing is closed after
 `header_timeout_s`; past `max_connections` open connections a new one is answered 503 `busy` at once.
-Headers (or trailers) over `MAX_HEADER_BYTES` are answered 431, a request whose body takes more than
-twice the upload limit on the wire 413, an upgrade (or CONNECT), a version other than HTTP/1.1 and 1.0
-or a request without exactly one Host header 400, as is what the parser rejects: h11, which the service
+Headers (or trailers) over `MAX_HEADER_BYTES` are answered 431; an upgrade (or CONNECT), a version
+other than HTTP/1.1 and 1.0, or an HTTP/1.1 request without exactly one Host header 400, as is what the
+parser rejects: h11, which the service
 ran on before, had such limits of its own; httptools does not, and would parse the body of an upgrade
 request as further requests. With a pipelining client, nothing is said of a request before the answers
 to the ones before it: its deadline starts when its turn comes, and a refusal that cannot wait closes
@@ -36,7 +36,6 @@ MAX_HEADER_BYTES = 16 * 1024
 REASONS = {
     400: b"Bad Request",
     408: b"Request Timeout",
-    413: b"Content Too Large",
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
 }
@@ -85,12 +84,10 @@ class ServiceProtocol(HttpToolsProtocol):
         self.chunk_events = 0
         # The size of its headers (and apart, of its trailers), counted two ways, neither above the true
         # size: the fields the parser has delivered, and whole reads that came while they were incomplete
-        # (a field still arriving is held inside the parser, not delivered yet). On the wire, its body
-        # may take twice the upload limit (chunk framing; a body that still comes after a 413), counted
-        # over whole reads (one that began with its headers is not: up to one read more).
+        # (a field still arriving is held inside the parser, not delivered yet). The body is the app's to
+        # count: uvicorn holds at most a buffer of it, and drops what comes after an answer (a 413's).
         self.field_bytes = self.unparsed_header_bytes = 0
         self.trailer_bytes = self.unparsed_trailer_bytes = 0
-        self.body_wire_bytes = 0
         # Set while parsing a read (from a parser callback), answered once the read is parsed.
         self.refusal: Refusal | None = None
         self.write_deadline: asyncio.TimerHandle | None = None
@@ -115,21 +112,22 @@ class ServiceProtocol(HttpToolsProtocol):
         if self.lingering:
             return
         self.bytes_seen = True
-        before = (self.reading, self.requests_begun, self.chunk_events)
+        reading, begun, chunk_events = self.reading, self.requests_begun, self.chunk_events
         super().data_received(data)
         if self.lingering or self.transport.is_closing():
             return
-        if self.refusal is None and before[:2] == (self.reading, self.requests_begun):
+        if self.refusal is None and (reading, begun) == (self.reading, self.requests_begun):
             # The whole read fell within one part of one request; within its trailers if no chunk began.
-            self.refusal = self.counted(data, in_trailers=self.in_trailers and before[2] == self.chunk_events)
+            in_trailers = self.in_trailers and chunk_events == self.chunk_events
+            self.refusal = self.counted(data, in_trailers)
         if self.refusal is not None:
             self.refuse_request(self.refusal)
             return
         self.watch()
 
     def counted(self, data: bytes, in_trailers: bool) -> Refusal | None:
-        """Count a read that fell within the headers, the trailers or the rest of the body of one
-        request: the refusal if it goes past a limit."""
+        """Count a read that fell within the headers or the trailers of one request: the refusal if it
+        goes past a limit."""
         if self.reading == "headers":
             self.unparsed_header_bytes += len(data)
             if self.unparsed_header_bytes > MAX_HEADER_BYTES:
@@ -138,11 +136,6 @@ class ServiceProtocol(HttpToolsProtocol):
             self.unparsed_trailer_bytes += len(data)
             if self.unparsed_trailer_bytes > MAX_HEADER_BYTES:
                 return TRAILERS_TOO_LARGE
-        elif self.reading == "body":
-            self.body_wire_bytes += len(data)
-            limit = 2 * self.limits.max_upload_bytes
-            if self.body_wire_bytes > limit:
-                return Refusal("body", 413, "payload_too_large", f"the request is over {limit} bytes")
         return None
 
     def send_400_response(self, msg: str) -> None:
@@ -159,7 +152,7 @@ class ServiceProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.reading, self.requests_begun, self.bytes_seen = "headers", self.requests_begun + 1, True
-        self.field_bytes = self.unparsed_header_bytes = self.body_wire_bytes = 0
+        self.field_bytes = self.unparsed_header_bytes = 0
         self.trailer_bytes = self.unparsed_trailer_bytes = 0
         self.in_trailers = False
         self.stop_deadline()  # its deadline counts from its first byte (`watch`, after this read)

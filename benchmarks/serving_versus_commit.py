@@ -8,8 +8,8 @@ removed afterwards.
 Rows: one request at a time (p50 over the `GET /health/live` floor, a synchronous client, interleaved on
 one connection per server); requests per second at concurrency 32; 16 images as one batch call against
 16 single calls. Default base: baa28e0, the serving code when issue 13 was filed. The base server runs
-with this environment, less the packages its own Pipfile.lock did not have (uvicorn picks uvloop and
-httptools by itself wherever they import): so it runs as it was served.
+with this environment, less the packages its own Pipfile.lock did not have (uvicorn's default loop takes
+uvloop wherever it imports): so it runs as it was served.
 
     python -m benchmarks.serving_versus_commit [--base COMMIT] [--rounds 5] [--requests 300]
 """
@@ -17,9 +17,12 @@ httptools by itself wherever they import): so it runs as it was served.
 import argparse
 import asyncio
 import json
+import os
+import re
 import shutil
 import subprocess
 import tempfile
+from importlib.metadata import packages_distributions
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +87,32 @@ def batches(servers: dict[str, LiveServer], rounds: int) -> list[dict[str, Any]]
 
 
 def without_newer_packages(base: str, folder: Path) -> tuple[dict[str, str], list[str]]:
-    """Environment variables for the base commit's server that hide the packages this checkout's lock
-    has and the base's had not (a module of that name that fails to import), and their names."""
+    """Environment variables for the base commit's server that hide the top-level modules of the
+    packages this checkout's lock has and the base's had not (a module of that name that fails to
+    import, ahead of the installed one), and the modules hidden."""
     shown = subprocess.run(["git", "show", f"{base}:Pipfile.lock"], capture_output=True, text=True,
                            check=True, cwd=PROJECT_ROOT)  # fmt: skip
     then = json.loads(shown.stdout)["default"]
     now = json.loads((PROJECT_ROOT / "Pipfile.lock").read_text())["default"]
-    newer = sorted(set(now) - set(then))
+    newer = {normalized(name) for name in set(now) - set(then)}
+    modules = sorted(
+        module
+        for module, distributions in packages_distributions().items()
+        if module.isidentifier() and any(normalized(name) in newer for name in distributions)
+    )
     hidden = folder / "hidden"
     hidden.mkdir()
-    for name in newer:
-        module = hidden / f"{name.replace('-', '_')}.py"
-        module.write_text(f"raise ImportError('{name} was not installed at commit {base}')\n")
-    return {"PYTHONPATH": str(hidden)}, newer
+    for module in modules:
+        (hidden / f"{module}.py").write_text(
+            f"raise ImportError('{module} was not installed at commit {base}')\n"
+        )
+    path = os.pathsep.join(filter(None, [str(hidden), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path}, modules
+
+
+def normalized(distribution: str) -> str:
+    """A distribution's name as the lock writes it (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from .conftest import REPO_ROOT
 EXTRAS_ONLY = (
     *("sqlalchemy", "alembic", "fastapi", "fastapi_offline", "starlette", "uvicorn", "multipart"),
     *("prometheus_client", "pydantic_settings", "mlflow", "matplotlib", "optuna", "torchvision"),
+    *("uvloop", "httptools"),
 )
 
 PROBE = f"""

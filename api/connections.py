@@ -7,11 +7,10 @@ it is answered 408 and the connection closed; a connection that sends nothing is
 `header_timeout_s`; past `max_connections` open connections a new one is answered 503 `busy` at once.
 Headers (or trailers) over `MAX_HEADER_BYTES` are answered 431; an upgrade (or CONNECT), a version
 other than HTTP/1.1 and 1.0, or an HTTP/1.1 request without exactly one Host header 400, as is what the
-parser rejects: h11, which the service
-ran on before, had such limits of its own; httptools does not, and would parse the body of an upgrade
-request as further requests. With a pipelining client, nothing is said of a request before the answers
-to the ones before it: its deadline starts when its turn comes, and a refusal that cannot wait closes
-the connection.
+parser rejects: h11, which the service ran on before, had such limits of its own; httptools does not,
+and would parse the body of an upgrade request as further requests. With a pipelining client, nothing
+is said of a request before the answers to the ones before it: its deadline starts when its turn comes,
+and a refusal that cannot wait closes the connection.
 A client that stops reading its answers for `write_timeout_s` is dropped: the server would otherwise
 wait for the socket to drain forever, holding the connection. Answers use the service's one error schema;
 a refused client's input is read and dropped for a moment after the answer (a lingering close), since

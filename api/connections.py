@@ -81,12 +81,12 @@ class ServiceProtocol(HttpToolsProtocol):
         # chunk apart only by the data that does not follow); every chunk callback is counted.
         self.in_trailers = False
         self.chunk_events = 0
-        # The size of its headers (and apart, of its trailers), counted two ways, neither above the true
-        # size: the fields the parser has delivered, and whole reads that came while they were incomplete
-        # (a field still arriving is held inside the parser, not delivered yet). The body is the app's to
-        # count: uvicorn holds at most a buffer of it, and drops what comes after an answer (a 413's).
-        self.field_bytes = self.unparsed_header_bytes = 0
-        self.trailer_bytes = self.unparsed_trailer_bytes = 0
+        # The size of the block of fields being read (its headers, then apart its trailers), counted two
+        # ways, neither above the true size: the fields the parser has delivered, and whole reads that
+        # came while the block was incomplete (a field still arriving is held inside the parser, not
+        # delivered yet). The body is the app's to count: uvicorn holds at most a buffer of it, and drops
+        # what comes after an answer (a 413's).
+        self.field_bytes = self.unparsed_bytes = 0
         # Set while parsing a read (from a parser callback), answered once the read is parsed.
         self.refusal: Refusal | None = None
         self.write_deadline: asyncio.TimerHandle | None = None
@@ -125,17 +125,22 @@ class ServiceProtocol(HttpToolsProtocol):
         self.watch()
 
     def counted(self, data: bytes, in_trailers: bool) -> Refusal | None:
-        """Count a read that fell within the headers or the trailers of one request: the refusal if it
-        goes past a limit."""
-        if self.reading == "headers":
-            self.unparsed_header_bytes += len(data)
-            if self.unparsed_header_bytes > MAX_HEADER_BYTES:
-                return HEADERS_TOO_LARGE
-        elif self.reading == "body" and in_trailers:
-            self.unparsed_trailer_bytes += len(data)
-            if self.unparsed_trailer_bytes > MAX_HEADER_BYTES:
-                return TRAILERS_TOO_LARGE
+        """Count a read that fell within the headers or the trailers of one request: the refusal if the
+        block goes past the limit."""
+        if self.reading == "headers" or (self.reading == "body" and in_trailers):
+            self.unparsed_bytes += len(data)
+            if self.unparsed_bytes > MAX_HEADER_BYTES:
+                return self.block_too_large()
         return None
+
+    def add_field_bytes(self, size: int) -> None:
+        """Count a field the parser delivered (the URL, a header or a trailer)."""
+        self.field_bytes += size
+        if self.field_bytes > MAX_HEADER_BYTES and self.refusal is None:
+            self.refusal = self.block_too_large()
+
+    def block_too_large(self) -> Refusal:
+        return HEADERS_TOO_LARGE if self.reading == "headers" else TRAILERS_TOO_LARGE
 
     def send_400_response(self, msg: str) -> None:
         """A request the parser rejects: answered in the error schema (uvicorn's is plain text), and
@@ -151,25 +156,20 @@ class ServiceProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.reading, self.requests_begun, self.bytes_seen = "headers", self.requests_begun + 1, True
-        self.field_bytes = self.unparsed_header_bytes = 0
-        self.trailer_bytes = self.unparsed_trailer_bytes = 0
+        self.field_bytes = self.unparsed_bytes = 0
         self.in_trailers = False
         self.stop_deadline()  # its deadline counts from its first byte (`watch`, after this read)
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
-        self.field_bytes += len(url)
+        self.add_field_bytes(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # A trailer, after a chunked body, is dropped, as uvicorn's h11 protocol dropped them (httptools'
+        # would add them to the headers the app already has), and capped like headers.
         if self.reading == "headers":
             super().on_header(name, value)
-            self.field_bytes += len(name) + len(value) + 4
-            return
-        # A trailer, after a chunked body: dropped, as uvicorn's h11 protocol dropped them (httptools'
-        # would add them to the headers the app already has), and capped like headers.
-        self.trailer_bytes += len(name) + len(value) + 4
-        if self.trailer_bytes > MAX_HEADER_BYTES and self.refusal is None:
-            self.refusal = TRAILERS_TOO_LARGE
+        self.add_field_bytes(len(name) + len(value) + 4)
 
     def on_chunk_header(self) -> None:
         self.in_trailers, self.chunk_events = True, self.chunk_events + 1
@@ -183,14 +183,12 @@ class ServiceProtocol(HttpToolsProtocol):
         if self.refusal is None:
             super().on_headers_complete()
             self.reading = "body"
+            self.field_bytes = self.unparsed_bytes = 0  # the trailers, if any, are a block of their own
 
     def refused_from_headers(self) -> Refusal | None:
         """A request refused before it reaches the app. An upgrade (or CONNECT): httptools would skip
         its body and parse that as further requests (the service switches to no other protocol). A
-        request without exactly one Host header: invalid in HTTP/1.1, and refused by h11 before.
-        Headers over the limit that came in one read: refused before the app starts on them."""
-        if self.field_bytes > MAX_HEADER_BYTES:
-            return HEADERS_TOO_LARGE
+        request without exactly one Host header: invalid in HTTP/1.1, and refused by h11 before."""
         if self.parser.should_upgrade() or self.parser.get_method() == b"CONNECT":
             message = "this service does not switch protocols: send the request without Upgrade"
             return Refusal("headers", 400, "upgrade_not_supported", message)

@@ -239,6 +239,10 @@ def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveS
     live.stop()
 
 
+LIVE = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+PREDICT_PNG = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"  # headers to follow
+
+
 def connect(server: LiveServer) -> socket.socket:
     host, port = server.url.removeprefix("http://").split(":")
     connection = socket.create_connection((host, int(port)), timeout=10)
@@ -301,7 +305,7 @@ def test_slow_headers_on_a_keep_alive_connection_get_408_too(impatient_server: L
     """Found porting to httptools: on a connection that had been answered before, slow headers were
     taken for that finished request's and the connection was closed without an answer."""
     with connect(impatient_server) as connection, connection.makefile("rb") as reader:
-        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        connection.sendall(LIVE)
         assert read_response(reader)[0] == 200
         connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         started = time.monotonic()
@@ -316,7 +320,7 @@ def test_blank_lines_after_an_answer_do_not_hold_the_connection(impatient_server
     stopped uvicorn's keep-alive timeout, and no deadline ran: the client held its connection forever
     (here the socket's 10 s timeout)."""
     with connect(impatient_server) as connection, connection.makefile("rb") as reader:
-        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        connection.sendall(LIVE)
         assert read_response(reader)[0] == 200
         connection.sendall(b"\r\n")
         status, _, body = read_response(reader)
@@ -329,12 +333,9 @@ def test_a_body_that_follows_its_413_leaves_the_connection_to_the_keep_alive_tim
     """Found in review of the httptools port: a body sent whole after its early 413 stopped uvicorn's
     keep-alive timeout (every read does), and once it was whole no deadline ran: held forever."""
     size = 11 * 1024 * 1024  # over the upload limit (10 MB, and room for multipart)
-    with connect(impatient_server) as connection:
-        connection.sendall(
-            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            b"Content-Length: %d\r\n\r\n" % size
-        )
-        assert connection.recv(65536).startswith(b"HTTP/1.1 413 ")
+    with connect(impatient_server) as connection, connection.makefile("rb") as reader:
+        connection.sendall(PREDICT_PNG + b"Content-Length: %d\r\n\r\n" % size)
+        assert read_response(reader)[0] == 413  # the whole answer (one recv may hold only its head)
         connection.sendall(b"\0" * size)
         waited, received = answer_and_close(connection)
     # uvicorn's keep-alive timeout (5 s) closed it, not the request deadline (1.5 s) and a linger (2 s)
@@ -347,13 +348,10 @@ def test_an_early_answer_leaves_the_rest_of_its_body_to_the_request_deadline(ser
     the connection serves the next request."""
     size = 400_000  # over this server's upload limit
     with connect(server) as connection, connection.makefile("rb") as reader:
-        connection.sendall(
-            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            b"Content-Length: %d\r\n\r\n" % size
-        )
+        connection.sendall(PREDICT_PNG + b"Content-Length: %d\r\n\r\n" % size)
         assert read_response(reader)[0] == 413
         time.sleep(6)  # then the body it still owes, and another request
-        connection.sendall(b"\0" * size + b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        connection.sendall(b"\0" * size + LIVE)
         assert read_response(reader)[0] == 200
 
 
@@ -388,8 +386,7 @@ def test_trailers_are_capped_like_headers(impatient_server: LiveServer) -> None:
     trailers = b"".join(b"X-Trailer-%d: " % i + b"a" * 100 + b"\r\n" for i in range(200))
     with connect(impatient_server) as connection:
         connection.sendall(
-            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n" + trailers + b"\r\n"
+            PREDICT_PNG + b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n" + trailers + b"\r\n"
         )
         _, received = answer_and_close(connection)
     status, body = only_answer(received)
@@ -402,10 +399,7 @@ def test_a_trailer_still_arriving_is_capped_too(impatient_server: LiveServer) ->
     read (at a cost growing with its square), and was counted only as body bytes (2 x 10 MB here);
     the request deadline (1.5 s, a 408) would have ended it first."""
     with connect(impatient_server) as connection:
-        connection.sendall(
-            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\nX-Trailer: "
-        )
+        connection.sendall(PREDICT_PNG + b"Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\nX-Trailer: ")
         for _ in range(16):  # never ends the field
             time.sleep(0.03)
             connection.sendall(b"a" * 4096)
@@ -419,7 +413,7 @@ def test_a_pipelined_request_whose_headers_stall_gets_its_408(impatient_server: 
     """Found in review: a request begun in the read that finished the one before it was not counted as
     bytes sent, and its stalled headers got a silent close instead of the 408."""
     with connect(impatient_server) as connection, connection.makefile("rb") as reader:
-        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\nGET /health/live HTTP/1.1\r\nHo")
+        connection.sendall(LIVE + b"GET /health/live HTTP/1.1\r\nHo")
         assert read_response(reader)[0] == 200
         status, _, body = read_response(reader)
     assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
@@ -438,9 +432,6 @@ def test_a_batch_larger_than_twice_one_upload_is_served(server: LiveServer) -> N
     assert len(response.json()["results"]) == 8
 
 
-SMUGGLED = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
 @pytest.mark.parametrize(
     ("sent", "code"),
     [
@@ -449,10 +440,10 @@ SMUGGLED = b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"
         (b"GET /health/live HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", "invalid_request"),
         (
             b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
-            b"Content-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED) + SMUGGLED,
+            b"Content-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(LIVE) + LIVE,
             "upgrade_not_supported",
         ),
-        (b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n" + SMUGGLED, "upgrade_not_supported"),
+        (b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n" + LIVE, "upgrade_not_supported"),
         (b"GET /health/live HTTP/2.0\r\nHost: x\r\n\r\n", "invalid_request"),
     ],
     ids=["no Host", "two Hosts", "malformed", "upgrade with a body", "CONNECT", "HTTP/2.0"],
@@ -514,10 +505,7 @@ def test_a_request_answered_before_its_body_gets_no_second_answer(impatient_serv
     """Found in review: a request refused from its headers (here a 413 from Content-Length) left the
     client owing its body, and when the deadline passed the server wrote a 408 after the 413."""
     with connect(impatient_server) as connection:
-        connection.sendall(
-            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            b"Content-Length: 99999999\r\n\r\n"
-        )
+        connection.sendall(PREDICT_PNG + b"Content-Length: 99999999\r\n\r\n")
         waited, received = answer_and_close(connection)
     assert received.startswith(b"HTTP/1.1 413 ") and received.count(b"HTTP/1.1 ") == 1, received
     assert waited < 5
@@ -529,10 +517,7 @@ def test_a_client_that_leaves_mid_upload_is_counted_499_not_an_error(tmp_path: P
     live = LiveServer.start(tmp_path / "server.log")
     try:
         with connect(live) as connection:
-            connection.sendall(
-                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                b"Content-Length: 5000\r\n\r\n\x89PNG"
-            )
+            connection.sendall(PREDICT_PNG + b"Content-Length: 5000\r\n\r\n\x89PNG")
             time.sleep(0.3)
         deadline = time.monotonic() + 30
         while 'status="499"' not in (metrics := httpx.get(live.url + "/metrics").text):
@@ -567,12 +552,9 @@ def test_uploads_on_an_old_keep_alive_connection_get_their_own_deadline(
     """Found in review: a request whose headers came in one read kept the connection's start as its
     own, so an upload on a keep-alive connection older than the deadline got an instant 408."""
     photo = product_photo(TEST_IMAGES[0], seed=0, image_format="PNG")
-    headers = (
-        b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(photo)
-    )
+    headers = PREDICT_PNG + b"Content-Length: %d\r\n\r\n" % len(photo)
     with connect(impatient_server) as connection, connection.makefile("rb") as reader:
-        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        connection.sendall(LIVE)
         assert read_response(reader)[0] == 200
         time.sleep(2)  # the connection is now older than the 1.5 s request deadline
         connection.sendall(headers)
@@ -581,7 +563,7 @@ def test_uploads_on_an_old_keep_alive_connection_get_their_own_deadline(
         status, _, body = read_response(reader)
         assert status == 200, body
         time.sleep(1.2)  # past the 1 s header deadline since that request
-        connection.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        connection.sendall(LIVE)
         assert read_response(reader)[0] == 200
 
 
@@ -591,7 +573,7 @@ def test_connections_past_the_cap_get_503_busy_and_the_server_recovers(impatient
     held = [connect(impatient_server) for _ in range(3)]
     try:
         with connect(impatient_server) as surplus:
-            surplus.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+            surplus.sendall(LIVE * 50)
             time.sleep(0.1)  # the request arrives before the server's answer is read
             _, received = answer_and_close(surplus)
         head, _, body = received.partition(b"\r\n\r\n")

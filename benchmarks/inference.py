@@ -1,9 +1,11 @@
-"""In-process inference of the promoted model: single-image latency (p50/p99), batch throughput, and
-agreement with the eager model's classes and accuracy on the full Fashion-MNIST test split, for eager
-PyTorch, eager with batch-norm folded into the convolutions, TorchScript (traced, optimized for
+"""In-process inference of the promoted model, as served (each image averaged with its mirror image
+when the model says so, one forward pass of both): single-image latency (p50/p99), batch throughput,
+and agreement with the eager model's classes and accuracy on the full Fashion-MNIST test split, for
+eager PyTorch, eager with batch-norm folded into the convolutions, TorchScript (traced, optimized for
 inference), ONNX Runtime (CPU, float32: what the API serves, api/onnx_backend.py) and int8
-quantizations (ONNX Runtime dynamic; ONNX Runtime static, QDQ, per-channel weights, calibrated on
-training images; PyTorch dynamic), measured interleaved in one run (issue 13, point 2).
+quantizations (ONNX Runtime dynamic; ONNX Runtime static, QDQ, per-channel weights, activation ranges
+from the model's own training images and their mirror images, min-max or moving-average; PyTorch
+dynamic), measured interleaved in one run (issue 13, point 2).
 
     python -m benchmarks.inference [--threads 1] [--single 300] [--batch 256]
 """
@@ -20,6 +22,7 @@ import torch
 from api.onnx_backend import OnnxRuntimeNetwork, exported
 from benchmarks.common import median, percentile, print_table, write_result
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
+from text_recognizer.datasets.versions import OFFICIAL_VERSION
 from text_recognizer.models import ClassifierModel
 from text_recognizer.promoted import promoted_model_path
 
@@ -35,23 +38,42 @@ def timings(function: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch
 
 
 def predicted_classes(
-    function: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor]
+    model: ClassifierModel, function: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor]
 ) -> torch.Tensor:
     with torch.inference_mode():
-        return torch.cat([function(batch).argmax(dim=1) for batch in inputs])
+        return torch.cat([as_served_logits(model, function(batch)).argmax(dim=1) for batch in inputs])
 
 
-def calibration_inputs(model: ClassifierModel, count: int = 1000) -> list[torch.Tensor]:
-    """Training images (never test ones) for static quantization's activation ranges."""
-    images = load_fashion_mnist().train.images[:count]
-    return [model.network_input(images[i : i + 100]) for i in range(0, count, 100)]
+def calibration_inputs(model: ClassifierModel, count: int = 2000) -> list[torch.Tensor]:
+    """Network inputs for static quantization's activation ranges: `count` images drawn (seeded) from
+    the training split of the model's data version (never validation or test ones; photos included
+    where the version has them), with their mirror images where the model averages with them."""
+    version = model.metadata.get("data", {}).get("version", OFFICIAL_VERSION)
+    train = load_fashion_mnist(version=version, photo_validation=False).train.images
+    chosen = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:count]]
+    return [as_served_input(model, chosen[i : i + 100]) for i in range(0, count, 100)]
+
+
+def as_served_input(model: ClassifierModel, images: torch.Tensor) -> torch.Tensor:
+    """The network's input for `images` as served: followed by their mirror images under mirror
+    averaging (what `ClassifierModel.logits` runs in one forward pass)."""
+    inputs = model.network_input(images)
+    return torch.cat([inputs, inputs.flip(-1)]) if model.test_time_flip else inputs
+
+
+def as_served_logits(model: ClassifierModel, logits: torch.Tensor) -> torch.Tensor:
+    if not model.test_time_flip:
+        return logits
+    half = len(logits) // 2
+    return (logits[:half] + logits[half:]) / 2
 
 
 def onnx_models(
     network: torch.nn.Module, input_shape: tuple[int, ...], calibration: list[torch.Tensor]
 ) -> dict[str, bytes]:
     """The network exported to ONNX ("model"), and its int8 quantizations by ONNX Runtime: weights only
-    ("dynamic"), and weights and activations with ranges from `calibration` ("static", QDQ)."""
+    ("dynamic"), and weights and activations with ranges from `calibration` (QDQ): the extremes seen
+    ("static"), or each batch's extremes averaged ("static-average", ORT's CalibMovingAverage)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -62,7 +84,7 @@ def onnx_models(
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
-            self.batches = iter(calibration)
+            self.batches = iter(calibration)  # one pass: a quantization takes a new reader
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
@@ -73,10 +95,11 @@ def onnx_models(
         model = folder / "model.onnx"
         model.write_bytes(exported(network, input_shape))
         quantize_dynamic(str(model), str(folder / "dynamic.onnx"), weight_type=QuantType.QInt8)
-        quantize_static(str(model), str(folder / "static.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)  # fmt: skip
-        return {name: (folder / f"{name}.onnx").read_bytes() for name in ("model", "dynamic", "static")}
+        for name, averaged in (("static", False), ("static-average", True)):
+            quantize_static(str(model), str(folder / f"{name}.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            extra_options={"CalibMovingAverage": averaged})  # fmt: skip
+        return {path.stem: path.read_bytes() for path in folder.glob("*.onnx")}
 
 
 def onnx_variants(
@@ -92,6 +115,7 @@ def onnx_variants(
         "onnx runtime (served)": OnnxRuntimeNetwork(models["model"], threads),
         "int8 dynamic (onnx runtime)": OnnxRuntimeNetwork(models["dynamic"], threads),
         "int8 static (onnx runtime)": OnnxRuntimeNetwork(models["static"], threads),
+        "int8 static, averaged ranges (onnx runtime)": OnnxRuntimeNetwork(models["static-average"], threads),
     }
 
 
@@ -108,9 +132,9 @@ def main() -> None:
     model = ClassifierModel.load(promoted_model_path())
     model.network.eval()
     images = load_fashion_mnist().test.images
-    single_inputs = [model.network_input(images[i : i + 1]) for i in range(args.single)]
+    single_inputs = [as_served_input(model, images[i : i + 1]) for i in range(args.single)]
     batch_inputs = [
-        model.network_input(images[i * args.batch : (i + 1) * args.batch]) for i in range(args.batches)
+        as_served_input(model, images[i * args.batch : (i + 1) * args.batch]) for i in range(args.batches)
     ]
     with torch.inference_mode():
         traced = torch.jit.optimize_for_inference(torch.jit.trace(model.network, batch_inputs[0]))
@@ -136,8 +160,8 @@ def main() -> None:
             single[name] += timings(function, single_inputs)
             batched[name] += timings(function, batch_inputs)
     test = load_fashion_mnist().test
-    test_inputs = [model.network_input(test.images[i : i + 1024]) for i in range(0, len(test), 1024)]
-    classes = {name: predicted_classes(function, test_inputs) for name, function in variants.items()}
+    test_inputs = [as_served_input(model, test.images[i : i + 1024]) for i in range(0, len(test), 1024)]
+    classes = {name: predicted_classes(model, function, test_inputs) for name, function in variants.items()}
     rows = [
         {
             "variant": name,
@@ -149,10 +173,12 @@ def main() -> None:
         }
         for name in variants
     ]
-    print_table(f"promoted model inference, {args.threads} thread(s), batch {args.batch}", rows)
+    served = "each image with its mirror image" if model.test_time_flip else "each image alone"
+    print_table(f"promoted model inference ({served}), {args.threads} thread(s), batch {args.batch}", rows)
     fastest = min(rows, key=lambda row: row["single_p50_ms"])["variant"]
     print(f"fastest single-image p50: {fastest}")
-    write_result("inference", rows, threads=args.threads, batch_size=args.batch, fastest_single=fastest)
+    write_result("inference", rows, threads=args.threads, batch_size=args.batch, fastest_single=fastest,
+                 mirror_averaged=model.test_time_flip)  # fmt: skip
 
 
 if __name__ == "__main__":

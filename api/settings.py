@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     # One intra-op thread per worker: a single 28x28 forward pass is fastest that way (0.5 ms vs 3 ms
     # with 2 threads on a busy 2-core machine); scale with workers, not threads.
     torch_threads: PositiveInt = 1
-    # The forward pass: ONNX Runtime (the network exported at load; 0.38 ms against 1.01 ms for one
-    # image, same classes, benchmarks/inference.py), or PyTorch (batch-norm folded).
+    # The forward pass: ONNX Runtime (the network exported at load; 0.43 ms against 0.98 ms for an
+    # image and its mirror image, same classes, benchmarks/inference.py), or PyTorch (batch-norm folded).
     inference_backend: InferenceBackend = "onnxruntime"
     # Answer "unsure" below the model card's confidence threshold (chosen on the validation split).
     use_confidence_threshold: bool = True

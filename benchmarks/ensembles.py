@@ -7,8 +7,11 @@ float32 network does. For each given model (promoted artifacts: calibrated, mirr
 chosen), float32 and int8 (ONNX Runtime static, QDQ, per-channel, moving-average ranges from the
 model's own training images), and for the average of every group of them: top-1 accuracy per
 validation domain (out of scope: top class "Out of scope"), the validation loss over all domains, the
-weights' bytes (ONNX), and one image's forward pass on one thread (p50; a group's members one after
-another). Validation splits only: the photo test split stays unread.
+weights' bytes (ONNX), and the forward pass of one image (with its mirror image) on one thread (p50
+after a warm-up; a group's is the sum of its members'). Members are averaged as probabilities (each
+calibrated by its own temperature); the loss counts the images with a class label (a model without
+"Out of scope" has none for out-of-scope photos). Validation splits only, and the models must share
+theirs: the photo test split stays unread.
 
     python -m benchmarks.ensembles MODEL MODEL [...] [--single 300]
 """
@@ -50,6 +53,12 @@ def served_probabilities(model: ClassifierModel, sets: dict[str, Split]) -> Prob
     return {domain: torch.softmax(model.logits(split.images), dim=1) for domain, split in sets.items()}
 
 
+def held_out(model: ClassifierModel) -> tuple[Any, ...]:
+    """What decides a model's validation split: its data version, the hold-out's size and seed."""
+    data = model.metadata.get("config", {}).get("data", {})
+    return data.get("version"), data.get("val_size", 5000), data.get("split_seed", 0)
+
+
 def label(path: Path, model: ClassifierModel) -> str:
     """A model's name in the table: its run's config name and seed, and its version directory."""
     config = model.metadata.get("config", {})
@@ -66,7 +75,9 @@ def row(
         result[domain] = report["accuracy"]
     labels = torch.cat([split.labels for split in sets.values()])
     stacked = torch.cat([probabilities[domain] for domain in sets])
-    result["val_loss"] = torch.nn.functional.nll_loss(stacked.clamp_min(1e-12).log(), labels).item()
+    labelled = labels >= 0  # NO_CLASS: an out-of-scope photo, for a model without that class
+    loss = torch.nn.functional.nll_loss(stacked[labelled].clamp_min(1e-12).log(), labels[labelled])
+    result["val_loss"] = loss.item()
     return result
 
 
@@ -83,6 +94,8 @@ def main() -> None:
     first = models[0]
     if any(model.class_names != first.class_names for model in models):
         parser.error("the models classify into different classes")
+    if any(held_out(model) != held_out(first) for model in models):
+        parser.error("the models hold out different validation splits (data version, size or seed)")
     sets = evaluation_sets(first, "val", (FASHION_MNIST_DOMAIN, *DOMAINS))
     images = sets[FASHION_MNIST_DOMAIN].images
     names = [label(path, model) for path, model in zip(files, models, strict=True)]
@@ -96,6 +109,7 @@ def main() -> None:
         for kind, (network, size) in onnx_networks(model).items():
             model.inference_network = network
             probabilities[kind].append(served_probabilities(model, sets))
+            timings(network, inputs[:20])  # warm-up
             forward[kind].append(median(timings(network, inputs)))
             sizes[kind].append(size)
     rows = []
@@ -103,11 +117,13 @@ def main() -> None:
         for count in range(1, len(models) + 1):
             for chosen in itertools.combinations(range(len(models)), count):
                 name = " + ".join(names[index] for index in chosen)
-                rows.append(row(name, [members[index] for index in chosen], sets, first.class_names) | {
+                measured = {
                     "weights": kind,
                     "bytes": sum(sizes[kind][index] for index in chosen),
                     "forward_p50_ms": sum(forward[kind][index] for index in chosen),
-                })  # fmt: skip
+                }
+                averaged = row(name, [members[index] for index in chosen], sets, first.class_names)
+                rows.append(averaged | measured)
     print_table("validation top-1 per domain, one thread", rows)
     write_result("ensembles", rows, models=dict(zip(names, map(str, files), strict=True)), single=args.single)
 

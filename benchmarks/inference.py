@@ -21,8 +21,8 @@ import torch
 
 from api.onnx_backend import OnnxRuntimeNetwork, exported
 from benchmarks.common import median, percentile, print_table, write_result
+from release.evaluate import training_data
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
-from text_recognizer.datasets.versions import OFFICIAL_VERSION
 from text_recognizer.models import ClassifierModel
 from text_recognizer.promoted import promoted_model_path
 
@@ -46,10 +46,10 @@ def predicted_classes(
 
 def calibration_inputs(model: ClassifierModel, count: int = 2000) -> list[torch.Tensor]:
     """Network inputs for static quantization's activation ranges: `count` images drawn (seeded) from
-    the training split of the model's data version (never validation or test ones; photos included
-    where the version has them), with their mirror images where the model averages with them."""
-    version = model.metadata.get("data", {}).get("version", OFFICIAL_VERSION)
-    train = load_fashion_mnist(version=version, photo_validation=False).train.images
+    the model's training split, as its run split its data version (never validation or test images;
+    photos included where the version has them), with their mirror images where the model averages
+    with them."""
+    train = training_data(model, photo_validation=False).train.images
     chosen = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:count]]
     return [as_served_input(model, chosen[i : i + 100]) for i in range(0, count, 100)]
 
@@ -66,6 +66,9 @@ def as_served_logits(model: ClassifierModel, logits: torch.Tensor) -> torch.Tens
         return logits
     half = len(logits) // 2
     return (logits[:half] + logits[half:]) / 2
+
+
+STATIC = {"static": False, "static-average": True}  # int8 static quantizations: moving-average ranges?
 
 
 def onnx_models(
@@ -95,11 +98,11 @@ def onnx_models(
         model = folder / "model.onnx"
         model.write_bytes(exported(network, input_shape))
         quantize_dynamic(str(model), str(folder / "dynamic.onnx"), weight_type=QuantType.QInt8)
-        for name, averaged in (("static", False), ("static-average", True)):
+        for name, averaged in STATIC.items():
             quantize_static(str(model), str(folder / f"{name}.onnx"), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             extra_options={"CalibMovingAverage": averaged})  # fmt: skip
-        return {path.stem: path.read_bytes() for path in folder.glob("*.onnx")}
+        return {name: (folder / f"{name}.onnx").read_bytes() for name in ("model", "dynamic", *STATIC)}
 
 
 def onnx_variants(

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from text_recognizer.datasets.download import DownloadError
-from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
+from text_recognizer.datasets.fashion_mnist import DatasetSplits, load_fashion_mnist
 from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN, Split
 from text_recognizer.datasets.photo_sets import load_photo_split
 from text_recognizer.datasets.shop_photos import DOMAINS
@@ -63,17 +63,22 @@ def resolve(target: Path) -> tuple[Path, Path]:
     return target, Path("reports") / target.stem
 
 
-def evaluation_split(model: ClassifierModel, split: str) -> Split:
-    """The split as the model's training run held it out: for validation, with the photo validation
-    split when the model's data version has shop photos."""
+def training_data(model: ClassifierModel, photo_validation: bool) -> DatasetSplits:
+    """The model's data version split as its training run split it (the validation hold-out included)."""
     data_config = model.metadata.get("config", {}).get("data", {})
-    data = load_fashion_mnist(
+    return load_fashion_mnist(
         version=data_config.get("version", OFFICIAL_VERSION),  # the validation split comes from it
         val_size=data_config.get("val_size", 5000),
         split_seed=data_config.get("split_seed", 0),
         mirror=data_config.get("mirror"),
-        photo_validation=split == "val",
+        photo_validation=photo_validation,
     )
+
+
+def evaluation_split(model: ClassifierModel, split: str) -> Split:
+    """The split as the model's training run held it out: for validation, with the photo validation
+    split when the model's data version has shop photos."""
+    data = training_data(model, photo_validation=split == "val")
     return data.test if split == "test" else data.val
 
 

@@ -8,10 +8,10 @@ chosen), float32 and int8 (ONNX Runtime static, QDQ, per-channel, moving-average
 model's own training images), and for the average of every group of them: top-1 accuracy per
 validation domain (out of scope: top class "Out of scope"), the validation loss over all domains, the
 weights' bytes (ONNX), and the forward pass of one image (with its mirror image) on one thread (p50
-after a warm-up; a group's is the sum of its members'). Members are averaged as probabilities (each
-calibrated by its own temperature); the loss counts the images with a class label (a model without
-"Out of scope" has none for out-of-scope photos). Validation splits only, and the models must share
-theirs: the photo test split stays unread.
+of three interleaved rounds after warm-ups; a group's is the sum of its members'). Members are
+averaged as probabilities (each calibrated by its own temperature); the loss counts the images with a
+class label (a model without "Out of scope" has none for out-of-scope photos). Validation splits only,
+and the models must share theirs: the photo test split stays unread.
 
     python -m benchmarks.ensembles MODEL MODEL [...] [--single 300]
 """
@@ -102,16 +102,23 @@ def main() -> None:
     kinds = ("float32", "int8")
     probabilities: dict[str, list[Probabilities]] = {kind: [] for kind in kinds}
     sizes: dict[str, list[int]] = {kind: [] for kind in kinds}
-    forward: dict[str, list[float]] = {kind: [] for kind in kinds}
+    networks: list[tuple[str, OnnxRuntimeNetwork, list[torch.Tensor]]] = []
     for model in models:
         model.network.eval()
         inputs = [as_served_input(model, images[i : i + 1]) for i in range(args.single)]
         for kind, (network, size) in onnx_networks(model).items():
             model.inference_network = network
             probabilities[kind].append(served_probabilities(model, sets))
-            timings(network, inputs[:20])  # warm-up
-            forward[kind].append(median(timings(network, inputs)))
             sizes[kind].append(size)
+            networks.append((kind, network, inputs))
+    times: list[list[float]] = [[] for _ in networks]
+    for _ in range(3):  # interleaved, so background load hits every network alike
+        for (_, network, inputs), taken in zip(networks, times, strict=True):
+            timings(network, inputs[:20])  # warm-up
+            taken += timings(network, inputs)
+    forward = {
+        kind: [median(t) for (k, _, _), t in zip(networks, times, strict=True) if k == kind] for kind in kinds
+    }
     rows = []
     for kind, members in probabilities.items():
         for count in range(1, len(models) + 1):

@@ -41,7 +41,7 @@ def predicted_classes(
     model: ClassifierModel, function: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor]
 ) -> torch.Tensor:
     with torch.inference_mode():
-        return torch.cat([as_served_logits(model, function(batch)).argmax(dim=1) for batch in inputs])
+        return torch.cat([model.merged(function(batch)).argmax(dim=1) for batch in inputs])
 
 
 def calibration_inputs(model: ClassifierModel, count: int = 2000) -> list[torch.Tensor]:
@@ -55,17 +55,9 @@ def calibration_inputs(model: ClassifierModel, count: int = 2000) -> list[torch.
 
 
 def as_served_input(model: ClassifierModel, images: torch.Tensor) -> torch.Tensor:
-    """The network's input for `images` as served: followed by their mirror images under mirror
-    averaging (what `ClassifierModel.logits` runs in one forward pass)."""
-    inputs = model.network_input(images)
-    return torch.cat([inputs, inputs.flip(-1)]) if model.test_time_flip else inputs
-
-
-def as_served_logits(model: ClassifierModel, logits: torch.Tensor) -> torch.Tensor:
-    if not model.test_time_flip:
-        return logits
-    half = len(logits) // 2
-    return (logits[:half] + logits[half:]) / 2
+    """The network's input for `images` as `ClassifierModel.logits` runs it (with mirror images under
+    mirror averaging)."""
+    return model.views(model.network_input(images))
 
 
 STATIC = {"static": False, "static-average": True}  # int8 static quantizations: moving-average ranges?

@@ -110,15 +110,23 @@ class ClassifierModel:
         if self.network.training:  # eval() walks every module: 0.1-0.4 ms, a third of one prediction
             self.network.eval()
         network = self.network if self.inference_network is None else self.inference_network
-        chunks = []
-        for chunk in as_image_batch(images).split(batch_size):
-            inputs = self.network_input(chunk)
-            if self.test_time_flip:
-                both = network(torch.cat([inputs, inputs.flip(-1)])).float()
-                chunks.append((both[: len(chunk)] + both[len(chunk) :]) / 2)
-            else:
-                chunks.append(network(inputs).float())
+        chunks = [
+            self.merged(network(self.views(self.network_input(chunk))).float())
+            for chunk in as_image_batch(images).split(batch_size)
+        ]
         return torch.cat(chunks).cpu() / self.temperature
+
+    def views(self, inputs: torch.Tensor) -> torch.Tensor:
+        """One forward pass's batch for network inputs: followed by their mirror images under
+        `test_time_flip`."""
+        return torch.cat([inputs, inputs.flip(-1)]) if self.test_time_flip else inputs
+
+    def merged(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits of `views` back to one row per image: each averaged with its mirror image's."""
+        if not self.test_time_flip:
+            return logits
+        half = len(logits) // 2
+        return (logits[:half] + logits[half:]) / 2
 
     def predict(self, images: torch.Tensor | np.ndarray) -> Predictions:
         """Classify uint8 images shaped (H, W), (N, H, W) or (N, 1, H, W)."""

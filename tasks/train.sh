@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Train a classifier: ./tasks/train.sh [--config training/configs/NAME.yaml] [--resume RUN_DIR] [key=value ...]
+# (with --resume, only device= and num_threads= : where the run continues, e.g. a GPU run finished on the CPU)
 # Downloads and verifies Fashion-MNIST first if needed; prints where the run directory and best checkpoint are.
 #   --nproc N   train with N processes (PyTorch DDP via torchrun: gloo on CPU, NCCL on CUDA, one GPU each);
 #               torchrun's multi-node options pass through: --nnodes, --node-rank, --rdzv-endpoint,

@@ -89,10 +89,13 @@ def killed_after_a_checkpoint(runs_dir: Path, *overrides: str) -> tuple[Path, in
     return run_dir, load_safely(run_dir / "checkpoints" / "last.pt")["epochs_completed"]
 
 
+def resume_command(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "training.cli", "--resume", str(run_dir), *overrides],
+                          capture_output=True, text=True)  # fmt: skip
+
+
 def resume(run_dir: Path, interrupted_after: int) -> None:
-    resumed = subprocess.run(
-        [sys.executable, "-m", "training.cli", "--resume", str(run_dir)], capture_output=True, text=True
-    )
+    resumed = resume_command(run_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed {run_dir} after epoch {interrupted_after}" in resumed.stdout
 
@@ -111,6 +114,30 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_data_dir: Path
     resumed_metrics = (run_dir / "metrics.jsonl").read_text().splitlines()
     for expected, actual in zip(reference_metrics, resumed_metrics, strict=True):
         assert json.loads(expected)["val_loss"] == json.loads(actual)["val_loss"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_gpu_run_finishes_on_the_cpu_with_device_cpu(full_data_dir: Path, tmp_path: Path) -> None:
+    """A run trained on a GPU machine and cut off there (its config.yaml says `device: cuda`) continues
+    here with `--resume RUN device=cpu`. Before, --resume refused every override and this machine refused
+    `device: cuda`, so such a run could only be started again. What it learns stays as recorded."""
+    run_dir, interrupted_after = killed_after_a_checkpoint(tmp_path / "runs", "trainer.epochs=3")
+    config_path = run_dir / "config.yaml"
+    recorded = config_path.read_text()
+    assert "device: cpu" in recorded
+    config_path.write_text(recorded.replace("device: cpu", "device: cuda"))
+    refused = resume_command(run_dir)
+    assert refused.returncode == 2 and "use device=cpu" in refused.stderr
+    refused = resume_command(run_dir, "device=cpu", "trainer.epochs=9")
+    assert refused.returncode == 2
+    assert "it may only change device and num_threads (e.g. device=cpu), not trainer.epochs" in refused.stderr
+    resumed = resume_command(run_dir, "device=cpu", "num_threads=2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {run_dir} after epoch {interrupted_after}" in resumed.stdout
+    assert "on cpu with 2 thread(s)" in (run_dir / "train.log").read_text()
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    assert "device: cuda" in config_path.read_text()  # the record of where it began is kept
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on a machine with a GPU)")
@@ -241,8 +268,7 @@ def test_distillation_learns_from_a_teacher_records_it_and_resumes_to_the_same_r
         tmp_path / "interrupted", f"distillation.teachers=[{teacher}]", "trainer.epochs=3"
     )
     shutil.copy(plain_dir / "checkpoints" / "best.pt", teacher)
-    refused = subprocess.run([sys.executable, "-m", "training.cli", "--resume", str(run_dir)],
-                             capture_output=True, text=True)  # fmt: skip
+    refused = resume_command(run_dir)
     assert (
         refused.returncode == 2
         and f"cannot resume {run_dir}: its distillation teachers were" in refused.stderr

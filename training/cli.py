@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.config import CONFIGS_DIR, ConfigError, load_config
+from training.config import CONFIGS_DIR, load_config
 from training.errors import USER_ERRORS
 from training.trainer import resume_run, start_run
 
@@ -17,15 +17,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=CONFIGS_DIR / "default.yaml", help="YAML config file")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run")
     parser.add_argument("--run-dir", type=Path, help="new run directory (default runs/<time>-<name>)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted config overrides; with --resume only device and num_threads (where the run continues)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.resume:
-            if args.overrides:
-                raise ConfigError(
-                    "--resume continues a run with its recorded config; overrides are not allowed"
-                )
-            resume_run(args.resume)
+            resume_run(args.resume, args.overrides)
         else:
             start_run(load_config(args.config, args.overrides), args.run_dir)
     except USER_ERRORS as error:

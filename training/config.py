@@ -230,6 +230,20 @@ def config_file(path: Path) -> Path:
     return shipped if shipped.exists() else path
 
 
+# What `--resume` may change: where the run continues (a run trained on a GPU machine finishing on a
+# CPU one), never what it learns, which stays as recorded in its config.yaml.
+RESUME_KEYS = ("device", "num_threads")
+
+
+def check_resume_overrides(overrides: Sequence[str]) -> None:
+    refused = [key for key, _, _ in (o.partition("=") for o in overrides) if key not in RESUME_KEYS]
+    if refused:
+        raise ConfigError(
+            "--resume continues a run with its recorded config; it may only change "
+            f"{' and '.join(RESUME_KEYS)} (e.g. device=cpu), not {', '.join(refused)}"
+        )
+
+
 def load_config(path: Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML config (a path, or a shipped config's name), apply overrides, validate. Raises
     ConfigError with every problem named."""

@@ -7,7 +7,7 @@ on the best checkpoint, after training.
 import hashlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from training.config import (
     NetworkConfig,
     RunConfig,
     SchedulerConfig,
+    check_resume_overrides,
     load_config,
 )
 from training.distillation import distillation_targets, load_teacher
@@ -530,12 +531,14 @@ def start_run(config: RunConfig, run_path: Path | None = None) -> dict[str, Any]
         distributed.stop()
 
 
-def resume_run(run_path: Path) -> dict[str, Any]:
-    """Continue an interrupted run from its last checkpoint, with the config it recorded."""
+def resume_run(run_path: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Continue an interrupted run from its last checkpoint, with the config it recorded; `overrides`
+    may set only where it continues (`RESUME_KEYS`: `device=cpu` finishes a GPU run on this machine)."""
+    check_resume_overrides(overrides)
     run = RunDirectory(run_path)
     if not run.config_path.exists():
         raise ConfigError(f"{run_path} is not a run directory (no config.yaml)")
-    config = load_config(run.config_path)
+    config = load_config(run.config_path, overrides)
     distributed = Distributed.from_env()
     check_divisible(config, distributed)
     distributed.start(select_device(config.device, distributed.local_rank).type)

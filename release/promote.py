@@ -1,6 +1,7 @@
 """Promote a finished run's best checkpoint to the production artifact, with a model card.
 
     promote RUN_DIR [--min-test-accuracy 0.94] [--max-size-mb 1.0] [--weights-dir text_recognizer/weights]
+                    [--weights int8]
     promote --rollback [--weights-dir text_recognizer/weights]
 
 Writes `model.pt` (the run's weights with a temperature fitted on the validation split, so that
@@ -9,7 +10,8 @@ lowers the validation loss), `model_card.json` and `MODEL_CARD.md` into a new ve
 weights folder, and then switches the served version to it by one rename (`text_recognizer.promoted`);
 `--rollback` switches back to the previous version. Refuses a run whose
 summary is missing, whose test accuracy is below the floor, whose checkpoint is over the size budget
-(the temperature adds a few bytes; a test holds the shipped `model.pt` to the budget too), or whose
+(the served file's size: the temperature adds a few bytes, `--weights int8` stores each weight in one byte
+instead of four; a test holds the shipped `model.pt` to the budget too), or whose
 photo test splits miss a per-domain floor (`--domain-floors`; the photos need SHOP_PHOTOS_MIRROR).
 The card also carries the confidence threshold, chosen on the validation split, below which the service
 answers "unsure", and each domain's test figures at that threshold.
@@ -17,6 +19,7 @@ answers "unsure", and each domain's test figures at that threshold.
 
 import argparse
 import hashlib
+import io
 import json
 import logging
 import sys
@@ -34,6 +37,7 @@ from text_recognizer.datasets.shop_photos import DOMAINS
 from text_recognizer.evaluation import domain_report
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
+from text_recognizer.models.classifier import WEIGHT_PRECISIONS
 from text_recognizer.paths import MODEL_CARD_NAME, PROMOTION_DIR
 from text_recognizer.promoted import (
     MODEL_FILE,
@@ -114,6 +118,7 @@ Fashion-MNIST apparel classifier, promoted {card["promoted_at"]} from run `{card
 | --- | --- |
 | network | `{card["network"]["name"]}` `{json.dumps(card["network"]["args"])}` |
 | parameters | {card["parameters"]:,} |
+| weights stored as | {weights_row(card.get("weights", {"precision": "float32"}))} |
 | artifact size | {card["size_bytes"] / 1e6:.2f} MB (`model.pt`, sha256 `{card["sha256"]}`) |
 | test accuracy | {metrics["test_accuracy"]:.2%} (loss {metrics["test_loss"]:.4f}, official test set, \
 the network alone; as served: below) |
@@ -146,6 +151,31 @@ one of the ten):
 
 The full configuration is in `model_card.json`.
 """
+
+
+def weights_row(weights: dict[str, Any]) -> str:
+    if weights["precision"] == "float32":
+        return "float32"
+    return (
+        "int8, one scale per output channel, computed in float32 "
+        f"({weights['val_classes_unchanged']:.2%} of validation images keep the float32 weights' class)"
+    )
+
+
+def artifact_size_mb(model: ClassifierModel) -> float:
+    """The size of the file `model.save` would write."""
+    buffer = io.BytesIO()
+    torch.save(model.artifact(), buffer)
+    return buffer.tell() / 1e6
+
+
+def weights_summary(model: ClassifierModel, trained: ClassifierModel, images: torch.Tensor) -> dict[str, Any]:
+    """How `model` stores its weights; for int8, the share of `images` whose class stays that of the
+    `trained` float32 weights (both the network alone, before calibration)."""
+    if model.weights == "float32":
+        return {"precision": "float32"}
+    unchanged = (model.predict(images).class_ids == trained.predict(images).class_ids).double().mean()
+    return {"precision": model.weights, "val_classes_unchanged": unchanged.item()}
 
 
 def domain_results(model: ClassifierModel, unsure_below: float, domains: tuple[str, ...]) -> dict[str, Any]:
@@ -209,8 +239,10 @@ def promote(
     unsure_target_accuracy: float = DEFAULT_UNSURE_TARGET_ACCURACY,
     max_size_mb: float = DEFAULT_MAX_SIZE_MB,
     domain_floors: dict[str, float] | None = None,
+    weights: str = "float32",
 ) -> dict[str, Any]:
-    """`domain_floors`: None for the defaults; an empty mapping skips the photo domains altogether."""
+    """`domain_floors`: None for the defaults; an empty mapping skips the photo domains altogether.
+    `weights`: how `model.pt` stores them (`int8`: everything after is measured on the int8 model)."""
     domain_floors = DEFAULT_DOMAIN_FLOORS if domain_floors is None else domain_floors
     run = RunDirectory(run_path)
     if not run.summary_path.exists():
@@ -223,13 +255,17 @@ def promote(
         raise PromotionError(
             f"test accuracy {accuracy:.4f} is below the promotion floor {min_test_accuracy:.4f}"
         )
-    size_mb = run.best_checkpoint.stat().st_size / 1e6
+    model = ClassifierModel.load(run.best_checkpoint)  # proves the artifact loads on its own
+    if weights == "int8":
+        model.store_int8()
+    size_mb = artifact_size_mb(model)
     if size_mb > max_size_mb:
         raise PromotionError(
-            f"the artifact is {size_mb:.2f} MB, over the size budget of {max_size_mb:.2f} MB"
+            f"the artifact is {size_mb:.2f} MB with {weights} weights, over the size budget of "
+            f"{max_size_mb:.2f} MB"
         )
-    model = ClassifierModel.load(run.best_checkpoint)  # proves the artifact loads on its own
     val = evaluation_split(model, "val")
+    weights_report = weights_summary(model, ClassifierModel.load(run.best_checkpoint), val.images)
     calibration_report = calibrate(model, val)
     threshold = unsure_threshold(model, val, unsure_target_accuracy)
     photo_domains = tuple(DOMAINS) if domain_floors else ()
@@ -244,6 +280,7 @@ def promote(
         files = {name: Path(scratch) / name for name in (MODEL_FILE, MODEL_CARD_NAME, "MODEL_CARD.md")}
         model.save(files[MODEL_FILE])  # the run's weights, plus the temperature
         card = model_card(run, summary, model, files[MODEL_FILE].read_bytes())
+        card["weights"] = weights_report
         card["calibration"] = calibration_report
         card["confidence_threshold"] = threshold
         card["domains"] = results
@@ -291,6 +328,13 @@ def main(argv: list[str] | None = None) -> int:
         + ",".join(f"{k}={v}" for k, v in DEFAULT_DOMAIN_FLOORS.items())
         + ")",
     )
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHT_PRECISIONS,
+        default="float32",
+        help="how model.pt stores the weights; int8: one byte each and a scale per output channel, "
+        "computed in float32 (a network 4x larger in the same budget); default: %(default)s",
+    )
     args = parser.parse_args(argv)
     if args.rollback == (args.run_dir is not None):
         parser.error("give a run directory to promote, or --rollback")
@@ -305,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             args.unsure_target_accuracy,
             args.max_size_mb,
             args.domain_floors,
+            args.weights,
         )
     except (PromotionError, FileNotFoundError, *USER_ERRORS) as error:
         print(f"error: {error}", file=sys.stderr)

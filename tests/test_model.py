@@ -12,7 +12,8 @@ import torch
 from text_recognizer.atomic import current_umask
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.models import ArtifactError, ClassifierModel
-from text_recognizer.models.classifier import ARTIFACT_FORMAT, MIRROR_ARTIFACT_FORMAT
+from text_recognizer.models.classifier import ARTIFACT_FORMAT, INT8_ARTIFACT_FORMAT, MIRROR_ARTIFACT_FORMAT
+from text_recognizer.models.weight_storage import SCALE_SUFFIX
 from text_recognizer.preprocessing import Normalization
 
 from .conftest import FIXTURES_DIR
@@ -153,6 +154,39 @@ def test_test_time_flip_averages_each_image_with_its_mirror_and_is_saved(
     for artifact, wrong in ((plain, MIRROR_ARTIFACT_FORMAT), (flip, ARTIFACT_FORMAT)):
         with pytest.raises(ArtifactError, match="test_time_flip"):
             ClassifierModel.from_artifact({**artifact, "format": wrong})
+
+
+def test_int8_weights_are_what_is_stored_served_and_loaded(
+    fitted_model: ClassifierModel, tmp_path: Path
+) -> None:
+    """`store_int8`: the file keeps each conv/linear weight in one byte (plus a scale per output channel),
+    and the model in memory predicts with exactly the stored weights, before and after loading."""
+    images = read_split(FIXTURES_DIR, "test").images
+    float_path, int8_path = tmp_path / "float.pt", tmp_path / "int8.pt"
+    fitted_model.save(float_path)
+    before = fitted_model.logits(images)
+    fitted_model.test_time_flip = True
+    fitted_model.store_int8()
+    after = fitted_model.logits(images)
+    assert not torch.equal(after, before)  # the weights did change (to their int8 values)
+    fitted_model.save(int8_path)
+    loaded = ClassifierModel.load(int8_path)
+    assert loaded.weights == "int8" and loaded.test_time_flip
+    assert torch.equal(loaded.logits(images), after)
+    loaded.save(tmp_path / "again.pt")  # stored again, the same integers and scales: the same file
+    assert (tmp_path / "again.pt").read_bytes() == int8_path.read_bytes()
+    artifact = torch.load(int8_path, weights_only=True)
+    assert artifact["format"] == INT8_ARTIFACT_FORMAT  # code from before refuses it
+    state = artifact["state_dict"]
+    weights = [key for key, value in state.items() if value.dtype == torch.int8]
+    assert weights and all(state[key].dim() >= 2 and key + SCALE_SUFFIX in state for key in weights)
+    assert int8_path.stat().st_size < float_path.stat().st_size / 2
+    for wrong in (ARTIFACT_FORMAT, MIRROR_ARTIFACT_FORMAT):
+        with pytest.raises(ArtifactError, match="does not go with weights 'int8'"):
+            ClassifierModel.from_artifact({**artifact, "format": wrong})
+    unscaled = {key: value for key, value in state.items() if key != weights[0] + SCALE_SUFFIX}
+    with pytest.raises(ArtifactError, match=f"int8 weight '{weights[0]}' has no per-channel scales"):
+        ClassifierModel.from_artifact({**artifact, "state_dict": unscaled})
 
 
 def test_artifact_predicts_without_training_code_config_or_data(

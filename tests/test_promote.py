@@ -231,6 +231,37 @@ def test_domain_floors_are_parsed_and_named_in_refusals() -> None:
 
 
 @pytest.mark.slow
+def test_int8_weights_fit_a_budget_that_refuses_float32_and_are_what_is_served(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--weights int8`: the budget holds the file as written, calibration and every figure are the int8
+    model's, the card says how many validation classes the int8 weights changed, the service loads it."""
+    float_mb = (smoke_run / "checkpoints" / "best.pt").stat().st_size / 1e6
+    budget = ["--max-size-mb", f"{float_mb * 0.6:.4f}"]
+    arguments = [str(smoke_run), "--min-test-accuracy", "0.5", "--unsure-target-accuracy", "0.9",
+                 "--domain-floors", "none", *budget]  # fmt: skip
+    assert promote_main([*arguments, "--weights-dir", str(tmp_path / "refused")]) == 2
+    assert "MB with float32 weights, over the size budget" in capsys.readouterr().err
+    weights = tmp_path / "weights"
+    assert promote_main([*arguments, "--weights-dir", str(weights), "--weights", "int8"]) == 0
+    artifact = promoted_model_path(weights)
+    card = json.loads(artifact.with_name("model_card.json").read_text())
+    assert card["size_bytes"] == artifact.stat().st_size < float_mb * 0.6e6
+    promoted = ClassifierModel.load(artifact)
+    assert promoted.weights == "int8" and card["weights"]["precision"] == "int8"
+    trained = ClassifierModel.load(smoke_run / "checkpoints" / "best.pt")
+    trained.store_int8()
+    for name, tensor in trained.network.state_dict().items():
+        assert torch.equal(promoted.network.state_dict()[name], tensor)
+    unchanged = card["weights"]["val_classes_unchanged"]
+    assert 0.95 <= unchanged <= 1
+    assert f"int8, one scale per output channel, computed in float32 ({unchanged:.2%}" in (
+        artifact.with_name("MODEL_CARD.md").read_text()
+    )
+    assert Predictor.load(weights).version == card["version"]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

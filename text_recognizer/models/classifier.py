@@ -18,6 +18,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from text_recognizer.atomic import atomic_path
+from text_recognizer.models.weight_storage import dequantized, quantized
 from text_recognizer.networks import build_network, count_parameters
 from text_recognizer.preprocessing import Normalization, as_image_batch, normalize
 
@@ -25,6 +26,11 @@ ARTIFACT_FORMAT = "text_recognizer.classifier/1"
 # An artifact that averages each image with its mirror image: code from before that choice, which would
 # silently predict without it (against its card's temperature and threshold), refuses this format.
 MIRROR_ARTIFACT_FORMAT = "text_recognizer.classifier/2"
+# Weights stored as int8 (`weight_storage`), the description naming `weights` and `test_time_flip`: code
+# from before would load the integers as float weights, so it refuses this format instead.
+INT8_ARTIFACT_FORMAT = "text_recognizer.classifier/3"
+ARTIFACT_FORMATS = (ARTIFACT_FORMAT, MIRROR_ARTIFACT_FORMAT, INT8_ARTIFACT_FORMAT)
+WEIGHT_PRECISIONS = ("float32", "int8")
 EVAL_BATCH_SIZE = 1024
 
 
@@ -58,6 +64,7 @@ class ClassifierModel:
         metadata: dict[str, Any] | None = None,
         temperature: float = 1.0,
         test_time_flip: bool = False,
+        weights: str = "float32",
     ) -> None:
         self.network_name = network_name
         self.network_args = dict(network_args)
@@ -71,6 +78,10 @@ class ClassifierModel:
         # Average the logits of each image and its mirror image (one forward pass of both): chosen at
         # promotion when it lowers the validation loss, for a network trained with flipped images.
         self.test_time_flip = test_time_flip
+        if weights not in WEIGHT_PRECISIONS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHT_PRECISIONS)}, got {weights!r}")
+        # How the artifact stores the weights; the network always computes in float32 (`store_int8`).
+        self.weights = weights
         self.network: nn.Module = build_network(network_name, input_shape, len(class_names), **network_args)
         # Channels-last convolutions: 10-25% faster per training batch on CPU, measured side by side.
         self.network.to(memory_format=torch.channels_last)
@@ -87,6 +98,14 @@ class ClassifierModel:
     def to(self, device: torch.device | str) -> "ClassifierModel":
         self.network.to(device)
         return self
+
+    def store_int8(self) -> None:
+        """From now on, store the weights as int8 (`weight_storage`), and predict with exactly those: the
+        network's weights become their dequantized values, so nothing evaluated differs from the file."""
+        state = self.network.state_dict()
+        self.network.load_state_dict(dequantized(quantized(state)))
+        self.weights = "int8"
+        self.inference_network = None  # it would keep the float32 weights
 
     def fold_batch_norm(self) -> None:
         """Predict with a copy whose batch-norm layers are folded into the preceding convolutions
@@ -195,12 +214,19 @@ class ClassifierModel:
             "metadata": self.metadata,
             "temperature": self.temperature,
         }
-        if self.test_time_flip:  # only then: the bytes of every other artifact stay as they were
+        state = {key: value.cpu() for key, value in self.network.state_dict().items()}
+        if self.weights == "int8":
+            description.update(weights="int8", test_time_flip=self.test_time_flip)
+            artifact_format, state = INT8_ARTIFACT_FORMAT, quantized(state)
+        elif self.test_time_flip:  # only then: the bytes of every other artifact stay as they were
             description["test_time_flip"] = True
+            artifact_format = MIRROR_ARTIFACT_FORMAT
+        else:
+            artifact_format = ARTIFACT_FORMAT
         return {
-            "format": MIRROR_ARTIFACT_FORMAT if self.test_time_flip else ARTIFACT_FORMAT,
+            "format": artifact_format,
             "description": json.dumps(description, sort_keys=True),
-            "state_dict": {key: value.cpu() for key, value in self.network.state_dict().items()},
+            "state_dict": state,
         }
 
     def save(self, path: Path) -> None:
@@ -209,15 +235,18 @@ class ClassifierModel:
 
     @classmethod
     def from_artifact(cls, artifact: dict[str, Any]) -> "ClassifierModel":
-        if artifact.get("format") not in (ARTIFACT_FORMAT, MIRROR_ARTIFACT_FORMAT):
+        if artifact.get("format") not in ARTIFACT_FORMATS:
             raise ArtifactError(
-                f"unknown artifact format {artifact.get('format')!r}, need {ARTIFACT_FORMAT!r} or "
-                f"{MIRROR_ARTIFACT_FORMAT!r}"
+                f"unknown artifact format {artifact.get('format')!r}, "
+                f"need one of {', '.join(ARTIFACT_FORMATS)}"
             )
         try:
             description = json.loads(artifact["description"])
             test_time_flip = description.get("test_time_flip", False)
-            if test_time_flip is not (artifact["format"] == MIRROR_ARTIFACT_FORMAT):
+            weights = description.get("weights", "float32")
+            if (weights == "int8") is not (artifact["format"] == INT8_ARTIFACT_FORMAT):
+                raise ValueError(f"format {artifact['format']!r} does not go with weights {weights!r}")
+            if weights != "int8" and test_time_flip is not (artifact["format"] == MIRROR_ARTIFACT_FORMAT):
                 raise ValueError(
                     f"format {artifact['format']!r} does not go with test_time_flip {test_time_flip!r} "
                     "(saved by code from before the format named it? load and save it again)"
@@ -231,8 +260,9 @@ class ClassifierModel:
                 metadata=description["metadata"],
                 temperature=description.get("temperature", 1.0),  # artifacts from before calibration
                 test_time_flip=test_time_flip,
+                weights=weights,
             )
-            model.network.load_state_dict(artifact["state_dict"])
+            model.network.load_state_dict(dequantized(artifact["state_dict"]))
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise ArtifactError(f"incomplete or malformed artifact: {error!r}") from error
         return model

@@ -178,6 +178,7 @@ class Predictor:
             "domains": self.card.get("domains", {}),
             "confidence_temperature": self.model.temperature,
             "mirror_averaged": self.model.test_time_flip,  # each image averaged with its mirror image
+            "weights": self.model.weights,  # how model.pt stores them; int8 is computed in float32 too
             "unsure_below_confidence": self.unsure_below,
             "data_checksums": metadata.get("data", {}).get("checksums", {}),
         }

@@ -19,7 +19,6 @@ answers "unsure", and each domain's test figures at that threshold.
 
 import argparse
 import hashlib
-import io
 import json
 import logging
 import sys
@@ -154,6 +153,7 @@ The full configuration is in `model_card.json`.
 
 
 def weights_row(weights: dict[str, Any]) -> str:
+    """The card's row on how `model.pt` stores the weights (cards from before say nothing: float32)."""
     if weights["precision"] == "float32":
         return "float32"
     return (
@@ -162,20 +162,22 @@ def weights_row(weights: dict[str, Any]) -> str:
     )
 
 
-def artifact_size_mb(model: ClassifierModel) -> float:
-    """The size of the file `model.save` would write."""
-    buffer = io.BytesIO()
-    torch.save(model.artifact(), buffer)
-    return buffer.tell() / 1e6
-
-
-def weights_summary(model: ClassifierModel, trained: ClassifierModel, images: torch.Tensor) -> dict[str, Any]:
-    """How `model` stores its weights; for int8, the share of `images` whose class stays that of the
-    `trained` float32 weights (both the network alone, before calibration)."""
+def weights_summary(model: ClassifierModel, run: RunDirectory, images: torch.Tensor) -> dict[str, Any]:
+    """How `model` stores its weights; for int8, the share of `images` whose class stays the one the
+    run's float32 weights give (the network alone, before calibration)."""
     if model.weights == "float32":
         return {"precision": "float32"}
-    unchanged = (model.predict(images).class_ids == trained.predict(images).class_ids).double().mean()
-    return {"precision": model.weights, "val_classes_unchanged": unchanged.item()}
+    trained = ClassifierModel.load(run.best_checkpoint).predict(images).class_ids
+    unchanged = (model.predict(images).class_ids == trained).double().mean().item()
+    return {"precision": model.weights, "val_classes_unchanged": unchanged}
+
+
+def check_size(size_bytes: int, weights: str, max_size_mb: float) -> None:
+    if size_bytes / 1e6 > max_size_mb:
+        raise PromotionError(
+            f"the artifact is {size_bytes / 1e6:.2f} MB with {weights} weights, over the size budget of "
+            f"{max_size_mb:.2f} MB"
+        )
 
 
 def domain_results(model: ClassifierModel, unsure_below: float, domains: tuple[str, ...]) -> dict[str, Any]:
@@ -255,17 +257,14 @@ def promote(
         raise PromotionError(
             f"test accuracy {accuracy:.4f} is below the promotion floor {min_test_accuracy:.4f}"
         )
+    if weights not in WEIGHT_PRECISIONS:
+        raise PromotionError(f"weights must be one of {', '.join(WEIGHT_PRECISIONS)}, got {weights!r}")
     model = ClassifierModel.load(run.best_checkpoint)  # proves the artifact loads on its own
     if weights == "int8":
         model.store_int8()
-    size_mb = artifact_size_mb(model)
-    if size_mb > max_size_mb:
-        raise PromotionError(
-            f"the artifact is {size_mb:.2f} MB with {weights} weights, over the size budget of "
-            f"{max_size_mb:.2f} MB"
-        )
+    check_size(len(model.artifact_bytes()), weights, max_size_mb)  # before any test split is read
     val = evaluation_split(model, "val")
-    weights_report = weights_summary(model, ClassifierModel.load(run.best_checkpoint), val.images)
+    weights_report = weights_summary(model, run, val.images)
     calibration_report = calibrate(model, val)
     threshold = unsure_threshold(model, val, unsure_target_accuracy)
     photo_domains = tuple(DOMAINS) if domain_floors else ()
@@ -278,7 +277,8 @@ def promote(
     # text_recognizer.promoted): a failure at any step leaves the old model served, whole.
     with tempfile.TemporaryDirectory() as scratch:
         files = {name: Path(scratch) / name for name in (MODEL_FILE, MODEL_CARD_NAME, "MODEL_CARD.md")}
-        model.save(files[MODEL_FILE])  # the run's weights, plus the temperature
+        model.save(files[MODEL_FILE])  # the run's weights (int8 if asked), plus the temperature
+        check_size(files[MODEL_FILE].stat().st_size, weights, max_size_mb)  # with the temperature: exact
         card = model_card(run, summary, model, files[MODEL_FILE].read_bytes())
         card["weights"] = weights_report
         card["calibration"] = calibration_report

@@ -295,6 +295,12 @@ def test_refuses_an_unfinished_run(
     assert "has no summary.json: the run did not finish" in capsys.readouterr().err
 
 
+def test_the_shipped_artifact_saves_again_to_the_same_bytes() -> None:
+    """Loading and saving changes nothing (formats /1 and /2 kept their bytes when /3 came)."""
+    path = promoted_model_path()
+    assert ClassifierModel.load(path).artifact_bytes() == path.read_bytes()
+
+
 def test_shipped_artifact_matches_its_model_card() -> None:
     card = json.loads(promoted_model_path().with_name("model_card.json").read_text())
     assert hashlib.sha256(promoted_model_path().read_bytes()).hexdigest() == card["sha256"]

@@ -236,6 +236,7 @@ RESUME_KEYS = ("device", "num_threads")
 
 
 def check_resume_overrides(overrides: Sequence[str]) -> None:
+    """Refuse, naming them, the overrides of keys that would change what a resumed run learns."""
     refused = [key for key, _, _ in (o.partition("=") for o in overrides) if key not in RESUME_KEYS]
     if refused:
         raise ConfigError(

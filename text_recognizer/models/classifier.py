@@ -229,6 +229,12 @@ class ClassifierModel:
             "state_dict": state,
         }
 
+    def artifact_bytes(self) -> bytes:
+        """The artifact as `save` writes it (for its size before anything is written)."""
+        buffer = io.BytesIO()
+        torch.save(self.artifact(), buffer)
+        return buffer.getvalue()
+
     def save(self, path: Path) -> None:
         """Write the artifact atomically: an interrupted save never leaves a corrupt file."""
         save_atomically(self.artifact(), path)
@@ -262,7 +268,8 @@ class ClassifierModel:
                 test_time_flip=test_time_flip,
                 weights=weights,
             )
-            model.network.load_state_dict(dequantized(artifact["state_dict"]))
+            state = artifact["state_dict"]
+            model.network.load_state_dict(dequantized(state) if weights == "int8" else state)
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise ArtifactError(f"incomplete or malformed artifact: {error!r}") from error
         return model

@@ -25,7 +25,11 @@ def quantized(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not quantizable(tensor):
             stored[key] = tensor
             continue
-        rows = tensor.detach().float().flatten(1)
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"weight {key!r} holds NaN or infinity: nothing to store as int8")
+        # On the CPU: its division gives the scales that a saved and reloaded model gives again (CUDA's
+        # `/ 127` may differ in the last bit), so a reloaded model saves to the same bytes.
+        rows = tensor.detach().cpu().float().flatten(1)
         scale = (rows.abs().amax(dim=1) / INT8_LIMIT).clamp_min(torch.finfo(torch.float32).tiny)
         integers = (rows / scale[:, None]).round().clamp(-INT8_LIMIT, INT8_LIMIT).to(torch.int8)
         stored[key] = integers.reshape(tensor.shape)
@@ -38,8 +42,9 @@ def dequantized(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     (or scales of the wrong shape), which would otherwise load as weights of -127..127."""
     state = {}
     for key, tensor in stored.items():
-        if key.endswith(SCALE_SUFFIX):
-            continue
+        weight = stored.get(key.removesuffix(SCALE_SUFFIX)) if key.endswith(SCALE_SUFFIX) else None
+        if weight is not None and weight.dtype == torch.int8:
+            continue  # used with its weight; a stray one reaches load_state_dict, which names it
         if tensor.dtype != torch.int8:
             state[key] = tensor
             continue

@@ -126,6 +126,10 @@ def test_a_gpu_run_finishes_on_the_cpu_with_device_cpu(full_data_dir: Path, tmp_
     recorded = config_path.read_text()
     assert "device: cpu" in recorded
     config_path.write_text(recorded.replace("device: cpu", "device: cuda"))
+    last = run_dir / "checkpoints" / "last.pt"
+    state = load_safely(last)
+    state["rng"]["cuda"] = [torch.get_rng_state()]  # a GPU run's checkpoint also holds CUDA's generator
+    torch.save(state, last)
     refused = resume_command(run_dir)
     assert refused.returncode == 2 and "use device=cpu" in refused.stderr
     refused = resume_command(run_dir, "device=cpu", "trainer.epochs=9")

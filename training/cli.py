@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.config import CONFIGS_DIR, load_config
+from training.config import CONFIGS_DIR, RESUME_KEYS, load_config
 from training.errors import USER_ERRORS
 from training.trainer import resume_run, start_run
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="dotted config overrides; with --resume only device and num_threads (where the run continues)",
+        help=f"dotted config overrides; with --resume only {' and '.join(RESUME_KEYS)} (where it continues)",
     )
     args = parser.parse_args(argv)
     try:

@@ -7,10 +7,14 @@ quantizations (ONNX Runtime dynamic; ONNX Runtime static, QDQ, per-channel weigh
 from the model's own training images and their mirror images, min-max or moving-average; PyTorch
 dynamic), measured interleaved in one run (issue 13, point 2).
 
-    python -m benchmarks.inference [--threads 1] [--single 300] [--batch 256]
+    python -m benchmarks.inference [--threads 1] [--single 300] [--batch 256] [--model PATH]
+
+`--model` measures another artifact (or weights folder) than the promoted one, into
+`results/inference-<model version>.json`; `results/inference.json` stays the served model's.
 """
 
 import argparse
+import hashlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,7 +28,7 @@ from benchmarks.common import median, percentile, print_table, write_result
 from release.evaluate import training_data
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.models import ClassifierModel
-from text_recognizer.promoted import promoted_model_path
+from text_recognizer.promoted import model_file, promoted_model_path
 
 
 def timings(function: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor]) -> list[float]:
@@ -122,9 +126,10 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=300, help="single-image predictions timed per variant")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--model", type=Path, help="artifact or weights folder (default: the promoted one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = ClassifierModel.load(promoted_model_path())
+    model = ClassifierModel.load(model_file(args.model) if args.model else promoted_model_path())
     model.network.eval()
     images = load_fashion_mnist().test.images
     single_inputs = [as_served_input(model, images[i : i + 1]) for i in range(args.single)]
@@ -172,8 +177,10 @@ def main() -> None:
     print_table(f"promoted model inference ({served}), {args.threads} thread(s), batch {args.batch}", rows)
     fastest = min(rows, key=lambda row: row["single_p50_ms"])["variant"]
     print(f"fastest single-image p50: {fastest}")
-    write_result("inference", rows, threads=args.threads, batch_size=args.batch, fastest_single=fastest,
-                 mirror_averaged=model.test_time_flip)  # fmt: skip
+    version = hashlib.sha256(model_file(args.model).read_bytes()).hexdigest()[:12] if args.model else ""
+    name = f"inference-{version}" if args.model else "inference"  # a version is the artifact's sha256[:12]
+    write_result(name, rows, threads=args.threads, batch_size=args.batch, fastest_single=fastest,
+                 mirror_averaged=model.test_time_flip, weights=model.weights)  # fmt: skip
 
 
 if __name__ == "__main__":

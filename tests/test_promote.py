@@ -7,6 +7,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -176,6 +177,27 @@ def test_a_damaged_current_does_not_block_the_next_promotion(tmp_path: Path) -> 
     (weights / CURRENT).write_text("garbage\n")
     repaired = publish(weights, sha256_of(served), served)
     assert promoted_model_path(weights) == repaired / "model.pt"
+
+
+def test_a_reader_that_two_promotions_overtook_reads_current_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in CI (the test above, 2026-11-30): a reader read CURRENT, two promotions passed before it
+    looked for the directory, the second pruned it, and the reader failed. It now reads CURRENT again."""
+    weights = tmp_path / "weights"
+    versions_made = [a_version(tmp_path / str(t), t) for t in (0.7, 0.8, 0.9)]
+    first = publish(weights, sha256_of(versions_made[0]), versions_made[0]).name
+    for files in versions_made[1:]:
+        publish(weights, sha256_of(files), files)
+    assert not (weights / first).exists()  # pruned: only the current and the previous version are kept
+    read_text, stale = Path.read_text, [f"{first}\n"]
+
+    def overtaken(path: Path, *args: Any, **kwargs: Any) -> str:
+        return stale.pop() if path.name == CURRENT and stale else read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", overtaken)
+    assert promoted_model_path(weights).parent.name == read_text(weights / CURRENT).strip()
+    assert not stale  # the stale name was read first
 
 
 def test_a_weights_folder_without_a_promoted_version_is_named(tmp_path: Path) -> None:

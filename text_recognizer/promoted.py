@@ -31,14 +31,21 @@ class PromotedModelError(RuntimeError):
 
 
 def current_version(weights_dir: Path = WEIGHTS_DIR) -> str:
+    """The version `CURRENT` names. A name whose directory is gone is read again: two promotions may
+    have passed since it was read (the second prunes the first's predecessor), and `CURRENT` moved on."""
     pointer = weights_dir / CURRENT
-    try:
-        name = pointer.read_text().strip()
-    except FileNotFoundError:
-        raise PromotedModelError(f"{weights_dir} holds no promoted model ({CURRENT} is missing)") from None
-    if not VERSION_NAME.fullmatch(name) or not (weights_dir / name).is_dir():
-        raise PromotedModelError(f"{pointer} names {name!r}, which is not a version directory beside it")
-    return name
+    seen = None
+    while True:
+        try:
+            name = pointer.read_text().strip()
+        except FileNotFoundError:
+            missing = f"{weights_dir} holds no promoted model ({CURRENT} is missing)"
+            raise PromotedModelError(missing) from None
+        if VERSION_NAME.fullmatch(name) and (weights_dir / name).is_dir():
+            return name
+        if name == seen:  # the same name twice: not a promotion in flight, a broken folder
+            raise PromotedModelError(f"{pointer} names {name!r}, which is not a version directory beside it")
+        seen = name
 
 
 def promoted_model_path(weights_dir: Path = WEIGHTS_DIR) -> Path:

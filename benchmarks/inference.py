@@ -129,7 +129,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="artifact or weights folder (default: the promoted one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = ClassifierModel.load(model_file(args.model) if args.model else promoted_model_path())
+    path = model_file(args.model) if args.model else promoted_model_path()
+    model = ClassifierModel.load(path)
     model.network.eval()
     images = load_fashion_mnist().test.images
     single_inputs = [as_served_input(model, images[i : i + 1]) for i in range(args.single)]
@@ -174,11 +175,11 @@ def main() -> None:
         for name in variants
     ]
     served = "each image with its mirror image" if model.test_time_flip else "each image alone"
-    print_table(f"promoted model inference ({served}), {args.threads} thread(s), batch {args.batch}", rows)
+    print_table(f"{path} inference ({served}), {args.threads} thread(s), batch {args.batch}", rows)
     fastest = min(rows, key=lambda row: row["single_p50_ms"])["variant"]
     print(f"fastest single-image p50: {fastest}")
-    version = hashlib.sha256(model_file(args.model).read_bytes()).hexdigest()[:12] if args.model else ""
-    name = f"inference-{version}" if args.model else "inference"  # a version is the artifact's sha256[:12]
+    # Another model's result is named by its version, as promotion names it: the artifact's sha256[:12].
+    name = f"inference-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}" if args.model else "inference"
     write_result(name, rows, threads=args.threads, batch_size=args.batch, fastest_single=fastest,
                  mirror_averaged=model.test_time_flip, weights=model.weights)  # fmt: skip
 

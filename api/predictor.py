@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from api.onnx_backend import OnnxRuntimeNetwork, exported
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import ArtifactError
@@ -79,15 +77,17 @@ class Predictor:
 
         The card's confidence threshold (chosen on the validation split at promotion) turns predictions
         below it into "unsure", unless `use_confidence_threshold` is off. `backend`: the forward pass by
-        ONNX Runtime ("onnxruntime") or by the batch-norm-folded PyTorch network ("torch").
+        ONNX Runtime ("onnxruntime") or by the batch-norm-folded PyTorch network ("torch"; not for a
+        model computed in int8).
         """
         model_path = model_file(model_path)
         model = ClassifierModel.load(model_path)
-        model.fold_batch_norm()
         if backend == "onnxruntime":
-            assert model.inference_network is not None
-            onnx_model = exported(model.inference_network, model.input_shape)
-            model.inference_network = OnnxRuntimeNetwork(onnx_model, torch.get_num_threads())
+            model.serve_with_onnx_runtime()
+        elif model.computation == "int8":
+            raise ArtifactError(f"{model_path} computes in int8, which only the onnxruntime backend runs")
+        else:
+            model.fold_batch_norm()
         card_path = model_path.with_name(MODEL_CARD_NAME)
         card = json.loads(card_path.read_text()) if card_path.exists() else {}
         weights_sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
@@ -178,7 +178,8 @@ class Predictor:
             "domains": self.card.get("domains", {}),
             "confidence_temperature": self.model.temperature,
             "mirror_averaged": self.model.test_time_flip,  # each image averaged with its mirror image
-            "weights": self.model.weights,  # how model.pt stores them; int8 is computed in float32 too
+            "weights": self.model.weights,  # how model.pt stores them
+            "computation": self.model.computation,  # float32, or int8 (ONNX Runtime, activation ranges)
             "unsure_below_confidence": self.unsure_below,
             "data_checksums": metadata.get("data", {}).get("checksums", {}),
         }

@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from api.onnx_backend import OnnxRuntimeNetwork
 from benchmarks.common import median, print_table, write_result
 from benchmarks.inference import as_served_input, calibration_inputs, onnx_models, timings
 from release.evaluate import evaluation_sets
@@ -32,6 +31,7 @@ from text_recognizer.datasets.shop_photos import DOMAINS
 from text_recognizer.evaluation import domain_report
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
+from text_recognizer.models.onnx_network import OnnxRuntimeNetwork
 from text_recognizer.promoted import model_file
 
 Probabilities = dict[str, torch.Tensor]  # per validation domain

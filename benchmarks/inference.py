@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from api.onnx_backend import OnnxRuntimeNetwork, exported
 from benchmarks.common import median, percentile, print_table, write_result
-from release.evaluate import training_data
+from release.evaluate import calibration_images
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.models import ClassifierModel
+from text_recognizer.models.onnx_network import OnnxRuntimeNetwork, exported
 from text_recognizer.promoted import model_file, promoted_model_path
 
 
@@ -48,14 +48,12 @@ def predicted_classes(
         return torch.cat([model.merged(function(batch)).argmax(dim=1) for batch in inputs])
 
 
-def calibration_inputs(model: ClassifierModel, count: int = 2000) -> list[torch.Tensor]:
-    """Network inputs for static quantization's activation ranges: `count` images drawn (seeded) from
-    the model's training split, as its run split its data version (never validation or test images;
-    photos included where the version has them), with their mirror images where the model averages
-    with them."""
-    train = training_data(model, photo_validation=False).train.images
-    chosen = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:count]]
-    return [as_served_input(model, chosen[i : i + 100]) for i in range(0, count, 100)]
+def calibration_inputs(model: ClassifierModel) -> list[torch.Tensor]:
+    """Network inputs for static quantization's activation ranges: promotion's calibration images
+    (`release.evaluate.calibration_images`), with their mirror images where the model averages with
+    them."""
+    images = calibration_images(model)
+    return [as_served_input(model, images[i : i + 100]) for i in range(0, len(images), 100)]
 
 
 def as_served_input(model: ClassifierModel, images: torch.Tensor) -> torch.Tensor:

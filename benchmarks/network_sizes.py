@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from api.onnx_backend import OnnxRuntimeNetwork
 from benchmarks.common import median, print_table, write_result
 from benchmarks.inference import onnx_models, timings
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.models import ClassifierModel
+from text_recognizer.models.onnx_network import OnnxRuntimeNetwork
 
 BUDGET_BYTES = 1_000_000
 CANDIDATES = ("16,32,64", "16,32,78", "16,32,80", "16,48,64", "18,36,72", "24,48,96", "32,64,128")

@@ -75,6 +75,14 @@ def training_data(model: ClassifierModel, photo_validation: bool) -> DatasetSpli
     )
 
 
+def calibration_images(model: ClassifierModel, count: int = 2000) -> torch.Tensor:
+    """Images to measure activation ranges on for int8 computation: `count` drawn (seeded) from the
+    model's training split as its run split its data version (never validation or test images; photos
+    included where the version has them)."""
+    train = training_data(model, photo_validation=False).train.images
+    return train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:count]]
+
+
 def evaluation_split(model: ClassifierModel, split: str) -> Split:
     """The split as the model's training run held it out: for validation, with the photo validation
     split when the model's data version has shop photos."""

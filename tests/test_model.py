@@ -1,5 +1,6 @@
 """The classifier model: predictions, evaluation, and an artifact that loads safely and stands alone."""
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,13 @@ import torch
 from text_recognizer.atomic import current_umask
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.models import ArtifactError, ClassifierModel
-from text_recognizer.models.classifier import ARTIFACT_FORMAT, INT8_ARTIFACT_FORMAT, MIRROR_ARTIFACT_FORMAT
+from text_recognizer.models.classifier import (
+    ARTIFACT_FORMAT,
+    INT8_ARTIFACT_FORMAT,
+    INT8_COMPUTE_ARTIFACT_FORMAT,
+    MIRROR_ARTIFACT_FORMAT,
+)
+from text_recognizer.models.onnx_network import OnnxRuntimeNetwork
 from text_recognizer.models.weight_storage import SCALE_SUFFIX
 from text_recognizer.preprocessing import Normalization
 
@@ -187,6 +194,44 @@ def test_int8_weights_are_what_is_stored_served_and_loaded(
     unscaled = {key: value for key, value in state.items() if key != weights[0] + SCALE_SUFFIX}
     with pytest.raises(ArtifactError, match=f"int8 weight '{weights[0]}' has no per-channel scales"):
         ClassifierModel.from_artifact({**artifact, "state_dict": unscaled})
+
+
+def test_int8_computation_is_what_is_stored_served_and_loaded(
+    fitted_model: ClassifierModel, tmp_path: Path
+) -> None:
+    """`compute_int8`: the artifact keeps each activation's range, and a loaded model rebuilds the same
+    int8 graph from them, so it gives exactly the logits that were measured before saving."""
+    images = read_split(FIXTURES_DIR, "test").images
+    with pytest.raises(ValueError, match="needs int8 weights: store_int8 first"):
+        fitted_model.compute_int8(images)
+    fitted_model.store_int8()
+    float_logits = fitted_model.logits(images)
+    fitted_model.compute_int8(read_split(FIXTURES_DIR, "train").images)
+    assert fitted_model.computation == "int8"
+    int8_logits = fitted_model.logits(images)
+    assert not torch.equal(int8_logits, float_logits)  # computed otherwise, and yet close to it
+    assert (int8_logits.argmax(dim=1) == float_logits.argmax(dim=1)).double().mean() >= 0.9
+    path = tmp_path / "int8.pt"
+    fitted_model.save(path)
+    loaded = ClassifierModel.load(path)
+    assert loaded.computation == "int8" and loaded.activation_ranges == fitted_model.activation_ranges
+    assert torch.equal(loaded.logits(images), int8_logits)
+    assert isinstance(loaded.inference_network, OnnxRuntimeNetwork)
+    loaded.fold_batch_norm()  # whatever replaced the int8 graph, predictions are computed in int8 again
+    assert torch.equal(loaded.logits(images), int8_logits)
+    loaded.save(tmp_path / "again.pt")
+    assert (tmp_path / "again.pt").read_bytes() == path.read_bytes()
+    with pytest.raises(ValueError, match="computed in int8 is not trained further"):
+        loaded.fit_epoch([], torch.optim.SGD(loaded.network.parameters(), lr=0.1))
+    artifact = torch.load(path, weights_only=True)
+    assert artifact["format"] == INT8_COMPUTE_ARTIFACT_FORMAT  # code from before refuses it
+    with pytest.raises(ArtifactError, match="does not go with computation 'int8'"):
+        ClassifierModel.from_artifact({**artifact, "format": INT8_ARTIFACT_FORMAT})
+    name = next(iter(loaded.activation_ranges or {}))
+    for ranges, message in (({name: [1.0, 0.0]}, f"activation range of '{name}' is"), ({}, "must map")):
+        description = json.loads(artifact["description"]) | {"activation_ranges": ranges}
+        with pytest.raises(ArtifactError, match=message):
+            ClassifierModel.from_artifact({**artifact, "description": json.dumps(description)})
 
 
 def test_artifact_predicts_without_training_code_config_or_data(

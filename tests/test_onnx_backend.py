@@ -1,16 +1,17 @@
-"""The served forward pass by ONNX Runtime (api/onnx_backend.py) against PyTorch's: the same logits on
-the fixture model, and the same class for every Fashion-MNIST test image on the shipped model."""
+"""The served forward pass by ONNX Runtime (text_recognizer/models/onnx_network.py) against PyTorch's:
+the same logits on the fixture model, and the same class for every Fashion-MNIST test image on the
+shipped model; int8 computation rebuilt from stored ranges as ONNX Runtime calibrates it."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from api.onnx_backend import OnnxRuntimeNetwork, exported
 from api.predictor import Predictor
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.idx import read_idx
-from text_recognizer.models import ClassifierModel
+from text_recognizer.models import ArtifactError, ClassifierModel
+from text_recognizer.models.onnx_network import OnnxRuntimeNetwork, activation_ranges, exported, int8_graph
 from text_recognizer.networks import NETWORKS, build_network
 from text_recognizer.promoted import promoted_model_path
 
@@ -61,3 +62,49 @@ def test_every_network_exports_without_a_tracer_warning_and_runs_the_same(name: 
     batch = torch.randn(5, 1, 28, 28)
     with torch.inference_mode():
         assert torch.allclose(served(batch), network(batch), atol=1e-4)
+
+
+def test_the_int8_graph_rebuilt_from_stored_ranges_is_the_one_onnx_runtime_calibrates(
+    fixture_model: Path, tmp_path: Path
+) -> None:
+    """What the artifact keeps (the ranges) decides the whole graph: byte for byte the graph of
+    ONNX Runtime's own static quantization calibrated on the same images (moving-average min-max)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    model = ClassifierModel.load(fixture_model)
+    model.store_int8()
+    graph = model.float_graph()
+    inputs = model.network_input(read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz"))
+    batches = [inputs[i : i + 50].contiguous().numpy() for i in range(0, len(inputs), 50)]
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.batches = iter(batches)
+
+        def get_next(self) -> dict[str, object] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch}
+
+    (tmp_path / "model.onnx").write_bytes(graph)
+    quantize_static(tmp_path / "model.onnx", tmp_path / "int8.onnx", Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    extra_options={"CalibMovingAverage": True})  # fmt: skip
+    ranges = activation_ranges(graph, iter(batches))
+    assert int8_graph(graph, ranges) == (tmp_path / "int8.onnx").read_bytes()
+    shifted = {name: [low, high * 2] for name, (low, high) in ranges.items()}
+    assert int8_graph(graph, shifted) != int8_graph(graph, ranges)  # the ranges are used
+
+
+def test_a_model_computed_in_int8_is_served_in_int8_by_onnx_runtime_only(
+    fixture_model: Path, tmp_path: Path
+) -> None:
+    model = ClassifierModel.load(fixture_model)
+    model.store_int8()
+    model.compute_int8(read_split(FIXTURES_DIR, "train").images)
+    model.save(tmp_path / "model.pt")
+    served = Predictor.load(tmp_path / "model.pt")
+    assert served.metadata()["computation"] == "int8" and served.metadata()["weights"] == "int8"
+    images = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz")
+    assert torch.equal(served.model.logits(images), model.logits(images))
+    with pytest.raises(ArtifactError, match="computes in int8, which only the onnxruntime backend runs"):
+        Predictor.load(tmp_path / "model.pt", backend="torch")

@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from api.predictor import Predictor
+from release.evaluate import calibration_images, evaluation_split
 from release.promote import DEFAULT_MAX_SIZE_MB, floor_problems, parse_floors
 from release.promote import main as promote_main
 from text_recognizer.datasets.fashion_mnist import read_split
+from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import ArtifactError
 from text_recognizer.promoted import CURRENT, PromotedModelError, promoted_model_path, publish, versions
@@ -281,6 +283,38 @@ def test_int8_weights_fit_a_budget_that_refuses_float32_and_are_what_is_served(
         artifact.with_name("MODEL_CARD.md").read_text()
     )
     assert Predictor.load(weights).version == card["version"]
+
+
+@pytest.mark.slow
+def test_int8_computation_is_calibrated_measured_and_served_as_promoted(
+    smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--computation int8`: activation ranges from training images only, every figure on the card
+    computed in int8, and the service answers with exactly the logits promotion measured."""
+    arguments = [str(smoke_run), "--min-test-accuracy", "0.5", "--unsure-target-accuracy", "0.9",
+                 "--domain-floors", "none", "--computation", "int8"]  # fmt: skip
+    assert promote_main([*arguments, "--weights-dir", str(tmp_path / "refused")]) == 2
+    assert (
+        "computation 'int8' is not one of float32, int8 (int8 needs int8 weights)" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "refused").exists()
+    weights = tmp_path / "weights"
+    assert promote_main([*arguments, "--weights-dir", str(weights), "--weights", "int8"]) == 0
+    artifact = promoted_model_path(weights)
+    card = json.loads(artifact.with_name("model_card.json").read_text())
+    promoted = ClassifierModel.load(artifact)
+    calibration = len(calibration_images(promoted))  # 2,000 drawn, or the whole training split
+    assert card["weights"]["computation"] == "int8" and card["weights"]["calibration_images"] == calibration
+    assert f"computed in int8 (ONNX Runtime, uint8 activations in ranges measured on {calibration:,}" in (
+        artifact.with_name("MODEL_CARD.md").read_text()
+    )
+    served = Predictor.load(weights)
+    assert promoted.computation == served.metadata()["computation"] == "int8"
+    test = evaluation_split(promoted, "test")
+    logits = promoted.logits(test.images)
+    assert torch.equal(served.model.logits(test.images), logits)
+    accuracy = (logits.argmax(dim=1) == test.labels).double().mean().item()
+    assert card["domains"][FASHION_MNIST_DOMAIN]["accuracy"] == pytest.approx(accuracy)
 
 
 @pytest.mark.slow

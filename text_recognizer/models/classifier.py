@@ -18,6 +18,13 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from text_recognizer.atomic import atomic_path
+from text_recognizer.models.onnx_network import (
+    ActivationRanges,
+    OnnxRuntimeNetwork,
+    activation_ranges,
+    exported,
+    int8_graph,
+)
 from text_recognizer.models.weight_storage import dequantized, quantized
 from text_recognizer.networks import build_network, count_parameters
 from text_recognizer.preprocessing import Normalization, as_image_batch, normalize
@@ -29,8 +36,17 @@ MIRROR_ARTIFACT_FORMAT = "text_recognizer.classifier/2"
 # Weights stored as int8 (`weight_storage`), the description naming `weights` and `test_time_flip`: code
 # from before would load the integers as float weights, so it refuses this format instead.
 INT8_ARTIFACT_FORMAT = "text_recognizer.classifier/3"
-ARTIFACT_FORMATS = (ARTIFACT_FORMAT, MIRROR_ARTIFACT_FORMAT, INT8_ARTIFACT_FORMAT)
+# Int8 weights computed in int8 (`compute_int8`), the description naming `computation` and the
+# activations' ranges: code from before would compute in float32, against its card's figures.
+INT8_COMPUTE_ARTIFACT_FORMAT = "text_recognizer.classifier/4"
+ARTIFACT_FORMATS = (
+    ARTIFACT_FORMAT,
+    MIRROR_ARTIFACT_FORMAT,
+    INT8_ARTIFACT_FORMAT,
+    INT8_COMPUTE_ARTIFACT_FORMAT,
+)
 WEIGHT_PRECISIONS = ("float32", "int8")
+COMPUTATIONS = ("float32", "int8")
 EVAL_BATCH_SIZE = 1024
 
 
@@ -65,6 +81,7 @@ class ClassifierModel:
         temperature: float = 1.0,
         test_time_flip: bool = False,
         weights: str = "float32",
+        activation_ranges: ActivationRanges | None = None,
     ) -> None:
         self.network_name = network_name
         self.network_args = dict(network_args)
@@ -80,8 +97,13 @@ class ClassifierModel:
         self.test_time_flip = test_time_flip
         if weights not in WEIGHT_PRECISIONS:
             raise ValueError(f"weights must be one of {', '.join(WEIGHT_PRECISIONS)}, got {weights!r}")
-        # How the artifact stores the weights; the network always computes in float32 (`store_int8`).
+        # How the artifact stores the weights (`store_int8`).
         self.weights = weights
+        # With int8 weights, each activation's range in the exported graph: then the model computes in
+        # int8 by ONNX Runtime (`compute_int8`), and in float32 without them.
+        if activation_ranges is not None and weights != "int8":
+            raise ValueError("computing in int8 needs int8 weights")
+        self.activation_ranges = activation_ranges
         self.network: nn.Module = build_network(network_name, input_shape, len(class_names), **network_args)
         # Channels-last convolutions: 10-25% faster per training batch on CPU, measured side by side.
         self.network.to(memory_format=torch.channels_last)
@@ -95,6 +117,10 @@ class ClassifierModel:
     def parameter_count(self) -> int:
         return count_parameters(self.network)
 
+    @property
+    def computation(self) -> str:
+        return "float32" if self.activation_ranges is None else "int8"
+
     def to(self, device: torch.device | str) -> "ClassifierModel":
         self.network.to(device)
         return self
@@ -107,12 +133,44 @@ class ClassifierModel:
         self.weights = "int8"
         self.inference_network = None  # it would keep the float32 weights
 
+    def compute_int8(self, images: torch.Tensor, batch_size: int = 200) -> None:
+        """From now on, compute in int8 (`onnx_network.int8_graph`, after `store_int8`), with each
+        activation's range measured on `images` and their mirror images (whether or not the model
+        averages with them: the ranges then serve either choice). Use training images: a range fitted on
+        validation or test images would let those images choose the model."""
+        if self.weights != "int8":
+            raise ValueError("computing in int8 needs int8 weights: store_int8 first")
+        graph = self.float_graph()
+        batches = (
+            torch.cat([inputs, inputs.flip(-1)]).cpu().contiguous().numpy()
+            for inputs in map(self.network_input, as_image_batch(images).split(batch_size))
+        )
+        self.activation_ranges = activation_ranges(graph, batches)
+        self.inference_network = OnnxRuntimeNetwork(
+            int8_graph(graph, self.activation_ranges), torch.get_num_threads()
+        )
+
+    def float_graph(self) -> bytes:
+        """The batch-norm-folded network exported to ONNX: what ONNX Runtime runs for float32, and what
+        `int8_graph` quantizes."""
+        self.fold_batch_norm()
+        assert self.inference_network is not None
+        return exported(self.inference_network, self.input_shape)
+
     def fold_batch_norm(self) -> None:
         """Predict with a copy whose batch-norm layers are folded into the preceding convolutions
         (torch.fx): the same outputs to float rounding, fewer operations per forward pass (see
         benchmarks/inference.py). The weights stay as they are; training again drops the copy."""
         self.network.eval()
         self.inference_network = fuse(self.network).to(memory_format=torch.channels_last)
+
+    def serve_with_onnx_runtime(self) -> None:
+        """Predict by ONNX Runtime on the CPU: the int8 graph for a model computed in int8 (its only
+        computation), else the folded float32 network."""
+        graph = self.float_graph()
+        if self.activation_ranges is not None:
+            graph = int8_graph(graph, self.activation_ranges)
+        self.inference_network = OnnxRuntimeNetwork(graph, torch.get_num_threads())
 
     def network_input(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 images of the model's input size to normalized float tensors on the model's device."""
@@ -128,6 +186,8 @@ class ClassifierModel:
         the temperature: what every probability comes from."""
         if self.network.training:  # eval() walks every module: 0.1-0.4 ms, a third of one prediction
             self.network.eval()
+        if self.activation_ranges is not None and not isinstance(self.inference_network, OnnxRuntimeNetwork):
+            self.serve_with_onnx_runtime()  # int8 is computed there only, whatever ran before
         network = self.network if self.inference_network is None else self.inference_network
         chunks = [
             self.merged(network(self.views(self.network_input(chunk))).float())
@@ -179,6 +239,8 @@ class ClassifierModel:
         `network` runs the passes instead of `self.network` when it wraps it (DistributedDataParallel
         synchronising gradients across processes); the weights are the same tensors.
         """
+        if self.activation_ranges is not None:
+            raise ValueError("a model computed in int8 is not trained further: train its float32 run")
         self.inference_network = None  # it would keep the old weights
         network = network or self.network
         network.train()
@@ -215,7 +277,11 @@ class ClassifierModel:
             "temperature": self.temperature,
         }
         state = {key: value.cpu() for key, value in self.network.state_dict().items()}
-        if self.weights == "int8":
+        if self.activation_ranges is not None:
+            description.update(weights="int8", test_time_flip=self.test_time_flip, computation="int8")
+            description["activation_ranges"] = self.activation_ranges
+            artifact_format, state = INT8_COMPUTE_ARTIFACT_FORMAT, quantized(state)
+        elif self.weights == "int8":
             description.update(weights="int8", test_time_flip=self.test_time_flip)
             artifact_format, state = INT8_ARTIFACT_FORMAT, quantized(state)
         elif self.test_time_flip:  # only then: the bytes of every other artifact stay as they were
@@ -250,8 +316,15 @@ class ClassifierModel:
             description = json.loads(artifact["description"])
             test_time_flip = description.get("test_time_flip", False)
             weights = description.get("weights", "float32")
-            if (weights == "int8") is not (artifact["format"] == INT8_ARTIFACT_FORMAT):
+            computation = description.get("computation", "float32")
+            int8_formats = (INT8_ARTIFACT_FORMAT, INT8_COMPUTE_ARTIFACT_FORMAT)
+            if (weights == "int8") is not (artifact["format"] in int8_formats):
                 raise ValueError(f"format {artifact['format']!r} does not go with weights {weights!r}")
+            if (computation == "int8") is not (artifact["format"] == INT8_COMPUTE_ARTIFACT_FORMAT):
+                raise ValueError(
+                    f"format {artifact['format']!r} does not go with computation {computation!r}"
+                )
+            ranges = checked_ranges(description["activation_ranges"]) if computation == "int8" else None
             if weights != "int8" and test_time_flip is not (artifact["format"] == MIRROR_ARTIFACT_FORMAT):
                 raise ValueError(
                     f"format {artifact['format']!r} does not go with test_time_flip {test_time_flip!r} "
@@ -267,6 +340,7 @@ class ClassifierModel:
                 temperature=description.get("temperature", 1.0),  # artifacts from before calibration
                 test_time_flip=test_time_flip,
                 weights=weights,
+                activation_ranges=ranges,
             )
             state = artifact["state_dict"]
             model.network.load_state_dict(dequantized(state) if weights == "int8" else state)
@@ -277,6 +351,23 @@ class ClassifierModel:
     @classmethod
     def load(cls, path: Path, device: torch.device | str = "cpu") -> "ClassifierModel":
         return cls.from_artifact(load_safely(path)).to(device)
+
+
+def checked_ranges(ranges: Any) -> ActivationRanges:
+    """An artifact's activation ranges, or ValueError naming what is wrong with them."""
+    if not isinstance(ranges, dict) or not ranges:
+        raise ValueError("activation_ranges must map tensor names to [lowest, highest]")
+    for name, bounds in ranges.items():
+        if not (
+            isinstance(bounds, list)
+            and len(bounds) == 2
+            and all(isinstance(bound, float) and np.isfinite(bound) for bound in bounds)
+            and bounds[0] <= bounds[1]
+        ):
+            raise ValueError(
+                f"activation range of {name!r} is {bounds!r}, not [lowest, highest] finite floats"
+            )
+    return ranges
 
 
 def save_atomically(payload: dict[str, Any], path: Path) -> None:

@@ -2,10 +2,12 @@
 when the model says so, one forward pass of both): single-image latency (p50/p99), batch throughput,
 and agreement with the eager model's classes and accuracy on the full Fashion-MNIST test split, for
 eager PyTorch, eager with batch-norm folded into the convolutions, TorchScript (traced, optimized for
-inference), ONNX Runtime (CPU, float32: what the API serves, api/onnx_backend.py) and int8
+inference), ONNX Runtime (CPU, float32: what the API serves for a float32 model) and int8
 quantizations (ONNX Runtime dynamic; ONNX Runtime static, QDQ, per-channel weights, activation ranges
 from the model's own training images and their mirror images, min-max or moving-average; PyTorch
-dynamic), measured interleaved in one run (issue 13, point 2).
+dynamic), measured interleaved in one run (issue 13, point 2). For a model computed in int8, "as
+served" is its own int8 graph (from the artifact's activation ranges), and "eager" the float32
+computation of the same int8 weights.
 
     python -m benchmarks.inference [--threads 1] [--single 300] [--batch 256] [--model PATH]
 
@@ -109,7 +111,7 @@ def onnx_variants(
           f"int8 static {len(models['static']):,} B")  # fmt: skip
     threads = torch.get_num_threads()
     return {
-        "onnx runtime (served)": OnnxRuntimeNetwork(models["model"], threads),
+        "onnx runtime float32": OnnxRuntimeNetwork(models["model"], threads),
         "int8 dynamic (onnx runtime)": OnnxRuntimeNetwork(models["dynamic"], threads),
         "int8 static (onnx runtime)": OnnxRuntimeNetwork(models["static"], threads),
         "int8 static, averaged ranges (onnx runtime)": OnnxRuntimeNetwork(models["static-average"], threads),
@@ -148,6 +150,10 @@ def main() -> None:
         "torchscript": traced,
     }
     variants |= onnx_variants(folded, model.input_shape, calibration_inputs(model))
+    if model.computation == "int8":
+        model.serve_with_onnx_runtime()
+        assert model.inference_network is not None
+        variants["int8 as promoted (served)"] = model.inference_network
     variants["int8 dynamic (pytorch)"] = torch.ao.quantization.quantize_dynamic(
         folded, {torch.nn.Linear}, dtype=torch.qint8
     )

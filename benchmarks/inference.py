@@ -22,14 +22,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks.common import median, percentile, print_table, write_result
 from release.evaluate import calibration_images
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.models import ClassifierModel
-from text_recognizer.models.onnx_network import OnnxRuntimeNetwork, exported
+from text_recognizer.models.onnx_network import OnnxRuntimeNetwork, batch_reader, exported
 from text_recognizer.promoted import model_file, promoted_model_path
 
 
@@ -73,21 +72,10 @@ def onnx_models(
     """The network exported to ONNX ("model"), and its int8 quantizations by ONNX Runtime: weights only
     ("dynamic"), and weights and activations with ranges from `calibration` (QDQ): the extremes seen
     ("static"), or each batch's extremes averaged ("static-average", ORT's CalibMovingAverage)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.batches = iter(calibration)  # one pass: a quantization takes a new reader
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {"input": batch.contiguous().numpy()}
+    def reader() -> object:  # one pass: a quantization takes a new reader
+        return batch_reader(batch.contiguous().numpy() for batch in calibration)
 
     with tempfile.TemporaryDirectory(prefix="onnx-") as directory:
         folder = Path(directory)
@@ -95,7 +83,7 @@ def onnx_models(
         model.write_bytes(exported(network, input_shape))
         quantize_dynamic(str(model), str(folder / "dynamic.onnx"), weight_type=QuantType.QInt8)
         for name, averaged in STATIC.items():
-            quantize_static(str(model), str(folder / f"{name}.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+            quantize_static(str(model), str(folder / f"{name}.onnx"), reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             extra_options={"CalibMovingAverage": averaged})  # fmt: skip
         return {name: (folder / f"{name}.onnx").read_bytes() for name in ("model", "dynamic", *STATIC)}

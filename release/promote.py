@@ -275,9 +275,10 @@ def promote(
         )
     if weights not in WEIGHT_PRECISIONS:
         raise PromotionError(f"weights must be one of {', '.join(WEIGHT_PRECISIONS)}, got {weights!r}")
-    if computation not in COMPUTATIONS or (computation == "int8" and weights != "int8"):
-        raise PromotionError(f"computation {computation!r} is not one of {', '.join(COMPUTATIONS)} "
-                             "(int8 needs int8 weights)")  # fmt: skip
+    if computation not in COMPUTATIONS:
+        raise PromotionError(f"computation must be one of {', '.join(COMPUTATIONS)}, got {computation!r}")
+    if computation == "int8" and weights != "int8":
+        raise PromotionError("--computation int8 needs --weights int8 (it computes with the int8 weights)")
     model = ClassifierModel.load(run.best_checkpoint)  # proves the artifact loads on its own
     if weights == "int8":
         model.store_int8()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -227,11 +228,31 @@ def test_int8_computation_is_what_is_stored_served_and_loaded(
     assert artifact["format"] == INT8_COMPUTE_ARTIFACT_FORMAT  # code from before refuses it
     with pytest.raises(ArtifactError, match="does not go with computation 'int8'"):
         ClassifierModel.from_artifact({**artifact, "format": INT8_ARTIFACT_FORMAT})
-    name = next(iter(loaded.activation_ranges or {}))
-    for ranges, message in (({name: [1.0, 0.0]}, f"activation range of '{name}' is"), ({}, "must map")):
-        description = json.loads(artifact["description"]) | {"activation_ranges": ranges}
+    ranges = loaded.activation_ranges or {}
+    name, (low, high) = next(iter(ranges.items()))
+    broken = [
+        ({name: [high, low]}, f"activation range of '{re.escape(name)}' is"),
+        ({}, "must map tensor names"),
+        (ranges | {name: [0.0, 1e39]}, r"is \[0.0, 1e\+39\], not \[lowest, highest\] in float32"),
+        (ranges | {name: [-3.4e38, 3.4e38]}, "in float32"),  # each finite, but not their width
+        (ranges | {name: [0, 1]}, "in float32"),
+        (ranges | {name: [float("nan"), 1.0]}, "in float32"),
+        (
+            {k: v for k, v in ranges.items() if k != name},
+            rf"the network's graph: missing \['{re.escape(name)}'\]",
+        ),
+        (ranges | {"bogus": [0.0, 1.0]}, r"unknown \['bogus'\]"),
+    ]
+    for wrong, message in broken:
+        description = json.loads(artifact["description"]) | {"activation_ranges": wrong}
         with pytest.raises(ArtifactError, match=message):
             ClassifierModel.from_artifact({**artifact, "description": json.dumps(description)})
+    other = json.loads(artifact["description"]) | {"int8_graph_sha256": "0" * 64}
+    with pytest.raises(ArtifactError, match="is not the one this model was promoted with"):
+        ClassifierModel.from_artifact({**artifact, "description": json.dumps(other)})
+    other = json.loads(artifact["description"]) | {"computation": "int4"}
+    with pytest.raises(ArtifactError, match="computation 'int4' is not one of float32, int8"):
+        ClassifierModel.from_artifact({**artifact, "description": json.dumps(other)})
 
 
 def test_artifact_predicts_without_training_code_config_or_data(

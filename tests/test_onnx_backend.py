@@ -10,8 +10,15 @@ import torch
 from api.predictor import Predictor
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.idx import read_idx
+from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN
 from text_recognizer.models import ArtifactError, ClassifierModel
-from text_recognizer.models.onnx_network import OnnxRuntimeNetwork, activation_ranges, exported, int8_graph
+from text_recognizer.models.onnx_network import (
+    OnnxRuntimeNetwork,
+    activation_ranges,
+    batch_reader,
+    exported,
+    int8_graph,
+)
 from text_recognizer.networks import NETWORKS, build_network
 from text_recognizer.promoted import promoted_model_path
 
@@ -43,24 +50,22 @@ def test_onnx_runtime_gives_pytorchs_logits_for_any_batch_size(
 
 
 @pytest.mark.slow
-def test_the_shipped_model_is_served_as_promoted_and_close_to_its_float32_computation(
+def test_the_shipped_model_is_served_as_its_card_says_and_as_eager_pytorch_classifies(
     full_data_dir: Path,
 ) -> None:
-    """The service's graph gives the logits promotion measured. Computed in int8, the shipped network
-    keeps the class that the float32 computation of the same weights gives on at least 99.8% of the
-    Fashion-MNIST test images (measured: 99.85%, 15 images differ; issue 13's 99.9% bar is for a
-    faster backend of the same model, and every figure of this one was measured in int8); a float32
-    model keeps every class."""
+    """The service's Fashion-MNIST test accuracy is the card's (measured at promotion), and for a
+    float32 model, issue 13's bar for a faster backend: at least 99.9% of the eager model's classes
+    (measured: all)."""
     served = Predictor.load(promoted_model_path())
-    promoted = ClassifierModel.load(promoted_model_path())
     assert isinstance(served.model.inference_network, OnnxRuntimeNetwork)
     test = read_split(full_data_dir, "test")
     classes = served.model.predict(test.images).class_ids
-    assert torch.allclose(served.model.logits(test.images), promoted.logits(test.images), atol=1e-4)
-    float32 = ClassifierModel.load(promoted_model_path())
-    float32.activation_ranges = None  # the same weights, computed in float32 by PyTorch
-    agreement = (float32.predict(test.images).class_ids == classes).double().mean().item()
-    assert agreement >= (0.998 if promoted.computation == "int8" else 1.0)
+    accuracy = (classes == test.labels).double().mean().item()
+    assert accuracy == pytest.approx(served.card["domains"][FASHION_MNIST_DOMAIN]["accuracy"])
+    if served.model.computation == "float32":
+        eager = ClassifierModel.load(promoted_model_path())  # the artifact as saved: PyTorch, not folded
+        assert eager.inference_network is None
+        assert torch.equal(eager.predict(test.images).class_ids, classes)
 
 
 @pytest.mark.parametrize("name", sorted(NETWORKS))
@@ -78,30 +83,22 @@ def test_the_int8_graph_rebuilt_from_stored_ranges_is_the_one_onnx_runtime_calib
 ) -> None:
     """What the artifact keeps (the ranges) decides the whole graph: byte for byte the graph of
     ONNX Runtime's own static quantization calibrated on the same images (moving-average min-max)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     model = ClassifierModel.load(fixture_model)
     model.store_int8()
     graph = model.float_graph()
     inputs = model.network_input(read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz"))
     batches = [inputs[i : i + 50].contiguous().numpy() for i in range(0, len(inputs), 50)]
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.batches = iter(batches)
-
-        def get_next(self) -> dict[str, object] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {"input": batch}
-
     (tmp_path / "model.onnx").write_bytes(graph)
-    quantize_static(tmp_path / "model.onnx", tmp_path / "int8.onnx", Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    extra_options={"CalibMovingAverage": True})  # fmt: skip
+    quantize_static(tmp_path / "model.onnx", tmp_path / "int8.onnx", batch_reader(batches),
+                    quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, extra_options={"CalibMovingAverage": True})  # fmt: skip
     ranges = activation_ranges(graph, iter(batches))
-    assert int8_graph(graph, ranges) == (tmp_path / "int8.onnx").read_bytes()
+    shape = model.input_shape
+    assert int8_graph(graph, ranges, shape) == (tmp_path / "int8.onnx").read_bytes()
     shifted = {name: [low, high * 2] for name, (low, high) in ranges.items()}
-    assert int8_graph(graph, shifted) != int8_graph(graph, ranges)  # the ranges are used
+    assert int8_graph(graph, shifted, shape) != int8_graph(graph, ranges, shape)  # the ranges are used
 
 
 def test_a_model_computed_in_int8_is_served_in_int8_by_onnx_runtime_only(

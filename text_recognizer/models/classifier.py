@@ -5,6 +5,7 @@ The saved artifact is a plain dictionary of tensors and JSON-like values, loaded
 needed to predict with it.
 """
 
+import hashlib
 import io
 import json
 from collections.abc import Iterable
@@ -82,6 +83,7 @@ class ClassifierModel:
         test_time_flip: bool = False,
         weights: str = "float32",
         activation_ranges: ActivationRanges | None = None,
+        int8_graph_sha256: str | None = None,
     ) -> None:
         self.network_name = network_name
         self.network_args = dict(network_args)
@@ -104,6 +106,9 @@ class ClassifierModel:
         if activation_ranges is not None and weights != "int8":
             raise ValueError("computing in int8 needs int8 weights")
         self.activation_ranges = activation_ranges
+        # The int8 graph's sha256 when it was first built (at promotion): a rebuild by other versions of
+        # ONNX Runtime, onnx or torch that would compute otherwise than the card says is refused.
+        self.int8_graph_sha256 = int8_graph_sha256
         self.network: nn.Module = build_network(network_name, input_shape, len(class_names), **network_args)
         # Channels-last convolutions: 10-25% faster per training batch on CPU, measured side by side.
         self.network.to(memory_format=torch.channels_last)
@@ -140,22 +145,19 @@ class ClassifierModel:
         validation or test images would let those images choose the model."""
         if self.weights != "int8":
             raise ValueError("computing in int8 needs int8 weights: store_int8 first")
-        graph = self.float_graph()
         batches = (
             torch.cat([inputs, inputs.flip(-1)]).cpu().contiguous().numpy()
             for inputs in map(self.network_input, as_image_batch(images).split(batch_size))
         )
-        self.activation_ranges = activation_ranges(graph, batches)
-        self.inference_network = OnnxRuntimeNetwork(
-            int8_graph(graph, self.activation_ranges), torch.get_num_threads()
-        )
+        self.activation_ranges = activation_ranges(self.float_graph(), batches)
+        self.int8_graph_sha256 = None
+        self.serve_with_onnx_runtime()  # records the graph's sha256
 
     def float_graph(self) -> bytes:
-        """The batch-norm-folded network exported to ONNX: what ONNX Runtime runs for float32, and what
-        `int8_graph` quantizes."""
-        self.fold_batch_norm()
-        assert self.inference_network is not None
-        return exported(self.inference_network, self.input_shape)
+        """The batch-norm-folded network (a CPU copy) exported to ONNX: what ONNX Runtime runs for
+        float32, and what `int8_graph` quantizes."""
+        self.network.eval()
+        return exported(fuse(self.network).cpu(), self.input_shape)
 
     def fold_batch_norm(self) -> None:
         """Predict with a copy whose batch-norm layers are folded into the preceding convolutions
@@ -169,7 +171,19 @@ class ClassifierModel:
         computation), else the folded float32 network."""
         graph = self.float_graph()
         if self.activation_ranges is not None:
-            graph = int8_graph(graph, self.activation_ranges)
+            try:
+                graph = int8_graph(graph, self.activation_ranges, self.input_shape)
+            except (ValueError, RuntimeError) as error:
+                raise ArtifactError(f"cannot build the int8 graph: {error}") from error
+            digest = hashlib.sha256(graph).hexdigest()
+            if self.int8_graph_sha256 is None:
+                self.int8_graph_sha256 = digest
+            elif digest != self.int8_graph_sha256:
+                raise ArtifactError(
+                    f"the int8 graph built here (sha256 {digest[:12]}) is not the one this model was "
+                    f"promoted with ({self.int8_graph_sha256[:12]}): it would compute otherwise than its "
+                    "card says; install the versions of onnxruntime, onnx and torch in Pipfile.lock"
+                )
         self.inference_network = OnnxRuntimeNetwork(graph, torch.get_num_threads())
 
     def network_input(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -280,6 +294,7 @@ class ClassifierModel:
         if self.activation_ranges is not None:
             description.update(weights="int8", test_time_flip=self.test_time_flip, computation="int8")
             description["activation_ranges"] = self.activation_ranges
+            description["int8_graph_sha256"] = self.int8_graph_sha256
             artifact_format, state = INT8_COMPUTE_ARTIFACT_FORMAT, quantized(state)
         elif self.weights == "int8":
             description.update(weights="int8", test_time_flip=self.test_time_flip)
@@ -317,6 +332,8 @@ class ClassifierModel:
             test_time_flip = description.get("test_time_flip", False)
             weights = description.get("weights", "float32")
             computation = description.get("computation", "float32")
+            if computation not in COMPUTATIONS:
+                raise ValueError(f"computation {computation!r} is not one of {', '.join(COMPUTATIONS)}")
             int8_formats = (INT8_ARTIFACT_FORMAT, INT8_COMPUTE_ARTIFACT_FORMAT)
             if (weights == "int8") is not (artifact["format"] in int8_formats):
                 raise ValueError(f"format {artifact['format']!r} does not go with weights {weights!r}")
@@ -324,7 +341,9 @@ class ClassifierModel:
                 raise ValueError(
                     f"format {artifact['format']!r} does not go with computation {computation!r}"
                 )
-            ranges = checked_ranges(description["activation_ranges"]) if computation == "int8" else None
+            int8 = computation == "int8"
+            ranges = checked_ranges(description["activation_ranges"]) if int8 else None
+            graph_sha256 = checked_sha256(description["int8_graph_sha256"]) if int8 else None
             if weights != "int8" and test_time_flip is not (artifact["format"] == MIRROR_ARTIFACT_FORMAT):
                 raise ValueError(
                     f"format {artifact['format']!r} does not go with test_time_flip {test_time_flip!r} "
@@ -341,11 +360,14 @@ class ClassifierModel:
                 test_time_flip=test_time_flip,
                 weights=weights,
                 activation_ranges=ranges,
+                int8_graph_sha256=graph_sha256,
             )
             state = artifact["state_dict"]
             model.network.load_state_dict(dequantized(state) if weights == "int8" else state)
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise ArtifactError(f"incomplete or malformed artifact: {error!r}") from error
+        if model.activation_ranges is not None:
+            model.serve_with_onnx_runtime()  # now: a graph that cannot be built is refused at load
         return model
 
     @classmethod
@@ -358,16 +380,19 @@ def checked_ranges(ranges: Any) -> ActivationRanges:
     if not isinstance(ranges, dict) or not ranges:
         raise ValueError("activation_ranges must map tensor names to [lowest, highest]")
     for name, bounds in ranges.items():
-        if not (
-            isinstance(bounds, list)
-            and len(bounds) == 2
-            and all(isinstance(bound, float) and np.isfinite(bound) for bound in bounds)
-            and bounds[0] <= bounds[1]
-        ):
-            raise ValueError(
-                f"activation range of {name!r} is {bounds!r}, not [lowest, highest] finite floats"
-            )
+        floats = isinstance(bounds, list) and len(bounds) == 2 and all(type(b) is float for b in bounds)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow in float32 is what is checked
+            low, high = (np.float32(bound) for bound in bounds) if floats else (np.float32(np.nan),) * 2
+            usable = isinstance(name, str) and np.isfinite([low, high, high - low]).all() and low <= high
+        if not usable:
+            raise ValueError(f"activation range of {name!r} is {bounds!r}, not [lowest, highest] in float32")
     return ranges
+
+
+def checked_sha256(digest: Any) -> str:
+    if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise ValueError(f"int8_graph_sha256 is {digest!r}, not a sha256 in hex")
+    return digest
 
 
 def save_atomically(payload: dict[str, Any], path: Path) -> None:

@@ -14,8 +14,10 @@ import io
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -46,11 +48,9 @@ def exported(network: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     return model.getvalue()
 
 
-def activation_ranges(model: bytes, batches: Iterable[np.ndarray]) -> ActivationRanges:
-    """Every activation's range over `batches` of network inputs (float32 NCHW), for `model` (from
-    `exported`): each batch's extremes, averaged over batches (ORT's moving-average min-max), which was
-    as good as the plain extremes on validation and less swayed by one odd image."""
-    from onnxruntime.quantization import CalibrationDataReader, create_calibrator
+def batch_reader(batches: Iterable[np.ndarray]) -> Any:
+    """ONNX Runtime's calibration data reader over `batches` of network inputs (one pass)."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -60,47 +60,64 @@ def activation_ranges(model: bytes, batches: Iterable[np.ndarray]) -> Activation
             batch = next(self.batches, None)
             return None if batch is None else {"input": batch}
 
+    return Reader()
+
+
+@contextmanager
+def saved(model: bytes) -> Iterator[Path]:
+    """`model` in a temporary file (ONNX Runtime's quantization tools take paths)."""
     with tempfile.TemporaryDirectory(prefix="onnx-") as directory:
         path = Path(directory) / "model.onnx"
         path.write_bytes(model)
+        yield path
+
+
+def activation_ranges(model: bytes, batches: Iterable[np.ndarray]) -> ActivationRanges:
+    """Every activation's range over `batches` of network inputs (float32 NCHW) for `model` (from
+    `exported`), by ONNX Runtime's moving-average min-max calibration: each batch's extremes averaged
+    over batches, as good as the plain extremes on validation and less swayed by one odd image."""
+    from onnxruntime.quantization import create_calibrator
+
+    with saved(model) as path:
         calibrator = create_calibrator(
             path,
-            augmented_model_path=Path(directory) / "augmented.onnx",
+            augmented_model_path=path.with_name("augmented.onnx"),
             extra_options={"moving_average": True},
         )
-        calibrator.collect_data(Reader())
+        calibrator.collect_data(batch_reader(batches))
         ranges = calibrator.compute_data()
     return {name: [data.lowest.item(), data.highest.item()] for name, data in sorted(ranges.items())}
 
 
-def int8_graph(model: bytes, ranges: ActivationRanges) -> bytes:
-    """`model` (from `exported`) computed in int8: weights per output channel (symmetric int8),
-    activations per tensor (uint8) in exactly `ranges`. The calibration ORT insists on sees one zero
-    image, and every range it would take from it is overridden (tests/test_onnx_backend.py checks that
-    the graph depends on `ranges` alone)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class OneZeroImage(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self, shape: list[int]) -> None:
-            self.batches = iter([{"input": np.zeros([1, *shape[1:]], dtype=np.float32)}])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
+def int8_graph(model: bytes, ranges: ActivationRanges, input_shape: tuple[int, ...]) -> bytes:
+    """`model` (from `exported`, input of `input_shape` per image) computed in int8: weights per output
+    channel (symmetric int8, quantized again from the exported float weights), activations per tensor
+    (uint8) in exactly `ranges`. ONNX Runtime insists on a calibration pass: it sees one zero image, and
+    `ranges` must name every tensor that pass would measure, so that none of its ranges is used
+    (ValueError otherwise)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import MinMaxCalibrater
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 
     overrides = {
         name: [{"rmin": np.float32(lowest), "rmax": np.float32(highest)}]
         for name, (lowest, highest) in ranges.items()
     }
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    shape = [1 if isinstance(size, str) else size for size in session.get_inputs()[0].shape]
-    with tempfile.TemporaryDirectory(prefix="onnx-") as directory:
-        source, target = Path(directory) / "model.onnx", Path(directory) / "int8.onnx"
-        source.write_bytes(model)
+    one_zero_image = batch_reader([np.zeros((1, *input_shape), dtype=np.float32)])
+    with saved(model) as source:
+        measured, _ = MinMaxCalibrater(source).select_tensors_to_calibrate(
+            load_model_with_shape_infer(source)
+        )
+        if set(ranges) != measured:
+            missing, unknown = sorted(measured - set(ranges)), sorted(set(ranges) - measured)
+            raise ValueError(f"activation ranges do not match the network's graph: missing {missing[:5]}, "
+                             f"unknown {unknown[:5]} (exported by another torch version?)")  # fmt: skip
+        target = source.with_name("int8.onnx")
         advice = QuietAdvice()  # ORT's advice to pre-process the model first: done, by exporting it folded
         logging.getLogger().addFilter(advice)
         try:
-            quantize_static(source, target, OneZeroImage(shape), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            quantize_static(source, target, one_zero_image, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             extra_options={"TensorQuantOverrides": overrides})  # fmt: skip
         finally:
             logging.getLogger().removeFilter(advice)
@@ -108,10 +125,11 @@ def int8_graph(model: bytes, ranges: ActivationRanges) -> bytes:
 
 
 class QuietAdvice(logging.Filter):
-    """Drops ONNX Runtime's advice to pre-process a model before quantizing it."""
+    """Drops ONNX Runtime's quantizer's advice to pre-process a model first (nothing else)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage()
+        from_quantizer = "onnxruntime" in record.pathname and "quantization" in record.pathname
+        return not (from_quantizer and "pre-processing" in record.getMessage())
 
 
 class OnnxRuntimeNetwork(nn.Module):

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
-from text_recognizer.models.classifier import ArtifactError
+from text_recognizer.models.classifier import ArtifactError, load_safely
 from text_recognizer.paths import MODEL_CARD_NAME
 from text_recognizer.preprocessing import image_bytes_to_input
 from text_recognizer.promoted import model_file
@@ -57,6 +57,25 @@ def png_data_url(pixels: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(Image.fromarray(pixels))).decode("ascii")
 
 
+def artifact_and_card(path: Path, attempts: int = 3) -> tuple[Path, bytes, dict[str, Any]]:
+    """The artifact's path and bytes, and the card beside it ({} for a plain file without one), read
+    together. For a weights folder the card must be there: a version that promotions pruned while it was
+    being read (two promotions in that time) is read again from `CURRENT`, never served without its
+    card, which holds the "unsure" threshold and the version."""
+    while True:
+        model_path = model_file(path)
+        card_path = model_path.with_name(MODEL_CARD_NAME)
+        promoted = model_path != path
+        try:
+            data = model_path.read_bytes()
+            card = json.loads(card_path.read_text()) if promoted or card_path.exists() else {}
+            return model_path, data, card
+        except FileNotFoundError:
+            attempts -= 1
+            if not promoted or attempts == 0:
+                raise
+
+
 @dataclass
 class Predictor:
     model: ClassifierModel
@@ -80,8 +99,8 @@ class Predictor:
         ONNX Runtime ("onnxruntime") or by the batch-norm-folded PyTorch network ("torch"; not for a
         model computed in int8).
         """
-        model_path = model_file(model_path)
-        model = ClassifierModel.load(model_path)
+        model_path, data, card = artifact_and_card(model_path)
+        model = ClassifierModel.from_artifact(load_safely(model_path, data))
         if model.computation == "int8":  # its int8 graph was built as it loaded
             if backend != "onnxruntime":
                 raise ArtifactError(f"{model_path} computes in int8, which only the onnxruntime backend runs")
@@ -89,14 +108,12 @@ class Predictor:
             model.serve_with_onnx_runtime()
         else:
             model.fold_batch_norm()
-        card_path = model_path.with_name(MODEL_CARD_NAME)
-        card = json.loads(card_path.read_text()) if card_path.exists() else {}
-        weights_sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
+        weights_sha256 = hashlib.sha256(data).hexdigest()
         if card and card.get("sha256") != weights_sha256:  # e.g. a promotion interrupted half-way
             raise ArtifactError(
-                f"{card_path} describes weights with sha256 {card.get('sha256')}, but {model_path} has "
-                f"{weights_sha256}: its version and 'unsure' threshold would be another model's; promote "
-                "again"
+                f"{model_path.with_name(MODEL_CARD_NAME)} describes weights with sha256 "
+                f"{card.get('sha256')}, but {model_path} has {weights_sha256}: its version and 'unsure' "
+                "threshold would be another model's; promote again"
             )
         version = card.get("version") or weights_sha256[:12]
         threshold = card.get("confidence_threshold", {}).get("value") if use_confidence_threshold else None

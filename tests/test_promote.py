@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+import api.predictor as predictor_module
 from api.predictor import Predictor
 from release.evaluate import calibration_images, evaluation_split
 from release.promote import DEFAULT_MAX_SIZE_MB, floor_problems, parse_floors
@@ -20,7 +21,14 @@ from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import ArtifactError
-from text_recognizer.promoted import CURRENT, PromotedModelError, promoted_model_path, publish, versions
+from text_recognizer.promoted import (
+    CURRENT,
+    PromotedModelError,
+    model_file,
+    promoted_model_path,
+    publish,
+    versions,
+)
 
 from .support.smoke_training import train_smoke
 
@@ -200,6 +208,30 @@ def test_a_reader_that_two_promotions_overtook_reads_current_again(
     monkeypatch.setattr(Path, "read_text", overtaken)
     assert promoted_model_path(weights).parent.name == read_text(weights / CURRENT).strip()
     assert not stale  # the stale name was read first
+
+
+def test_the_service_reads_again_a_version_pruned_under_it_and_never_loads_one_without_its_card(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service that read `model.pt` of a version that two promotions then pruned, card and all, used
+    to load it without a card: no "unsure" threshold, a hash for a version. It reads CURRENT again."""
+    weights = tmp_path / "weights"
+    shutil.copytree(promoted_model_path().parent, weights / "20261129T000000000000Z-000000000000")
+    (weights / CURRENT).write_text("20261129T000000000000Z-000000000000\n")
+    card = json.loads((weights / "20261129T000000000000Z-000000000000" / "model_card.json").read_text())
+    pruned = weights / "20261128T000000000000Z-111111111111"
+    pruned.mkdir()
+    shutil.copy(promoted_model_path(weights), pruned / "model.pt")  # its card already removed
+    stale = [pruned / "model.pt"]
+    monkeypatch.setattr(
+        predictor_module, "model_file", lambda path: stale.pop() if stale else model_file(path)
+    )
+    served = Predictor.load(weights)
+    assert not stale and served.version == card["version"]
+    assert served.unsure_below == card["confidence_threshold"]["value"]
+    monkeypatch.setattr(predictor_module, "model_file", lambda path: pruned / "model.pt")  # never settles
+    with pytest.raises(FileNotFoundError, match=r"model_card\.json"):
+        Predictor.load(weights)
 
 
 def test_a_weights_folder_without_a_promoted_version_is_named(tmp_path: Path) -> None:

@@ -169,7 +169,7 @@ def weights_row(weights: dict[str, Any]) -> str:
 
 
 def weights_summary(
-    model: ClassifierModel, run: RunDirectory, images: torch.Tensor, calibration_images: int
+    model: ClassifierModel, run: RunDirectory, images: torch.Tensor, calibrated_on: int
 ) -> dict[str, Any]:
     """How `model` stores its weights and computes; for int8, the share of `images` whose class stays
     the one the run's float32 network gives (the network alone, before calibration)."""
@@ -182,7 +182,7 @@ def weights_summary(
         "computation": model.computation,
         "val_classes_unchanged": unchanged,
     }
-    return summary | ({"calibration_images": calibration_images} if model.computation == "int8" else {})
+    return summary | ({"calibration_images": calibrated_on} if model.computation == "int8" else {})
 
 
 def check_size(size_bytes: int, weights: str, max_size_mb: float) -> None:
@@ -282,12 +282,14 @@ def promote(
     model = ClassifierModel.load(run.best_checkpoint)  # proves the artifact loads on its own
     if weights == "int8":
         model.store_int8()
-    calibration = calibration_images(model) if computation == "int8" else torch.empty(0)
+    calibrated_on = 0  # training images the int8 activation ranges were measured on
     if computation == "int8":
-        model.compute_int8(calibration)
+        images = calibration_images(model)
+        model.compute_int8(images)
+        calibrated_on = len(images)
     check_size(len(model.artifact_bytes()), weights, max_size_mb)  # before any test split is read
     val = evaluation_split(model, "val")
-    weights_report = weights_summary(model, run, val.images, len(calibration))
+    weights_report = weights_summary(model, run, val.images, calibrated_on)
     calibration_report = calibrate(model, val)
     threshold = unsure_threshold(model, val, unsure_target_accuracy)
     photo_domains = tuple(DOMAINS) if domain_floors else ()

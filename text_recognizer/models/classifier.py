@@ -105,9 +105,11 @@ class ClassifierModel:
         # int8 by ONNX Runtime (`compute_int8`), and in float32 without them.
         if activation_ranges is not None and weights != "int8":
             raise ValueError("computing in int8 needs int8 weights")
+        if (activation_ranges is None) is not (int8_graph_sha256 is None):
+            raise ValueError("computing in int8 needs both the activation ranges and the graph's sha256")
         self.activation_ranges = activation_ranges
-        # The int8 graph's sha256 when it was first built (at promotion): a rebuild by other versions of
-        # ONNX Runtime, onnx or torch that would compute otherwise than the card says is refused.
+        # The int8 graph's sha256 when it was built at promotion: a rebuild by other versions of ONNX
+        # Runtime, onnx or torch, which would compute otherwise than the card says, is refused.
         self.int8_graph_sha256 = int8_graph_sha256
         self.network: nn.Module = build_network(network_name, input_shape, len(class_names), **network_args)
         # Channels-last convolutions: 10-25% faster per training batch on CPU, measured side by side.
@@ -149,9 +151,11 @@ class ClassifierModel:
             torch.cat([inputs, inputs.flip(-1)]).cpu().contiguous().numpy()
             for inputs in map(self.network_input, as_image_batch(images).split(batch_size))
         )
-        self.activation_ranges = activation_ranges(self.float_graph(), batches)
-        self.int8_graph_sha256 = None
-        self.serve_with_onnx_runtime()  # records the graph's sha256
+        graph = self.float_graph()
+        ranges = activation_ranges(graph, batches)
+        int8 = self.built_int8_graph(graph, ranges)
+        self.activation_ranges, self.int8_graph_sha256 = ranges, hashlib.sha256(int8).hexdigest()
+        self.inference_network = OnnxRuntimeNetwork(int8, torch.get_num_threads())
 
     def float_graph(self) -> bytes:
         """The batch-norm-folded network (a CPU copy) exported to ONNX: what ONNX Runtime runs for
@@ -170,21 +174,23 @@ class ClassifierModel:
         """Predict by ONNX Runtime on the CPU: the int8 graph for a model computed in int8 (its only
         computation), else the folded float32 network."""
         graph = self.float_graph()
-        if self.activation_ranges is not None:
-            try:
-                graph = int8_graph(graph, self.activation_ranges, self.input_shape)
-            except (ValueError, RuntimeError) as error:
-                raise ArtifactError(f"cannot build the int8 graph: {error}") from error
+        if self.activation_ranges is not None and self.int8_graph_sha256 is not None:
+            graph = self.built_int8_graph(graph, self.activation_ranges)
             digest = hashlib.sha256(graph).hexdigest()
-            if self.int8_graph_sha256 is None:
-                self.int8_graph_sha256 = digest
-            elif digest != self.int8_graph_sha256:
+            if digest != self.int8_graph_sha256:
                 raise ArtifactError(
                     f"the int8 graph built here (sha256 {digest[:12]}) is not the one this model was "
                     f"promoted with ({self.int8_graph_sha256[:12]}): it would compute otherwise than its "
                     "card says; install the versions of onnxruntime, onnx and torch in Pipfile.lock"
                 )
         self.inference_network = OnnxRuntimeNetwork(graph, torch.get_num_threads())
+
+    def built_int8_graph(self, graph: bytes, ranges: ActivationRanges) -> bytes:
+        """`graph` (from `float_graph`) computed in int8 with `ranges`; ArtifactError when it cannot be."""
+        try:
+            return int8_graph(graph, ranges, self.input_shape)
+        except (ValueError, RuntimeError) as error:
+            raise ArtifactError(f"cannot build the int8 graph: {error}") from error
 
     def network_input(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 images of the model's input size to normalized float tensors on the model's device."""

@@ -1,12 +1,15 @@
 """Batch augmentation: each transform does what it says, and the same generator state repeats it."""
 
+import pytest
 import torch
+from pydantic import ValidationError
 
 from text_recognizer.datasets.idx import read_idx
-from training.augmentation import augment, horizontal_flip, random_crop, random_erasing
+from training.augmentation import augment, horizontal_flip, jpeg_reencoding, random_crop, random_erasing
 from training.config import AugmentationConfig
 
 from .conftest import FIXTURES_DIR
+from .support.jpeg import jpeg
 
 IMAGES = read_idx(FIXTURES_DIR / "t10k-images-idx3-ubyte.gz")[:64]
 
@@ -47,7 +50,24 @@ def test_random_erasing_zeroes_one_rectangle_per_chosen_image() -> None:
 
 
 def test_augmentation_is_repeatable_and_off_by_default() -> None:
-    settings = AugmentationConfig(crop_padding=2, horizontal_flip=True, erasing_probability=0.5)
+    settings = AugmentationConfig(
+        crop_padding=2, horizontal_flip=True, erasing_probability=0.5, jpeg_probability=0.5
+    )
     assert torch.equal(augment(IMAGES, settings, generator(3)), augment(IMAGES, settings, generator(3)))
     assert not torch.equal(augment(IMAGES, settings, generator(3)), augment(IMAGES, settings, generator(4)))
     assert torch.equal(augment(IMAGES, AugmentationConfig(), generator()), IMAGES)
+
+
+def test_jpeg_reencoding_gives_what_a_saved_jpeg_decodes_to() -> None:
+    reencoded = jpeg_reencoding(IMAGES, 1.0, (85, 85), generator())
+    for original, result in zip(IMAGES, reencoded, strict=True):
+        assert torch.equal(result, torch.from_numpy(jpeg(original.numpy(), quality=85)))
+    assert not torch.equal(reencoded, IMAGES)
+    assert torch.equal(jpeg_reencoding(IMAGES, 0.0, (70, 95), generator()), IMAGES)
+    partly = jpeg_reencoding(IMAGES, 0.5, (70, 95), generator())
+    assert 16 < sum(not torch.equal(p, o) for p, o in zip(partly, IMAGES, strict=True)) < 48
+
+
+def test_jpeg_quality_range_is_checked() -> None:
+    with pytest.raises(ValidationError, match="jpeg_quality"):
+        AugmentationConfig(jpeg_quality=(90, 80))

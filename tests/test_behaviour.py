@@ -1,13 +1,11 @@
 """Model behaviour (Made With ML style): invariance, minimum functionality and a directional check,
 on the promoted model and real Fashion-MNIST test images."""
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from api.predictor import Predictor
 from text_recognizer.datasets.fashion_mnist import read_split
@@ -18,6 +16,7 @@ from text_recognizer.promoted import promoted_model_path
 
 from .conftest import FIXTURES_DIR
 from .support.fixture_model import SHOP_FIXTURES
+from .support.jpeg import jpeg
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +31,6 @@ def test_images(full_data_dir: Path) -> torch.Tensor:
 
 def changed_share(model: ClassifierModel, original: torch.Tensor, perturbed: torch.Tensor) -> float:
     return (model.predict(original).class_ids != model.predict(perturbed).class_ids).double().mean().item()
-
-
-def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(buffer))
 
 
 @pytest.mark.slow

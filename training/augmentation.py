@@ -1,12 +1,16 @@
-"""Batch augmentation on uint8 image tensors: random crop with padding, horizontal flip, random erasing.
+"""Batch augmentation on uint8 image tensors: random crop with padding, horizontal flip, random erasing,
+JPEG re-encoding.
 
 Vectorized over the batch and driven by an explicit generator, so a run (and a resumed run) sees the
 same augmented images for the same seed and epoch.
 """
 
+import io
 import math
 
+import numpy as np
 import torch
+from PIL import Image
 
 from training.config import AugmentationConfig
 
@@ -51,6 +55,23 @@ def random_erasing(
     return images.masked_fill(mask, 0)
 
 
+def jpeg_reencoding(
+    images: torch.Tensor, probability: float, quality: tuple[int, int], generator: torch.Generator
+) -> torch.Tensor:
+    """Save each image with `probability` as a JPEG of a quality drawn from `quality` (inclusive) and
+    decode it again: the product receives JPEGs, whose artefacts should not change an answer."""
+    chosen = torch.rand(images.shape[0], generator=generator) < probability
+    qualities = torch.randint(quality[0], quality[1] + 1, (images.shape[0],), generator=generator)
+    if not chosen.any():
+        return images
+    result = images.cpu().clone()
+    for index in torch.nonzero(chosen).flatten().tolist():
+        buffer = io.BytesIO()
+        Image.fromarray(result[index].numpy()).save(buffer, format="JPEG", quality=int(qualities[index]))
+        result[index] = torch.from_numpy(np.array(Image.open(buffer)))
+    return result.to(images.device)
+
+
 def augment(images: torch.Tensor, settings: AugmentationConfig, generator: torch.Generator) -> torch.Tensor:
     """Apply the configured augmentations to a uint8 (N, H, W) batch."""
     if settings.crop_padding:
@@ -59,4 +80,6 @@ def augment(images: torch.Tensor, settings: AugmentationConfig, generator: torch
         images = horizontal_flip(images, generator)
     if settings.erasing_probability:
         images = random_erasing(images, settings.erasing_probability, generator)
+    if settings.jpeg_probability:
+        images = jpeg_reencoding(images, settings.jpeg_probability, settings.jpeg_quality, generator)
     return images

@@ -106,6 +106,15 @@ class AugmentationConfig(Strict):
     crop_padding: int = Field(0, ge=0, le=8, description="random crop after zero-padding by this many pixels")
     horizontal_flip: bool = False
     erasing_probability: float = Field(0.0, ge=0, le=1, description="random erasing, per image")
+    jpeg_probability: float = Field(0.0, ge=0, le=1, description="JPEG re-encoding, per image")
+    jpeg_quality: tuple[int, int] = Field((70, 95), description="JPEG quality range, both ends included")
+
+    @model_validator(mode="after")
+    def check_quality(self) -> "AugmentationConfig":
+        low, high = self.jpeg_quality
+        if not 1 <= low <= high <= 95:
+            raise ValueError(f"jpeg_quality must be [low, high], 1 <= low <= high <= 95: got {low}, {high}")
+        return self
 
 
 class DistillationConfig(Strict):

@@ -1,7 +1,7 @@
 """Promote a finished run's best checkpoint to the production artifact, with a model card.
 
     promote RUN_DIR [--min-test-accuracy 0.94] [--max-size-mb 1.0] [--weights-dir text_recognizer/weights]
-                    [--weights int8 [--computation int8]]
+                    [--weights int8 [--computation int8]] [--domain-floors ...] [--behaviour-bars ...]
     promote --rollback [--weights-dir text_recognizer/weights]
 
 Writes `model.pt` (the run's weights with a temperature fitted on the validation split, so that
@@ -11,7 +11,9 @@ weights folder, and then switches the served version to it by one rename (`text_
 `--rollback` switches back to the previous version. Refuses a run whose
 summary is missing, whose test accuracy is below the floor, whose checkpoint is over the size budget
 (the served file's size: the temperature adds a few bytes, `--weights int8` stores each weight in one byte
-instead of four; a test holds the shipped `model.pt` to the budget too), or whose
+instead of four; a test holds the shipped `model.pt` to the budget too), whose answers on Fashion-MNIST
+validation images miss a behaviour bar (`--behaviour-bars`: JPEG re-encoding, occlusion; checked before
+any test split is read, so that a candidate the behaviour tests would fail spends no test read), or whose
 photo test splits miss a per-domain floor (`--domain-floors`; the photos need SHOP_PHOTOS_MIRROR).
 The card also carries the confidence threshold, chosen on the validation split, below which the service
 answers "unsure", and each domain's test figures at that threshold.
@@ -23,6 +25,7 @@ import json
 import logging
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,8 @@ import torch
 
 from release.evaluate import calibration_images, evaluation_sets, evaluation_split
 from text_recognizer.atomic import write_json_atomically, write_text_atomically
-from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN
+from text_recognizer.behaviour import DEFAULT_BEHAVIOUR_BARS, behaviour_problems, behaviour_report
+from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN, Split
 from text_recognizer.datasets.shop_photos import DOMAINS
 from text_recognizer.evaluation import domain_report
 from text_recognizer.labels import OUT_OF_SCOPE
@@ -127,6 +131,7 @@ the network alone; as served: below) |
 | initial weights | {started} |
 | mirror image | {mirror} (chosen on validation: loss {calibration["val_loss_plain"]:.4f} alone, \
 {calibration["val_loss_flip_averaged"]:.4f} averaged with the mirror image) |
+| behaviour on validation | {behaviour_row(card.get("behaviour"))} |
 | calibration | temperature {calibration["temperature"]:.3f} (chosen on validation: ECE \
 {calibration["val_ece_before"]:.4f} -> {calibration["val_ece_after"]:.4f}) |
 | "unsure" below confidence | {threshold["value"]:.3f} (chosen on validation: {sure} of images answered, \
@@ -150,6 +155,19 @@ one of the ten):
 
 The full configuration is in `model_card.json`.
 """
+
+
+def behaviour_row(behaviour: dict[str, Any] | None) -> str:
+    """The card's row on the behaviour bars (cards from before, and promotions without bars: not checked)."""
+    if not behaviour or not behaviour["bars"]:
+        return "not checked"
+    texts = {
+        "jpeg-changed": "JPEG re-encoding (quality 85) changed {:.2%} of answers (at most {:.0%})",
+        "occlusion-lowered": "blacking out the centre lowered the true class's confidence for {:.2%} "
+        "(at least {:.0%})",
+    }
+    measured = [texts[name].format(behaviour[name], bar) for name, bar in behaviour["bars"].items()]
+    return f"{'; '.join(measured)}, of {behaviour['images']:,} Fashion-MNIST validation images"
 
 
 def weights_row(weights: dict[str, Any]) -> str:
@@ -219,20 +237,34 @@ def floor_problems(results: dict[str, Any], floors: dict[str, float]) -> list[st
     return problems
 
 
-def parse_floors(text: str) -> dict[str, float]:
-    """`none`, or `domain=value` pairs separated by commas (`catalogue=0.9,catalogue:answered=0.9`)."""
+def parse_pairs(text: str, valid: Callable[[str], bool], usage: str) -> dict[str, float]:
+    """`none`, or `key=value` pairs separated by commas, each key `valid`."""
     if text == "none":
         return {}
-    floors = {}
+    pairs = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, separator, value = part.partition("=")
+        if not separator or not valid(key):
+            raise argparse.ArgumentTypeError(f"{part!r}: {usage}")
+        pairs[key] = float(value)
+    return pairs
+
+
+def parse_floors(text: str) -> dict[str, float]:
+    """`none`, or `domain=value` pairs (`catalogue=0.9,catalogue:answered=0.9`)."""
+
+    def valid(key: str) -> bool:
         domain, _, measure = key.partition(":")
-        if not separator or domain not in DOMAINS or measure not in ("", "answered"):
-            raise argparse.ArgumentTypeError(
-                f"{part!r}: use DOMAIN=VALUE or DOMAIN:answered=VALUE with DOMAIN one of {', '.join(DOMAINS)}"
-            )
-        floors[key] = float(value)
-    return floors
+        return domain in DOMAINS and measure in ("", "answered")
+
+    usage = f"use DOMAIN=VALUE or DOMAIN:answered=VALUE with DOMAIN one of {', '.join(DOMAINS)}"
+    return parse_pairs(text, valid, usage)
+
+
+def parse_behaviour_bars(text: str) -> dict[str, float]:
+    """`none`, or `name=value` pairs (`jpeg-changed=0.04,occlusion-lowered=0.7`)."""
+    usage = f"use NAME=VALUE with NAME one of {', '.join(DEFAULT_BEHAVIOUR_BARS)}"
+    return parse_pairs(text, DEFAULT_BEHAVIOUR_BARS.__contains__, usage)
 
 
 def domain_rows(results: dict[str, Any]) -> str:
@@ -247,6 +279,20 @@ def domain_rows(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def behaviour_on_validation(model: ClassifierModel, val: Split, bars: dict[str, float]) -> dict[str, Any]:
+    """The behaviour figures on the Fashion-MNIST validation images, as served (mirror image and
+    computation as chosen); refused if they miss a bar. Nothing is measured without bars."""
+    if not bars:
+        return {"bars": {}}
+    fashion = val.by_domain()[FASHION_MNIST_DOMAIN]
+    report = behaviour_report(model, fashion.images, fashion.labels) | {"split": "validation", "bars": bars}
+    if problems := behaviour_problems(report, bars):
+        raise PromotionError(
+            "refused, validation behaviour misses its bars (no test split was read): " + "; ".join(problems)
+        )
+    return report
+
+
 def promote(
     run_path: Path,
     weights_dir: Path = PROMOTION_DIR,
@@ -256,12 +302,15 @@ def promote(
     domain_floors: dict[str, float] | None = None,
     weights: str = "float32",
     computation: str = "float32",
+    behaviour_bars: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """`domain_floors`: None for the defaults; an empty mapping skips the photo domains altogether.
+    `behaviour_bars`: None for the defaults; an empty mapping checks none.
     `weights`: how `model.pt` stores them (`int8`: everything after is measured on the int8 model);
     `computation`: `int8` computes with them in int8 (activation ranges measured on training images),
     and everything after is measured so."""
     domain_floors = DEFAULT_DOMAIN_FLOORS if domain_floors is None else domain_floors
+    behaviour_bars = DEFAULT_BEHAVIOUR_BARS if behaviour_bars is None else behaviour_bars
     run = RunDirectory(run_path)
     if not run.summary_path.exists():
         raise PromotionError(
@@ -292,6 +341,7 @@ def promote(
     weights_report = weights_summary(model, run, val.images, calibrated_on)
     calibration_report = calibrate(model, val)
     threshold = unsure_threshold(model, val, unsure_target_accuracy)
+    behaviour = behaviour_on_validation(model, val, behaviour_bars)
     photo_domains = tuple(DOMAINS) if domain_floors else ()
     results = domain_results(model, threshold["value"], (FASHION_MNIST_DOMAIN, *photo_domains))
     # The run's own test figure was checked above; this is the served one (mirror image, if chosen).
@@ -310,6 +360,7 @@ def promote(
         card["confidence_threshold"] = threshold
         card["domains"] = results
         card["domain_floors"] = domain_floors
+        card["behaviour"] = behaviour
         tracker = tracker_for_run(run_path, logging.getLogger("release.promote"))
         if tracker:  # the registered version is the served artifact, temperature included
             version = tracker.register_model(REGISTERED_MODEL_NAME, [files[MODEL_FILE]])
@@ -354,6 +405,16 @@ def main(argv: list[str] | None = None) -> int:
         + ")",
     )
     parser.add_argument(
+        "--behaviour-bars",
+        type=parse_behaviour_bars,
+        default=DEFAULT_BEHAVIOUR_BARS,
+        help="bars on Fashion-MNIST validation images: jpeg-changed (the most answers JPEG re-encoding "
+        "may change), occlusion-lowered (the fewest images whose true-class confidence must fall when "
+        "the centre is blacked out); 'none' checks none (default: "
+        + ",".join(f"{k}={v}" for k, v in DEFAULT_BEHAVIOUR_BARS.items())
+        + ")",
+    )
+    parser.add_argument(
         "--weights",
         choices=WEIGHT_PRECISIONS,
         default="float32",
@@ -383,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             args.domain_floors,
             args.weights,
             args.computation,
+            args.behaviour_bars,
         )
     except (PromotionError, FileNotFoundError, *USER_ERRORS) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -15,8 +15,9 @@ import torch
 import api.predictor as predictor_module
 from api.predictor import Predictor
 from release.evaluate import calibration_images, evaluation_split
-from release.promote import DEFAULT_MAX_SIZE_MB, floor_problems, parse_floors
+from release.promote import DEFAULT_MAX_SIZE_MB, floor_problems, parse_behaviour_bars, parse_floors
 from release.promote import main as promote_main
+from text_recognizer.behaviour import behaviour_report
 from text_recognizer.datasets.fashion_mnist import read_split
 from text_recognizer.datasets.labelled_split import FASHION_MNIST_DOMAIN
 from text_recognizer.models import ClassifierModel
@@ -45,7 +46,8 @@ def test_promotes_best_checkpoint_with_a_model_card(
     weights = tmp_path / "weights"
     floors = ["--domain-floors", "catalogue=0"]  # the photo domains are evaluated; a smoke model has no floor
     smoke = ["--min-test-accuracy", "0.5", "--unsure-target-accuracy", "0.9"]  # a 1-epoch model's reach
-    assert promote_main([str(smoke_run), "--weights-dir", str(weights), *smoke, *floors]) == 0
+    bars = ["--behaviour-bars", "jpeg-changed=1,occlusion-lowered=0"]  # measured, not held
+    assert promote_main([str(smoke_run), "--weights-dir", str(weights), *smoke, *floors, *bars]) == 0
     best = smoke_run / "checkpoints" / "best.pt"
     artifact = promoted_model_path(weights)
     promoted, trained = ClassifierModel.load(artifact), ClassifierModel.load(best)
@@ -87,6 +89,20 @@ def test_promotes_best_checkpoint_with_a_model_card(
         in markdown
     )
     assert "| phone |" in markdown and card["domain_floors"] == {"catalogue": 0.0}
+    fashion_val = evaluation_split(promoted, "val").by_domain()[FASHION_MNIST_DOMAIN]
+    behaviour = behaviour_report(promoted, fashion_val.images, fashion_val.labels)
+    assert card["behaviour"] == behaviour | {
+        "split": "validation",
+        "bars": {"jpeg-changed": 1.0, "occlusion-lowered": 0.0},
+    }
+    assert (
+        behaviour["images"] == len(fashion_val)
+        and 0 < behaviour["jpeg-changed"] < behaviour["occlusion-lowered"]
+    )
+    assert (
+        f"| behaviour on validation | JPEG re-encoding (quality 85) changed {behaviour['jpeg-changed']:.2%} "
+        "of answers (at most 100%)" in markdown
+    )
 
 
 def test_the_service_refuses_a_card_that_describes_other_weights(tmp_path: Path) -> None:
@@ -279,6 +295,10 @@ def test_domain_floors_are_parsed_and_named_in_refusals() -> None:
     for bad in ("catalog=0.9", "phone:coverage=0.5", "phone"):
         with pytest.raises(argparse.ArgumentTypeError, match="DOMAIN=VALUE"):
             parse_floors(bad)
+    assert parse_behaviour_bars("none") == {}
+    assert parse_behaviour_bars("jpeg-changed=0.05") == {"jpeg-changed": 0.05}
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME one of jpeg-changed, occlusion-lowered"):
+        parse_behaviour_bars("jpeg=0.05")
     results = {"phone": {"accuracy": 0.61, "answered_with_a_class": 0.5}}
     assert floor_problems(results, {"phone": 0.6, "phone:answered": 0.7, "shoes": 0.9}) == [
         "phone share answered with a class 0.5000 is below its floor 0.7000",
@@ -295,7 +315,7 @@ def test_int8_weights_fit_a_budget_that_refuses_float32_and_are_what_is_served(
     float_mb = (smoke_run / "checkpoints" / "best.pt").stat().st_size / 1e6
     budget = ["--max-size-mb", f"{float_mb * 0.6:.4f}"]
     arguments = [str(smoke_run), "--min-test-accuracy", "0.5", "--unsure-target-accuracy", "0.9",
-                 "--domain-floors", "none", *budget]  # fmt: skip
+                 "--domain-floors", "none", "--behaviour-bars", "none", *budget]  # fmt: skip
     assert promote_main([*arguments, "--weights-dir", str(tmp_path / "refused")]) == 2
     assert "MB with float32 weights, over the size budget" in capsys.readouterr().err
     weights = tmp_path / "weights"
@@ -324,7 +344,7 @@ def test_int8_computation_is_calibrated_measured_and_served_as_promoted(
     """`--computation int8`: activation ranges from training images only, every figure on the card
     computed in int8, and the service answers with exactly the logits promotion measured."""
     arguments = [str(smoke_run), "--min-test-accuracy", "0.5", "--unsure-target-accuracy", "0.9",
-                 "--domain-floors", "none", "--computation", "int8"]  # fmt: skip
+                 "--domain-floors", "none", "--behaviour-bars", "none", "--computation", "int8"]  # fmt: skip
     assert promote_main([*arguments, "--weights-dir", str(tmp_path / "refused")]) == 2
     assert "--computation int8 needs --weights int8" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
@@ -356,8 +376,13 @@ def test_int8_computation_is_calibrated_measured_and_served_as_promoted(
             ["--domain-floors", "shoes=0.999,phone:answered=1.0"],
             r"refused, test splits below their floors: phone share answered with a class .*; shoes accuracy",
         ),
+        (
+            ["--behaviour-bars", "jpeg-changed=0,occlusion-lowered=1"],
+            r"refused, validation behaviour misses its bars \(no test split was read\): jpeg-changed "
+            r"0\.\d{4} is over its ceiling 0\.0000; occlusion-lowered 0\.\d{4} is under its floor 1\.0000",
+        ),
     ],
-    ids=["size budget", "photo domain floors"],
+    ids=["size budget", "photo domain floors", "behaviour bars"],
 )
 def test_refuses_a_model_over_a_budget_or_under_a_floor_and_writes_nothing(
     smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
@@ -368,6 +393,23 @@ def test_refuses_a_model_over_a_budget_or_under_a_floor_and_writes_nothing(
     assert promote_main([*arguments, *extra]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not weights.exists()
+
+
+@pytest.mark.slow
+def test_behaviour_bars_are_checked_before_any_test_split_is_read(
+    smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A candidate the behaviour tests would fail is refused on validation images: its test read is
+    not spent (two candidates were promoted, read their test splits, then failed a behaviour test)."""
+
+    def no_test_read(*arguments: object) -> None:
+        raise AssertionError("a test split was read")
+
+    monkeypatch.setattr("release.promote.evaluation_sets", no_test_read)
+    arguments = [str(smoke_run), "--weights-dir", str(tmp_path / "w"), "--min-test-accuracy", "0.5",
+                 "--unsure-target-accuracy", "0.9", "--behaviour-bars", "occlusion-lowered=1"]  # fmt: skip
+    assert promote_main(arguments) == 2
+    assert "refused, validation behaviour misses its bars" in capsys.readouterr().err
 
 
 @pytest.mark.slow

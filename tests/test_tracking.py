@@ -60,7 +60,7 @@ def test_run_evaluation_and_promotion_are_tracked(
 
     weights = tmp_path / "weights"
     arguments = ["--weights-dir", str(weights), "--min-test-accuracy", "0.5", "--domain-floors", "none",
-                 "--unsure-target-accuracy", "0.9"]  # fmt: skip
+                 "--behaviour-bars", "none", "--unsure-target-accuracy", "0.9"]  # fmt: skip
     assert promote_main([str(run_dir), *arguments]) == 0
     card = json.loads(promoted_model_path(weights).with_name("model_card.json").read_text())
     versions = client.search_model_versions(f"name='{REGISTERED_MODEL_NAME}'")

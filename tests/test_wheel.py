@@ -78,7 +78,8 @@ def test_the_installed_wheel_downloads_trains_promotes_and_serves_from_another_f
     assert len(list((work / "data" / "raw" / "fashion_mnist").glob("*.gz"))) == 4
     run("text-recognizer-train", "--config", "smoke", "--run-dir", "runs/smoke")
     assert (work / "runs" / "smoke" / "checkpoints" / "best.pt").is_file()
-    gates = ["--min-test-accuracy", "0.5", "--unsure-target-accuracy", "0.7", "--domain-floors", "none"]
+    gates = ["--min-test-accuracy", "0.5", "--unsure-target-accuracy", "0.7", "--domain-floors", "none",
+             "--behaviour-bars", "none"]  # fmt: skip
     promoted = run("text-recognizer-promote", "runs/smoke", *gates)  # one epoch on 2,000 images
     assert str(work / "weights") in promoted
     # Served by default: the promotion made here (./weights), not the model shipped in the package.

@@ -5,13 +5,11 @@ Vectorized over the batch and driven by an explicit generator, so a run (and a r
 same augmented images for the same seed and epoch.
 """
 
-import io
 import math
 
-import numpy as np
 import torch
-from PIL import Image
 
+from text_recognizer.behaviour import jpeg_roundtrip
 from training.config import AugmentationConfig
 
 
@@ -66,9 +64,7 @@ def jpeg_reencoding(
         return images
     result = images.cpu().clone()
     for index in torch.nonzero(chosen).flatten().tolist():
-        buffer = io.BytesIO()
-        Image.fromarray(result[index].numpy()).save(buffer, format="JPEG", quality=int(qualities[index]))
-        result[index] = torch.from_numpy(np.array(Image.open(buffer)))
+        result[index] = torch.from_numpy(jpeg_roundtrip(result[index].numpy(), int(qualities[index])))
     return result.to(images.device)
 
 

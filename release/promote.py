@@ -162,9 +162,10 @@ def behaviour_row(behaviour: dict[str, Any] | None) -> str:
     if not behaviour or not behaviour["bars"]:
         return "not checked"
     texts = {
-        "jpeg-changed": "JPEG re-encoding (quality 85) changed {:.2%} of answers (at most {:.0%})",
+        "jpeg-changed": f"JPEG re-encoding (quality {behaviour['jpeg_quality']}) changed {{:.2%}} of answers "
+        "(at most {:.1%})",
         "occlusion-lowered": "blacking out the centre lowered the true class's confidence for {:.2%} "
-        "(at least {:.0%})",
+        "(at least {:.1%})",
     }
     measured = [texts[name].format(behaviour[name], bar) for name, bar in behaviour["bars"].items()]
     return f"{'; '.join(measured)}, of {behaviour['images']:,} Fashion-MNIST validation images"
@@ -238,7 +239,8 @@ def floor_problems(results: dict[str, Any], floors: dict[str, float]) -> list[st
 
 
 def parse_pairs(text: str, valid: Callable[[str], bool], usage: str) -> dict[str, float]:
-    """`none`, or `key=value` pairs separated by commas, each key `valid`."""
+    """`none`, or `key=value` pairs separated by commas, each key `valid` and each value a share
+    (0 to 1). The pairs given replace the defaults: a key left out is not checked."""
     if text == "none":
         return {}
     pairs = {}
@@ -246,7 +248,12 @@ def parse_pairs(text: str, valid: Callable[[str], bool], usage: str) -> dict[str
         key, separator, value = part.partition("=")
         if not separator or not valid(key):
             raise argparse.ArgumentTypeError(f"{part!r}: {usage}")
-        pairs[key] = float(value)
+        share = float(value)
+        if not 0 <= share <= 1:
+            raise argparse.ArgumentTypeError(f"{part!r}: a share from 0 to 1 is needed (4% is 0.04)")
+        pairs[key] = share
+    if not pairs:
+        raise argparse.ArgumentTypeError(f"{text!r}: {usage}, or none")
     return pairs
 
 
@@ -284,8 +291,11 @@ def behaviour_on_validation(model: ClassifierModel, val: Split, bars: dict[str, 
     computation as chosen); refused if they miss a bar. Nothing is measured without bars."""
     if not bars:
         return {"bars": {}}
+    if unknown := sorted(set(bars) - set(DEFAULT_BEHAVIOUR_BARS)):
+        raise PromotionError(f"unknown behaviour bars {unknown}; known: {', '.join(DEFAULT_BEHAVIOUR_BARS)}")
     fashion = val.by_domain()[FASHION_MNIST_DOMAIN]
-    report = behaviour_report(model, fashion.images, fashion.labels) | {"split": "validation", "bars": bars}
+    report = behaviour_report(model, fashion.images, fashion.labels)
+    report |= {"split": "validation", "bars": dict(bars)}
     if problems := behaviour_problems(report, bars):
         raise PromotionError(
             "refused, validation behaviour misses its bars (no test split was read): " + "; ".join(problems)
@@ -359,7 +369,7 @@ def promote(
         card["calibration"] = calibration_report
         card["confidence_threshold"] = threshold
         card["domains"] = results
-        card["domain_floors"] = domain_floors
+        card["domain_floors"] = dict(domain_floors)
         card["behaviour"] = behaviour
         tracker = tracker_for_run(run_path, logging.getLogger("release.promote"))
         if tracker:  # the registered version is the served artifact, temperature included

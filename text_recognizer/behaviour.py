@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from text_recognizer.models import ClassifierModel
+from text_recognizer.models import ClassifierModel, Predictions
 
 JPEG_QUALITY = 85  # a web shop's usual re-encoding
 OCCLUDED_ROWS = OCCLUDED_COLUMNS = slice(6, 22)  # the centre 16x16 pixels, where a 28x28 item is
@@ -25,6 +25,8 @@ AT_MOST = ("jpeg-changed",)  # the other bars are floors
 
 def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     """A grey uint8 image as a JPEG of `quality` decodes it."""
+    if image.dtype != np.uint8 or image.ndim != 2:
+        raise ValueError(f"a grey uint8 image is needed, got {image.dtype} of shape {image.shape}")
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     return np.array(Image.open(buffer))
@@ -45,19 +47,25 @@ def changed_share(model: ClassifierModel, original: torch.Tensor, perturbed: tor
     return (model.predict(original).class_ids != model.predict(perturbed).class_ids).double().mean().item()
 
 
-def occlusion_lowered_share(model: ClassifierModel, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """The share of images whose true-class probability falls when the item's centre is blacked out."""
+def occlusion_lowered_share(
+    model: ClassifierModel, images: torch.Tensor, labels: torch.Tensor, original: Predictions | None = None
+) -> float:
+    """The share of images whose true-class probability falls when the item's centre is blacked out
+    (`original`: the model's answers to `images`, where already known)."""
     rows = torch.arange(len(labels))
-    before = model.predict(images).probabilities[rows, labels]
+    before = (original or model.predict(images)).probabilities[rows, labels]
     after = model.predict(occluded(images)).probabilities[rows, labels]
     return (after < before).double().mean().item()
 
 
 def behaviour_report(model: ClassifierModel, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    original = model.predict(images)
+    changed = original.class_ids != model.predict(jpeg_reencoded(images)).class_ids
     return {
         "images": len(labels),
-        "jpeg-changed": changed_share(model, images, jpeg_reencoded(images)),
-        "occlusion-lowered": occlusion_lowered_share(model, images, labels),
+        "jpeg_quality": JPEG_QUALITY,
+        "jpeg-changed": changed.double().mean().item(),
+        "occlusion-lowered": occlusion_lowered_share(model, images, labels, original),
     }
 
 

@@ -7,6 +7,7 @@ same augmented images for the same seed and epoch.
 
 import math
 
+import numpy as np
 import torch
 
 from text_recognizer.behaviour import jpeg_roundtrip
@@ -62,10 +63,12 @@ def jpeg_reencoding(
     qualities = torch.randint(quality[0], quality[1] + 1, (images.shape[0],), generator=generator)
     if not chosen.any():
         return images
-    result = images.cpu().clone()
-    for index in torch.nonzero(chosen).flatten().tolist():
-        result[index] = torch.from_numpy(jpeg_roundtrip(result[index].numpy(), int(qualities[index])))
-    return result.to(images.device)
+    rows = torch.nonzero(chosen).flatten().to(images.device)
+    pairs = zip(images[rows].cpu().numpy(), qualities[chosen].tolist(), strict=True)
+    reencoded = np.stack([jpeg_roundtrip(image, level) for image, level in pairs])
+    result = images.clone()
+    result[rows] = torch.from_numpy(reencoded).to(images.device)
+    return result
 
 
 def augment(images: torch.Tensor, settings: AugmentationConfig, generator: torch.Generator) -> torch.Tensor:

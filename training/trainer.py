@@ -245,10 +245,15 @@ class Trainer:
             "metrics": {},
         }
 
-    def unrecorded_keys(self) -> set[str]:
+    def unrecorded_keys(self) -> dict[str, Any]:
         """Config keys left out of the checkpoints: where the run is, not what it is, and distillation
-        when off, so that runs without it keep the bytes they had before it existed."""
-        return {"runs_dir"} if self.config.distillation.teachers else {"runs_dir", "distillation"}
+        and JPEG re-encoding when off, so that runs without them keep the bytes they had before."""
+        keys: dict[str, Any] = {"runs_dir": True}
+        if not self.config.distillation.teachers:
+            keys["distillation"] = True
+        if not self.config.augmentation.jpeg_probability:
+            keys["augmentation"] = {"jpeg_probability", "jpeg_quality"}
+        return keys
 
     def training_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {

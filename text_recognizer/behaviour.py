@@ -42,30 +42,36 @@ def occluded(images: torch.Tensor) -> torch.Tensor:
     return result
 
 
-def changed_share(model: ClassifierModel, original: torch.Tensor, perturbed: torch.Tensor) -> float:
-    """The share of images whose answer (top class) differs between `original` and `perturbed`."""
-    return (model.predict(original).class_ids != model.predict(perturbed).class_ids).double().mean().item()
+def changed_share(
+    model: ClassifierModel,
+    original: torch.Tensor,
+    perturbed: torch.Tensor,
+    answers: Predictions | None = None,
+) -> float:
+    """The share of images whose answer (top class) differs between `original` and `perturbed`
+    (`answers`: the model's answers to `original`, where already known)."""
+    before = answers if answers is not None else model.predict(original)
+    return (before.class_ids != model.predict(perturbed).class_ids).double().mean().item()
 
 
 def occlusion_lowered_share(
-    model: ClassifierModel, images: torch.Tensor, labels: torch.Tensor, original: Predictions | None = None
+    model: ClassifierModel, images: torch.Tensor, labels: torch.Tensor, answers: Predictions | None = None
 ) -> float:
     """The share of images whose true-class probability falls when the item's centre is blacked out
-    (`original`: the model's answers to `images`, where already known)."""
+    (`answers`: the model's answers to `images`, where already known)."""
     rows = torch.arange(len(labels))
-    before = (original or model.predict(images)).probabilities[rows, labels]
+    before = (answers if answers is not None else model.predict(images)).probabilities[rows, labels]
     after = model.predict(occluded(images)).probabilities[rows, labels]
     return (after < before).double().mean().item()
 
 
 def behaviour_report(model: ClassifierModel, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    original = model.predict(images)
-    changed = original.class_ids != model.predict(jpeg_reencoded(images)).class_ids
+    answers = model.predict(images)  # once, for both checks
     return {
         "images": len(labels),
         "jpeg_quality": JPEG_QUALITY,
-        "jpeg-changed": changed.double().mean().item(),
-        "occlusion-lowered": occlusion_lowered_share(model, images, labels, original),
+        "jpeg-changed": changed_share(model, images, jpeg_reencoded(images), answers),
+        "occlusion-lowered": occlusion_lowered_share(model, images, labels, answers),
     }
 
 

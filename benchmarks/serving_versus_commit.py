@@ -1,9 +1,9 @@
 """Serving speed of this checkout against an earlier commit's, side by side on one machine: both servers
-run at once, serve the same model (this checkout's promoted weights, without averaging each image with
-its mirror image: older code cannot load that choice, and it is the model's work, not the code's) and take
-turns, so background load hits both alike. A figure quoted against one taken in another session mixes in
-that session's noise; this one does not. The earlier commit is checked out in a temporary git worktree,
-removed afterwards.
+run at once, serve the same model (this checkout's promoted weights, computed in float32 and without
+averaging each image with its mirror image: older code cannot load those choices, and they are the
+model's work, not the code's) and take turns, so background load hits both alike. A figure quoted
+against one taken in another session mixes in that session's noise; this one does not. The earlier
+commit is checked out in a temporary git worktree, removed afterwards.
 
 Rows: one request at a time (p50 over the `GET /health/live` floor, a synchronous client, interleaved on
 one connection per server); requests per second at concurrency 32; 16 images as one batch call against
@@ -86,6 +86,15 @@ def batches(servers: dict[str, LiveServer], rounds: int) -> list[dict[str, Any]]
     return rows
 
 
+def plain_float32(model: ClassifierModel) -> ClassifierModel:
+    """The same weights in the oldest artifact format, which the base commit loads: computed in float32
+    (int8 weights dequantized), one image per forward pass, the temperature kept."""
+    plain = ClassifierModel(model.network_name, model.network_args, model.input_shape, model.class_names,
+                            model.normalization, model.metadata, model.temperature)  # fmt: skip
+    plain.network.load_state_dict(model.network.state_dict())
+    return plain
+
+
 def without_newer_packages(base: str, folder: Path) -> tuple[dict[str, str], list[str]]:
     """Environment variables for the base commit's server that hide the top-level modules of the
     packages this checkout's lock has and the base's had not (a module of that name that fails to
@@ -136,9 +145,7 @@ def main() -> None:
     names = {f"base {base}": worktree, "this checkout": PROJECT_ROOT}
     servers: dict[str, LiveServer] = {}
     try:
-        plain = ClassifierModel.load(model)
-        plain.test_time_flip = False
-        plain.save(folder / "model.pt")  # no card beside it: the same weights, one forward pass per image
+        plain_float32(ClassifierModel.load(model)).save(folder / "model.pt")  # no card beside it
         subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(worktree), base], check=True,
                        cwd=PROJECT_ROOT)  # fmt: skip
         base_env, hidden = without_newer_packages(base, folder)

@@ -1,12 +1,17 @@
 """One request at a time against the live server, and where its time goes (issue 13, points 1 and 4).
 
 Two servers run side by side, one worker and one torch thread each: the forward pass by PyTorch (the
-batch-norm-folded network, as served before) and by ONNX Runtime (as served now). Requests alternate
-between them, and on each server's own connection `GET /health/live` (the HTTP floor), a 28x28 PNG and a
-product-photo JPEG alternate too, so background load hits every figure alike. Then py-spy samples each
+batch-norm-folded network, as served before) and by ONNX Runtime (as served now); only the second for a
+model computed in int8, which PyTorch does not run (one server alone meets less contention on two
+cores than two do). Requests alternate between them, and on each server's own connection
+`GET /health/live` (the HTTP floor), a 28x28 PNG and a product-photo JPEG alternate too, so background
+load hits every figure alike. Then py-spy samples each
 server while it answers 28x28 PNGs one at a time: the share of samples in each part of the request.
 
-    python -m benchmarks.single_request [--rounds 300] [--profile-seconds 15]
+    python -m benchmarks.single_request [--rounds 300] [--profile-seconds 15] [--models A B ...]
+
+With `--models`, the servers are one per given model (each as the service serves it: ONNX Runtime)
+instead of one per backend: a before/after of two models under the same load.
 """
 
 import argparse
@@ -23,10 +28,13 @@ from typing import Any
 import httpx2 as httpx
 from PIL import Image
 
+from api.settings import Settings
 from benchmarks.common import median, percentile, print_table, write_result
 from support.local_server import LiveServer
 from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
+from text_recognizer.models import ClassifierModel
+from text_recognizer.promoted import model_file
 
 BACKENDS = ("torch", "onnxruntime")
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
@@ -134,39 +142,59 @@ def over_floor_rows(
     return rows
 
 
+def runnable_backends(model: ClassifierModel) -> tuple[str, ...]:
+    """The backends that serve `model`: a model computed in int8 runs only in ONNX Runtime."""
+    if model.computation == "int8":
+        print("single_request: torch skipped, the served model computes in int8 (ONNX Runtime only)")
+        return ("onnxruntime",)
+    return BACKENDS
+
+
+def server_settings(models: list[Path] | None) -> tuple[str, dict[str, dict[str, str]]]:
+    """What the servers differ in, as (row label, {server name: environment}): the backend, serving the
+    promoted model; or, given `models`, the model, each served as the service serves it by default."""
+    if models:
+        return "model", {str(path): {"APPAREL_MODEL_PATH": str(path.resolve())} for path in models}
+    backends = runnable_backends(ClassifierModel.load(model_file(Settings.from_env().model_path)))
+    return "backend", {backend: {"APPAREL_INFERENCE_BACKEND": backend} for backend in backends}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--profile-seconds", type=float, default=15)
+    parser.add_argument(
+        "--models", nargs="+", type=Path, help="serve these models (artifacts) side by side instead"
+    )
     args = parser.parse_args()
     bodies = requests()
+    label, settings = server_settings(args.models)
     servers: dict[str, LiveServer] = {}
     profiles = []
     with tempfile.TemporaryDirectory(prefix="single-request-") as scratch:  # servers' logs, profiles
         folder = Path(scratch)
         try:
-            for backend in BACKENDS:
-                env = {"APPAREL_INFERENCE_BACKEND": backend}
-                servers[backend] = LiveServer.start(folder / f"{backend}.log", env=env)
+            for number, (name, env) in enumerate(settings.items()):
+                servers[name] = LiveServer.start(folder / f"{number}.log", env=env)
             times = interleaved_times(servers, bodies, args.rounds)
-            for backend, server in servers.items():
-                output = folder / f"{backend}.profile.txt"
+            for number, (name, server) in enumerate(servers.items()):
+                output = folder / f"{number}.profile.txt"
                 profiles.append(
-                    {"backend": backend, **profile(server, bodies["28x28 PNG"], args.profile_seconds, output)}
+                    {label: name, **profile(server, bodies["28x28 PNG"], args.profile_seconds, output)}
                 )
         finally:
             for server in servers.values():
                 server.stop()
-    rows = over_floor_rows(times, list(BACKENDS), bodies, label="backend")
+    rows = over_floor_rows(times, list(servers), bodies, label=label)
     print_table(f"one request at a time, {args.rounds} interleaved rounds, 1 worker each", rows)
     print_table(
         "share of py-spy samples while answering 28x28 PNGs one at a time",
         [{k: v for k, v in profile.items() if k != "top_own_time"} for profile in profiles],
     )
     for profile_row in profiles:
-        print(f"\n{profile_row['backend']}: own time, largest first")
+        print(f"\n{profile_row[label]}: own time, largest first")
         for frame, share in profile_row["top_own_time"].items():
             print(f"  {share:6.1%}  {frame}")
     write_result("single_request", rows, rounds=args.rounds, profiles=profiles, parts=PARTS)

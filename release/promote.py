@@ -58,14 +58,16 @@ DEFAULT_MAX_SIZE_MB = 1.0  # the product's model-size budget: the artifact file,
 # Per-domain floors on the test splits, at the served "unsure" threshold: `domain` is top-1 accuracy (for
 # out-of-scope items, the share answered "not one of the ten"); `domain:answered` is the share of in-scope
 # photos that still get a class. Fashion-MNIST's floor is `--min-test-accuracy`. Shoes, out of scope and
-# the catalogue's coverage are at the product's targets; catalogue and phone accuracy are below their
-# targets (95%, 80%), so their floors guard the first photo model (93.7%, 71.2%) against regression, with
-# room for the noise of 3,602 and 417 test photos.
+# the catalogue's coverage are at the product's targets. Catalogue and phone accuracy guard against
+# regression: about two standard errors of their test splits below the two photo models shipped so far
+# (catalogue 94.06% and 94.84%, one standard error 0.4 points at 3,602 photos; phone 79.62% and 79.14%,
+# 2.0 points at 417), so a model under them has lost ground, not drawn unlucky photos. Until 2026-11-30
+# they were 0.91 and 0.65, set for the first photo model (93.7%, 71.2%).
 DEFAULT_DOMAIN_FLOORS = {
-    "catalogue": 0.91,
+    "catalogue": 0.93,
     "catalogue:answered": 0.90,
     "shoes": 0.95,
-    "phone": 0.65,
+    "phone": 0.75,
     "out-of-scope": 0.90,
 }
 REGISTERED_MODEL_NAME = "apparel-classifier"
@@ -206,9 +208,10 @@ def weights_summary(
 
 def check_size(size_bytes: int, weights: str, max_size_mb: float) -> None:
     if size_bytes / 1e6 > max_size_mb:
+        hint = "; --weights int8 stores about a quarter of the bytes" if weights == "float32" else ""
         raise PromotionError(
             f"the artifact is {size_bytes / 1e6:.2f} MB with {weights} weights, over the size budget of "
-            f"{max_size_mb:.2f} MB"
+            f"{max_size_mb:.2f} MB{hint}"
         )
 
 

@@ -380,7 +380,7 @@ def test_int8_computation_is_calibrated_measured_and_served_as_promoted(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--max-size-mb", "0.1"], r"over the size budget of 0\.10 MB"),
+        (["--max-size-mb", "0.1"], r"over the size budget of 0\.10 MB; --weights int8 stores about a"),
         (
             ["--domain-floors", "shoes=0.999,phone:answered=1.0"],
             r"refused, test splits below their floors: phone share answered with a class .*; shoes accuracy",

@@ -5,8 +5,8 @@ batch-norm-folded network, as served before) and by ONNX Runtime (as served now)
 model computed in int8, which PyTorch does not run (one server alone meets less contention on two
 cores than two do). Requests alternate between them, and on each server's own connection
 `GET /health/live` (the HTTP floor), a 28x28 PNG and a product-photo JPEG alternate too, so background
-load hits every figure alike. Then py-spy samples each
-server while it answers 28x28 PNGs one at a time: the share of samples in each part of the request.
+load hits every figure alike. Then py-spy samples each server while it answers 28x28 PNGs one at a time:
+the share of samples in each part of the request.
 
     python -m benchmarks.single_request [--rounds 300] [--profile-seconds 15] [--models A B ...]
 

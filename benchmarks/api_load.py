@@ -22,7 +22,7 @@ import httpx2 as httpx
 from PIL import Image
 
 from benchmarks.common import median, percentile, print_table, write_result
-from benchmarks.preprocessing_speed import FIXTURE
+from benchmarks.preprocessing_speed import FIXTURE, serving_photo
 from support.local_server import LiveServer
 from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
@@ -95,7 +95,7 @@ def payloads() -> dict[str, dict[str, Any]]:
     png = io.BytesIO()
     Image.fromarray(image).save(png, format="PNG")
     images = {
-        "photo.jpg": (product_photo(image, seed=10), "image/jpeg"),
+        "photo.jpg": (serving_photo(), "image/jpeg"),
         "28x28.png": (png.getvalue(), "image/png"),
     }
     bodies: dict[str, dict[str, Any]] = {}

@@ -115,6 +115,18 @@ def test_a_multi_picture_jpeg_is_its_first_picture() -> None:
     assert decoded_pixels(mpo.getvalue()) == decoded_pixels(jpeg.getvalue()) > 0
 
 
+def test_a_colour_jpeg_is_decoded_as_its_luma_plane_at_reduced_scale() -> None:
+    """The conversion is greyscale from the decode on: of a colour JPEG only the luma is decoded, at the
+    largest DCT reduction that still covers twice the working size, and it gives the input that
+    decoding it in full colour would, within a grey level or two."""
+    data = encode(photo_of(4).resize((1600, 1200)), "JPEG", quality=90)
+    decoded = decode_image(data)
+    assert decoded.mode == "L" and decoded.size == (400, 300)  # 1/4 scale: 1/8 would be under 224
+    full_colour = Image.open(io.BytesIO(data)).convert("RGB")
+    difference = image_bytes_to_input(data).astype(int) - fashion_mnist_style(full_colour).astype(int)
+    assert np.abs(difference).mean() < 2
+
+
 def test_a_png_of_many_chunks_is_refused_before_they_are_walked() -> None:
     """Found in review: opening a 1.2 MB PNG of 100,000 empty chunks took 0.27 s (and a 10 MB one about
     2 s), with no pixels to decode; now it is refused after counting 1,001 of them."""

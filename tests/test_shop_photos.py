@@ -250,7 +250,8 @@ def test_a_version_whose_mapping_changed_since_is_not_rebuilt_but_named(dvc_repo
 def test_the_committed_photo_version_was_made_by_todays_preprocessing_mapping_and_splits() -> None:
     """Training converts nothing: the photo version holds the photos as the preprocessing of its day made
     them, while validation, test and serving convert with today's. They must be the same code, or the
-    version is stale (v2 is: it predates the sharpening, and stays only as the record of older runs)."""
+    version is stale (v2 and v3 are: they predate the greyscale decode, and stay as the records of older
+    runs)."""
     (source,) = DataVersion.read(PHOTO_VERSION).sources
     assert source["preprocessing_sha256"] == preprocessing_sha256(), "remake the version (data.sh add)"
     assert source["mapping_sha256"] == sha256_file(MAPPING_PATH)

@@ -118,7 +118,7 @@ def test_a_multi_picture_jpeg_is_its_first_picture() -> None:
 def test_a_colour_jpeg_is_decoded_as_its_luma_plane_at_reduced_scale() -> None:
     """The conversion is greyscale from the decode on: of a colour JPEG only the luma is decoded, at the
     largest DCT reduction that still covers twice the working size, and it gives the input that
-    decoding it in full colour would, within a grey level or two."""
+    decoding it in full colour would, under two grey levels apart on average."""
     data = encode(photo_of(4).resize((1600, 1200)), "JPEG", quality=90)
     decoded = decode_image(data)
     assert decoded.mode == "L" and decoded.size == (400, 300)  # 1/4 scale: 1/8 would be under 224

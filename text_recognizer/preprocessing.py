@@ -90,9 +90,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     """Open and decode an upload (first frame of a GIF), refusing what is not a usable image.
 
     The pixel count is checked from the header, before decoding, so a decompression bomb costs nothing.
-    A JPEG is decoded in greyscale at reduced scale (`draft`): a 12-megapixel photo costs a fraction of
-    a full decode and of its memory. Other formats are decoded in full, so their cap
-    (`MAX_FULL_DECODE_PIXELS`) is lower.
+    A JPEG is decoded at reduced scale, a colour one as its luma plane alone (`draft`): a 12-megapixel
+    photo costs a fraction of a full decode and of its memory. Other formats are decoded in full, so
+    their cap (`MAX_FULL_DECODE_PIXELS`) is lower.
     """
     if not data:
         raise ImageError("empty_file", "the uploaded file is empty")
@@ -160,10 +160,10 @@ def refuse_chunk_floods(data: bytes) -> None:
 
 def draft(jpeg: Image.Image) -> None:
     """Set a JPEG to decode at 1/2, 1/4 or 1/8 scale, where that still covers twice the working size, and
-    a colour one to decode its luma plane alone (the conversion is greyscale; decoding and resizing one
-    channel instead of three halves a product photo's conversion, `preprocessing_speed`). Down to the
-    working size itself would be faster again, but then a JPEG's 28x28 input often differs from the same
-    photo's as a PNG (a row more or less after the trim; 15 of 100 test photos by over 6 grey levels)."""
+    a colour (YCbCr) one to decode its luma plane alone: the conversion is greyscale, so one channel is
+    decoded and resized instead of three (CMYK stays CMYK). Down to the working size itself would be
+    faster again, but then a JPEG's 28x28 input often differs from the same photo's as a PNG (a row more
+    or less after the trim; 15 of 100 test photos by over 6 grey levels)."""
     side = 2 * SERVING_CONVERSION.work_side
     jpeg.draft("L", (side, side))
 
@@ -259,8 +259,8 @@ def working_image(image: Image.Image, conversion: Conversion = SERVING_CONVERSIO
         # Whole blocks of pixels are averaged first where the photo is 3x the working size or more, then
         # Lanczos does the rest: 0.25 ms for a 388x444 product photo, against 0.64 ms with Lanczos over
         # the whole reduction (reducing_gap 2.0 averages blocks only from 4x). The export's photos (at
-        # most 320 px) convert exactly as before. reducing_gap 1.0 was faster again (0.16 ms), but a
-        # JPEG's 28x28 image then differed from the same photo's as a PNG more often.
+        # most 320 px) are all under 3x: this changes nothing for them. reducing_gap 1.0 was faster
+        # again (0.16 ms), but a JPEG's 28x28 image then differed from its PNG's more often.
         image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=1.5)
     return image
 

@@ -202,7 +202,7 @@ class FeedbackStore:
         now = time.monotonic()
         if now - self.usage_measured_at > USAGE_CACHE_SECONDS:
             files = self.images_dir.glob("*/*") if self.images_dir.is_dir() else iter(())
-            self.usage_bytes = sum(path.stat().st_size for path in files if path.is_file())
+            self.usage_bytes = sum(map(size_if_present, files))
             self.usage_measured_at = now
         return self.usage_bytes
 
@@ -310,3 +310,12 @@ def pixels_sha256(png: bytes) -> str:
     with Image.open(io.BytesIO(png)) as image:
         header = f"{image.mode} {image.width}x{image.height}\n".encode()
         return hashlib.sha256(header + image.tobytes()).hexdigest()
+
+
+def size_if_present(path: Path) -> int:
+    """A file's size; 0 for a folder, or for a file gone since it was listed (another worker renames its
+    `.part` images into place while this one sums: found in CI as a 503)."""
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except FileNotFoundError:
+        return 0

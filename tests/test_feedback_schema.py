@@ -2,6 +2,7 @@
 before migrations existed, are upgraded in place with their rows; the migrated schema is the one the code
 queries; concurrent openers migrate once. Each test runs on SQLite and PostgreSQL (conftest.feedback_db)."""
 
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -218,3 +219,25 @@ def test_an_opener_waits_a_bounded_time_for_another_ones_migration(
         assert time.monotonic() - started < 10
     holding.dispose()  # the session, and the lock it held, end with the connection
     assert FeedbackStore(url, Path("unused")).all() == []
+
+
+def test_the_storage_quota_skips_an_image_renamed_while_it_sums(tmp_path: Path, monkeypatch) -> None:
+    """Found in CI: another replica renamed its `.part` image into place between the listing and the
+    size check, and the feedback request got a 503 instead of the rest being counted."""
+    store = FeedbackStore.at(tmp_path)
+    kept = store.images_dir / "ab" / "kept.png"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"x" * 100)
+
+    class Renamed(type(kept)):  # type: ignore[misc]
+        """A `.part` file that is there when checked and renamed before its size is read."""
+
+        def is_file(self) -> bool:
+            return True
+
+        def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+
+    listing = [kept, Renamed(kept.with_name(".gone.png.part"))]
+    monkeypatch.setattr(type(store.images_dir), "glob", lambda self, pattern: iter(listing))
+    assert store.stored_bytes() == 100

@@ -20,6 +20,7 @@ arrives later opens the row again.
 import hashlib
 import io
 import logging
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -316,6 +317,7 @@ def size_if_present(path: Path) -> int:
     """A file's size; 0 for a folder, or for a file gone since it was listed (another worker renames its
     `.part` images into place while this one sums: found in CI as a 503)."""
     try:
-        return path.stat().st_size if path.is_file() else 0
+        status = path.stat()  # one system call: `is_file()` first would stat it twice
     except FileNotFoundError:
         return 0
+    return status.st_size if stat.S_ISREG(status.st_mode) else 0

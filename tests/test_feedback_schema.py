@@ -221,10 +221,12 @@ def test_an_opener_waits_a_bounded_time_for_another_ones_migration(
     assert FeedbackStore(url, Path("unused")).all() == []
 
 
-def test_the_storage_quota_skips_an_image_renamed_while_it_sums(tmp_path: Path, monkeypatch) -> None:
+def test_the_storage_quota_skips_an_image_renamed_while_it_sums(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Found in CI: another replica renamed its `.part` image into place between the listing and the
     size check, and the feedback request got a 503 instead of the rest being counted."""
-    store = FeedbackStore.at(tmp_path)
+    store = FeedbackStore(url, tmp_path / "images")
     kept = store.images_dir / "ab" / "kept.png"
     kept.parent.mkdir(parents=True)
     kept.write_bytes(b"x" * 100)

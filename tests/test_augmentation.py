@@ -9,7 +9,14 @@ from PIL import Image
 from pydantic import ValidationError
 
 from text_recognizer.datasets.idx import read_idx
-from training.augmentation import augment, horizontal_flip, jpeg_reencoding, random_crop, random_erasing
+from training.augmentation import (
+    augment,
+    horizontal_flip,
+    jpeg_reencoding,
+    random_affine,
+    random_crop,
+    random_erasing,
+)
 from training.config import AugmentationConfig
 
 from .conftest import FIXTURES_DIR
@@ -52,10 +59,24 @@ def test_random_erasing_zeroes_one_rectangle_per_chosen_image() -> None:
     assert torch.equal(random_erasing(IMAGES, 0.0, generator()), IMAGES)
 
 
+def test_random_affine_rotates_and_shrinks_the_chosen_images_about_their_centre() -> None:
+    assert torch.equal(random_affine(IMAGES, 0.0, 10.0, (0.8, 1.0), generator()), IMAGES)
+    assert torch.equal(random_affine(IMAGES, 1.0, 0.0, (1.0, 1.0), generator()), IMAGES)  # the identity
+    quarter = random_affine(IMAGES, 1.0, 0.0, (0.5, 0.5), generator())
+    centre = (torch.arange(28) - 13.5).abs() < 7
+    assert quarter[:, ~centre, :].sum() == 0 and quarter[:, :, ~centre].sum() == 0  # half size, centred
+    assert torch.allclose(quarter.float().sum((1, 2)), IMAGES.float().sum((1, 2)) / 4, rtol=0.05)
+    turned = random_affine(IMAGES[:1], 1.0, 180.0, (1.0, 1.0), torch.Generator().manual_seed(1))
+    assert turned.dtype == torch.uint8 and not torch.equal(turned, IMAGES[:1])
+    partly = random_affine(IMAGES, 0.5, 10.0, (0.8, 1.0), generator())
+    assert 16 < sum(not torch.equal(p, o) for p, o in zip(partly, IMAGES, strict=True)) < 48
+
+
 def test_augmentation_is_repeatable_and_off_by_default() -> None:
     settings = AugmentationConfig(
-        crop_padding=2, horizontal_flip=True, erasing_probability=0.5, jpeg_probability=0.5
-    )
+        crop_padding=2, horizontal_flip=True, affine_probability=0.5, erasing_probability=0.5,
+        jpeg_probability=0.5,
+    )  # fmt: skip
     assert torch.equal(augment(IMAGES, settings, generator(3)), augment(IMAGES, settings, generator(3)))
     assert not torch.equal(augment(IMAGES, settings, generator(3)), augment(IMAGES, settings, generator(4)))
     assert torch.equal(augment(IMAGES, AugmentationConfig(), generator()), IMAGES)
@@ -73,6 +94,8 @@ def test_jpeg_reencoding_gives_what_a_saved_jpeg_decodes_to() -> None:
     assert 16 < sum(not torch.equal(p, o) for p, o in zip(partly, IMAGES, strict=True)) < 48
 
 
-def test_jpeg_quality_range_is_checked() -> None:
+def test_jpeg_quality_and_scale_ranges_are_checked() -> None:
     with pytest.raises(ValidationError, match="jpeg_quality"):
         AugmentationConfig(jpeg_quality=(90, 80))
+    with pytest.raises(ValidationError, match="scale must be"):
+        AugmentationConfig(scale=(1.0, 0.8))

@@ -105,15 +105,21 @@ class AugmentationConfig(Strict):
 
     crop_padding: int = Field(0, ge=0, le=8, description="random crop after zero-padding by this many pixels")
     horizontal_flip: bool = False
+    affine_probability: float = Field(0.0, ge=0, le=1, description="rotation and scaling, per image")
+    rotation_degrees: float = Field(10.0, ge=0, le=180, description="affine: largest rotation either way")
+    scale: tuple[float, float] = Field((0.8, 1.0), description="affine: scale factor range")
     erasing_probability: float = Field(0.0, ge=0, le=1, description="random erasing, per image")
     jpeg_probability: float = Field(0.0, ge=0, le=1, description="JPEG re-encoding, per image")
     jpeg_quality: tuple[int, int] = Field((70, 95), description="JPEG quality range, both ends included")
 
     @model_validator(mode="after")
-    def check_quality(self) -> "AugmentationConfig":
+    def check_ranges(self) -> "AugmentationConfig":
         low, high = self.jpeg_quality
         if not 1 <= low <= high <= 95:
             raise ValueError(f"jpeg_quality must be [low, high], 1 <= low <= high <= 95: got {low}, {high}")
+        smallest, largest = self.scale
+        if not 0 < smallest <= largest <= 2:
+            raise ValueError(f"scale must be [low, high], 0 < low <= high <= 2: got {smallest}, {largest}")
         return self
 
 

@@ -246,13 +246,20 @@ class Trainer:
         }
 
     def unrecorded_keys(self) -> dict[str, Any]:
-        """Config keys left out of the checkpoints: where the run is, not what it is, and distillation
-        and JPEG re-encoding when off, so that runs without them keep the bytes they had before."""
+        """Config keys left out of the checkpoints: where the run is, not what it is, and distillation,
+        rotation and scaling, and JPEG re-encoding when off, so that runs without them keep the bytes they
+        had before."""
         keys: dict[str, Any] = {"runs_dir": True}
         if not self.config.distillation.teachers:
             keys["distillation"] = True
-        if not self.config.augmentation.jpeg_probability:
-            keys["augmentation"] = {"jpeg_probability", "jpeg_quality"}
+        augmentation = self.config.augmentation
+        unused = set()
+        if not augmentation.affine_probability:
+            unused |= {"affine_probability", "rotation_degrees", "scale"}
+        if not augmentation.jpeg_probability:
+            unused |= {"jpeg_probability", "jpeg_quality"}
+        if unused:
+            keys["augmentation"] = unused
         return keys
 
     def training_state(self) -> dict[str, Any]:

@@ -158,7 +158,9 @@ def test_training_resume_and_prediction_on_cuda(full_data_dir: Path, tmp_path: P
     on_gpu = ClassifierModel.load(run_dir / "checkpoints" / "best.pt", device="cuda").predict(images)
     on_cpu = ClassifierModel.load(run_dir / "checkpoints" / "best.pt").predict(images)
     assert list(on_gpu.categories) == list(on_cpu.categories)
-    assert torch.allclose(on_gpu.confidences, on_cpu.confidences, atol=1e-4)  # both on the CPU
+    # cuDNN computes float32 convolutions in TF32 by default (a 10-bit mantissa): on an H200 the
+    # confidences differed from the CPU's by up to 3e-4 (2026-11-30), so 1e-4 failed there.
+    assert torch.allclose(on_gpu.confidences, on_cpu.confidences, atol=1e-3)  # both on the CPU
 
 
 def test_a_diverging_run_stops_with_a_message_naming_it(full_data_dir: Path, tmp_path: Path) -> None:

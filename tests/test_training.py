@@ -260,7 +260,9 @@ def test_distillation_learns_from_a_teacher_records_it_and_resumes_to_the_same_r
     plain = ClassifierModel.load(plain_dir / "checkpoints" / "best.pt")
     assert "distillation" not in plain.metadata
     assert "distillation" not in plain.metadata["config"], "off, it leaves checkpoints as they were"
-    assert "jpeg_probability" not in plain.metadata["config"]["augmentation"], "so does JPEG re-encoding"
+    augmentation = plain.metadata["config"]["augmentation"]
+    assert "jpeg_probability" not in augmentation, "so does JPEG re-encoding"
+    assert not {"affine_probability", "rotation_degrees", "scale"} & set(augmentation), "and rotation"
 
     def train_losses(run_dir: Path) -> list[float]:
         return [

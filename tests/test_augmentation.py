@@ -16,6 +16,7 @@ from training.augmentation import (
     random_affine,
     random_crop,
     random_erasing,
+    rotated_and_scaled,
 )
 from training.config import AugmentationConfig
 
@@ -66,8 +67,12 @@ def test_random_affine_rotates_and_shrinks_the_chosen_images_about_their_centre(
     centre = (torch.arange(28) - 13.5).abs() < 7
     assert quarter[:, ~centre, :].sum() == 0 and quarter[:, :, ~centre].sum() == 0  # half size, centred
     assert torch.allclose(quarter.float().sum((1, 2)), IMAGES.float().sum((1, 2)) / 4, rtol=0.05)
-    turned = random_affine(IMAGES[:1], 1.0, 180.0, (1.0, 1.0), torch.Generator().manual_seed(1))
-    assert turned.dtype == torch.uint8 and not torch.equal(turned, IMAGES[:1])
+    quarter_turns = rotated_and_scaled(IMAGES, torch.full((64,), 90.0), torch.ones(64))
+    assert torch.equal(quarter_turns, IMAGES.rot90(1, (-2, -1)))  # every pixel moved exactly, no blur
+    back = rotated_and_scaled(IMAGES, torch.full((64,), -90.0), torch.ones(64))
+    assert torch.equal(back, IMAGES.rot90(-1, (-2, -1)))
+    with pytest.raises(ValueError, match="square"):
+        rotated_and_scaled(IMAGES[:, :, :20], torch.zeros(64), torch.ones(64))
     partly = random_affine(IMAGES, 0.5, 10.0, (0.8, 1.0), generator())
     assert 16 < sum(not torch.equal(p, o) for p, o in zip(partly, IMAGES, strict=True)) < 48
 
@@ -80,6 +85,11 @@ def test_augmentation_is_repeatable_and_off_by_default() -> None:
     assert torch.equal(augment(IMAGES, settings, generator(3)), augment(IMAGES, settings, generator(3)))
     assert not torch.equal(augment(IMAGES, settings, generator(3)), augment(IMAGES, settings, generator(4)))
     assert torch.equal(augment(IMAGES, AugmentationConfig(), generator()), IMAGES)
+    # Off, rotation draws no random numbers: the other augmentations give what they gave before it.
+    plain = AugmentationConfig(crop_padding=2, horizontal_flip=True, erasing_probability=0.5)
+    same = generator(5)
+    expected = random_erasing(horizontal_flip(random_crop(IMAGES, 2, same), same), 0.5, same)
+    assert torch.equal(augment(IMAGES, plain, generator(5)), expected)
 
 
 def test_jpeg_reencoding_gives_what_a_saved_jpeg_decodes_to() -> None:

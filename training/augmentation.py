@@ -38,26 +38,35 @@ def random_affine(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """Rotate each image with `probability` by up to `degrees` either way and scale it by a factor drawn
-    from `scale` about its centre (bilinear, zeros outside: the converted photos' background is black).
-    A phone photo's item lies at any angle and, where the trim stops at a busy background, smaller in
-    the frame than in a catalogue shot; Fashion-MNIST's items are upright and fill it."""
+    from `scale`, about its centre (`rotated_and_scaled`). A phone photo's item lies at any angle and,
+    where the trim stops at a busy background, smaller in the frame than in a catalogue shot;
+    Fashion-MNIST's items are upright and fill it."""
     count = images.shape[0]
     chosen = torch.rand(count, generator=generator) < probability
-    angles = torch.empty(count).uniform_(-degrees, degrees, generator=generator) * math.pi / 180
+    angles = torch.empty(count).uniform_(-degrees, degrees, generator=generator)
     factors = torch.empty(count).uniform_(*scale, generator=generator)
     if not chosen.any():
         return images
-    angles, factors = angles[chosen], factors[chosen]
-    cos, sin = torch.cos(angles) / factors, torch.sin(angles) / factors  # output -> input coordinates
+    rows = torch.nonzero(chosen).flatten().to(images.device)
+    result = images.clone()
+    result[rows] = rotated_and_scaled(images[rows], angles[chosen], factors[chosen])
+    return result
+
+
+def rotated_and_scaled(images: torch.Tensor, degrees: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Each square uint8 (H, W) image turned by its angle and scaled by its factor about its centre
+    (bilinear, zeros outside: the converted photos' background is black). The rotation is made in the
+    sampling grid's coordinates, which are normalised per axis: right for square images only."""
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"rotation needs square images, got {tuple(images.shape[-2:])}")
+    radians = degrees * math.pi / 180
+    cos, sin = torch.cos(radians) / factors, torch.sin(radians) / factors  # output -> input coordinates
     zeros = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
-    rows = torch.nonzero(chosen).flatten().to(images.device)
-    selected = images[rows].unsqueeze(1).float()
+    selected = images.unsqueeze(1).float()
     grid = torch.nn.functional.affine_grid(theta.to(images.device), list(selected.shape), align_corners=False)
     warped = torch.nn.functional.grid_sample(selected, grid, align_corners=False)
-    result = images.clone()
-    result[rows] = warped.squeeze(1).round().clamp(0, 255).to(torch.uint8)
-    return result
+    return warped.squeeze(1).round().clamp(0, 255).to(torch.uint8)
 
 
 def random_erasing(

@@ -196,6 +196,7 @@ class Predictor:
             "domains": self.card.get("domains", {}),
             "confidence_temperature": self.model.temperature,
             "mirror_averaged": self.model.test_time_flip,  # each image averaged with its mirror image
+            "out_of_scope_offset": self.model.out_of_scope_offset,  # off the out-of-scope logit
             "weights": self.model.weights,  # how model.pt stores them
             "computation": self.model.computation,  # float32, or int8 (ONNX Runtime, activation ranges)
             "unsure_below_confidence": self.unsure_below,

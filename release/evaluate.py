@@ -41,6 +41,7 @@ from training.calibration import (
     DEFAULT_UNSURE_TARGET_ACCURACY,
     CalibrationError,
     calibrate,
+    choose_out_of_scope_offset,
     unsure_threshold,
 )
 from training.errors import USER_ERRORS
@@ -103,8 +104,8 @@ def evaluation_sets(model: ClassifierModel, split: str, domains: tuple[str, ...]
 
 def unsure_below(model: ClassifierModel, artifact: Path) -> tuple[float, str]:
     """The "unsure" threshold: from the model card beside the artifact when the card describes this very
-    file, else chosen now on the validation split (with the temperature fitted there first), as
-    promotion would."""
+    file, else chosen now on the validation split (with the temperature and the out-of-scope offset
+    chosen there first), as promotion would."""
     card_path = artifact.with_name(MODEL_CARD_NAME)
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     value = card.get("confidence_threshold", {}).get("value")
@@ -112,6 +113,7 @@ def unsure_below(model: ClassifierModel, artifact: Path) -> tuple[float, str]:
         return value, "model card"
     val = evaluation_split(model, "val")
     calibrate(model, val)
+    choose_out_of_scope_offset(model, val)
     try:
         return unsure_threshold(model, val, DEFAULT_UNSURE_TARGET_ACCURACY)["value"], "validation split"
     except CalibrationError as error:  # a weak run is still evaluated: every image gets its class

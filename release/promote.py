@@ -15,8 +15,9 @@ instead of four; a test holds the shipped `model.pt` to the budget too), whose a
 validation images miss a behaviour bar (`--behaviour-bars`: JPEG re-encoding, occlusion; checked before
 any test split is read, so that a candidate the behaviour tests would fail spends no test read), or whose
 photo test splits miss a per-domain floor (`--domain-floors`; the photos need SHOP_PHOTOS_MIRROR).
-The card also carries the confidence threshold, chosen on the validation split, below which the service
-answers "unsure", and each domain's test figures at that threshold.
+The card also carries the out-of-scope offset and the confidence threshold, both chosen on the validation
+split (`training.calibration`): how readily an item is called out of scope, and below which confidence the
+service answers "unsure"; and each domain's test figures as served.
 """
 
 import argparse
@@ -48,7 +49,12 @@ from text_recognizer.promoted import (
     publish,
     rollback,
 )
-from training.calibration import DEFAULT_UNSURE_TARGET_ACCURACY, calibrate, unsure_threshold
+from training.calibration import (
+    DEFAULT_UNSURE_TARGET_ACCURACY,
+    calibrate,
+    choose_out_of_scope_offset,
+    unsure_threshold,
+)
 from training.errors import USER_ERRORS
 from training.run_directory import RunDirectory
 from training.tracking import tracker_for_run
@@ -136,6 +142,7 @@ the network alone; as served: below) |
 | behaviour on validation | {behaviour_row(card.get("behaviour"))} |
 | calibration | temperature {calibration["temperature"]:.3f} (chosen on validation: ECE \
 {calibration["val_ece_before"]:.4f} -> {calibration["val_ece_after"]:.4f}) |
+| out-of-scope offset | {offset_row(card.get("out_of_scope_offset"))} |
 | "unsure" below confidence | {threshold["value"]:.3f} (chosen on validation: {sure} of images answered, \
 {sure_accuracy} accurate) |
 | data version | {card["data"]["version"]} (sha256 `{card["data"]["version_hash"]}`) |
@@ -157,6 +164,14 @@ one of the ten):
 
 The full configuration is in `model_card.json`.
 """
+
+
+def offset_row(offset: dict[str, Any] | None) -> str:
+    if not offset or offset["chosen_on"] != "validation split":
+        return "none" + (f" ({offset['chosen_on']})" if offset else "")
+    before, after = offset["val_accuracy_without"], offset["val_accuracy"]
+    changes = ", ".join(f"{domain} {before[domain]:.2%} -> {after[domain]:.2%}" for domain in after)
+    return f"{offset['value']:.1f} off its logit (chosen on validation, top-1: {changes})"
 
 
 def behaviour_row(behaviour: dict[str, Any] | None) -> str:
@@ -353,6 +368,7 @@ def promote(
     val = evaluation_split(model, "val")
     weights_report = weights_summary(model, run, val.images, calibrated_on)
     calibration_report = calibrate(model, val)
+    offset = choose_out_of_scope_offset(model, val)
     threshold = unsure_threshold(model, val, unsure_target_accuracy)
     behaviour = behaviour_on_validation(model, val, behaviour_bars)
     photo_domains = tuple(DOMAINS) if domain_floors else ()
@@ -370,6 +386,7 @@ def promote(
         card = model_card(run, summary, model, files[MODEL_FILE].read_bytes())
         card["weights"] = weights_report
         card["calibration"] = calibration_report
+        card["out_of_scope_offset"] = offset
         card["confidence_threshold"] = threshold
         card["domains"] = results
         card["domain_floors"] = dict(domain_floors)

@@ -307,6 +307,9 @@ def test_health_and_metadata(client: TestClient, fixture_model: Path) -> None:
     assert metadata["metrics"] == model.metadata["metrics"] and "val_accuracy" in metadata["metrics"]
     assert metadata["confidence_temperature"] == card["calibration"]["temperature"] != 1.0
     assert metadata["mirror_averaged"] is card["calibration"]["test_time_flip"] is model.test_time_flip
+    assert (
+        metadata["out_of_scope_offset"] == card["out_of_scope_offset"]["value"] == model.out_of_scope_offset
+    )
     assert metadata["weights"] == model.weights == "float32"  # the fixture model stores float32 weights
     assert metadata["unsure_below_confidence"] == card["confidence_threshold"]["value"]
     assert metadata["data_checksums"] == model.metadata["data"]["checksums"]

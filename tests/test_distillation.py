@@ -6,21 +6,23 @@ import pytest
 import torch
 
 from text_recognizer.datasets.fashion_mnist import DatasetSplits, read_split
+from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from training.config import DistillationConfig
 from training.distillation import distillation_targets
 
 from .conftest import FIXTURES_DIR
-from .test_model import untrained_model
+from .test_model import CLASSES, untrained_model
 
 
-def teacher_file(path: Path, seed: int) -> Path:
+def teacher_file(path: Path, seed: int, classes: tuple[str, ...], out_of_scope_offset: float) -> Path:
     """A small network's weights: what the targets are made of, not how good they are, is tested."""
-    model = untrained_model()
+    model = untrained_model(classes)
     torch.manual_seed(seed)
     model.network.apply(
         lambda module: module.reset_parameters() if hasattr(module, "reset_parameters") else None
     )
+    model.out_of_scope_offset = out_of_scope_offset  # a promoted teacher's serving choice
     model.save(path)
     return path
 
@@ -34,13 +36,18 @@ def expected_probabilities(path: Path, images: torch.Tensor, temperature: float)
     return torch.softmax(logits / temperature, dim=1)
 
 
+@pytest.mark.parametrize("out_of_scope_offset", [0.0, 2.0])
 def test_targets_mix_the_label_with_the_teachers_mean_without_touching_the_random_numbers(
-    tmp_path: Path,
+    out_of_scope_offset: float, tmp_path: Path
 ) -> None:
+    """A teacher's out-of-scope offset is left out: the network's own belief is what is distilled."""
     train = read_split(FIXTURES_DIR, "train")
-    model = untrained_model()
+    classes = (*CLASSES, OUT_OF_SCOPE) if out_of_scope_offset else CLASSES
+    model = untrained_model(classes)
     data = DatasetSplits(train, train, train, model.class_names, model.normalization, {}, "v1", "")
-    teachers = (teacher_file(tmp_path / "a.pt", 1), teacher_file(tmp_path / "b.pt", 2))
+    teachers = tuple(
+        teacher_file(tmp_path / f"{seed}.pt", seed, classes, out_of_scope_offset) for seed in (1, 2)
+    )
     settings = DistillationConfig(teachers=teachers, weight=0.3, temperature=2.0)
     torch.manual_seed(7)
     random_numbers = torch.get_rng_state()

@@ -22,10 +22,11 @@ from text_recognizer.evaluation import (
     domain_report,
     fit_temperature,
 )
+from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.preprocessing import Normalization
 from text_recognizer.promoted import promoted_model_path
-from training.calibration import calibrate
+from training.calibration import calibrate, choose_out_of_scope_offset
 
 ACCURACY_FLOOR = DEFAULT_MIN_TEST_ACCURACY  # the product's floor, the one promotion enforces
 
@@ -124,6 +125,46 @@ def test_calibration_averages_with_the_mirror_image_only_when_validation_loss_sa
         assert report["val_loss_plain"] > 1 and torch.allclose(
             model.predict(images).confidences, torch.tensor(0.5), atol=1e-4
         )
+
+
+class LogitTable(nn.Module):
+    """Fixed logits per image: image i (every pixel i) gets row i of the table."""
+
+    def __init__(self, table: list[list[float]]) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.tensor(table), requires_grad=False)  # a parameter: the device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.table[images[:, 0, 0, 0].round().long()]
+
+
+def test_the_out_of_scope_offset_is_the_one_best_for_the_domains_on_average() -> None:
+    """Phone photos of "a" whose out-of-scope logit beats theirs by 0.25, 0.55, 0.95, 2.5; out-of-scope
+    items ahead of "a" by 1.0, 1.2, 3.0, 3.0; Fashion-MNIST images right whatever the offset. Mean accuracy
+    over the three domains: 2/3 at offset 0, 2.5/3 from 0.6 to 0.9 (phone 2 of 4, out of scope 4 of 4), at
+    1.0 and 1.1 (3 and 3), and from 2.6 to 2.9 (4 and 2): the smallest of the best is chosen."""
+    rows = [[0, -9, 0.25], [0, -9, 0.55], [0, -9, 0.95], [0, -9, 2.5]]  # phone, class "a"
+    rows += [[0, -9, 1.0], [0, -9, 1.2], [0, -9, 3.0], [0, -9, 3.0]]  # out of scope
+    rows += [[-9, 5, 0], [-9, 5, 0]]  # Fashion-MNIST, class "b"
+    images = torch.arange(10, dtype=torch.uint8)[:, None, None].expand(10, 28, 28).clone()
+    labels = torch.tensor([0] * 4 + [2] * 4 + [1] * 2)
+    domains = ("phone",) * 4 + ("out-of-scope",) * 4 + ("fashion_mnist",) * 2
+    model = ClassifierModel(
+        "cnn", {"channels": [4, 8]}, (1, 28, 28), ("a", "b", OUT_OF_SCOPE), Normalization(0, 1 / 255)
+    )
+    model.network = LogitTable(rows)
+    model.out_of_scope_offset = 2.0  # an earlier choice is not what the new one is measured from
+    report = choose_out_of_scope_offset(model, Split(images, labels, domains))
+    assert report["value"] == model.out_of_scope_offset == 0.6
+    assert report["val_accuracy_without"] == {"phone": 0.0, "out-of-scope": 1.0, "fashion_mnist": 1.0}
+    assert report["val_accuracy"] == {"phone": 0.5, "out-of-scope": 1.0, "fashion_mnist": 1.0}
+    assert model.predict(images).class_ids.tolist() == [0, 0, 2, 2, 2, 2, 2, 2, 1, 1]
+    without_out_of_scope = Split(images[labels != 2], labels[labels != 2], domains[:4] + domains[8:])
+    assert choose_out_of_scope_offset(model, without_out_of_scope) == {
+        "value": 0.0,
+        "chosen_on": "not applicable: no out-of-scope images in the validation split",
+    }
+    assert model.out_of_scope_offset == 0.0
 
 
 def test_confidence_threshold_keeps_the_most_confident_until_the_target() -> None:

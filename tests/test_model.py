@@ -13,12 +13,14 @@ import torch
 
 from text_recognizer.atomic import current_umask
 from text_recognizer.datasets.fashion_mnist import read_split
+from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ArtifactError, ClassifierModel
 from text_recognizer.models.classifier import (
     ARTIFACT_FORMAT,
     INT8_ARTIFACT_FORMAT,
     INT8_COMPUTE_ARTIFACT_FORMAT,
     MIRROR_ARTIFACT_FORMAT,
+    OFFSET_ARTIFACT_FORMAT,
 )
 from text_recognizer.models.onnx_network import OnnxRuntimeNetwork
 from text_recognizer.models.weight_storage import SCALE_SUFFIX
@@ -40,14 +42,14 @@ CLASSES = (
 )
 
 
-def untrained_model() -> ClassifierModel:
+def untrained_model(classes: tuple[str, ...] = CLASSES) -> ClassifierModel:
     torch.manual_seed(0)
     split = read_split(FIXTURES_DIR, "train")
     return ClassifierModel(
         "cnn",
         {"channels": [8, 16], "convs_per_stage": 1, "hidden_size": 32},
         (1, 28, 28),
-        CLASSES,
+        classes,
         Normalization.fit(split.images),
         metadata={"data": {"checksums": {"train": "abc"}}, "metrics": {"val_accuracy": 0.5}},
     )
@@ -162,6 +164,55 @@ def test_test_time_flip_averages_each_image_with_its_mirror_and_is_saved(
     for artifact, wrong in ((plain, MIRROR_ARTIFACT_FORMAT), (flip, ARTIFACT_FORMAT)):
         with pytest.raises(ArtifactError, match="test_time_flip"):
             ClassifierModel.from_artifact({**artifact, "format": wrong})
+
+
+@pytest.mark.parametrize("computation", ["float32", "int8"])
+def test_an_out_of_scope_offset_lowers_that_logit_and_is_saved(computation: str, tmp_path: Path) -> None:
+    """The offset comes off the out-of-scope logit after the temperature, in either computation. An
+    artifact with one names every choice in a format older code refuses; without one, the bytes stay."""
+    model = fit(untrained_model((*CLASSES, OUT_OF_SCOPE)))
+    images = read_split(FIXTURES_DIR, "test").images
+    if computation == "int8":
+        model.store_int8()
+        model.compute_int8(read_split(FIXTURES_DIR, "train").images)
+    model.temperature, model.test_time_flip = 0.5, True
+    model.save(tmp_path / "none.pt")
+    before = model.logits(images)
+    model.out_of_scope_offset = 1.5
+    expected = before.clone()
+    expected[:, len(CLASSES)] -= 1.5
+    assert torch.equal(model.logits(images), expected)
+    model.save(tmp_path / "offset.pt")
+    loaded = ClassifierModel.load(tmp_path / "offset.pt")
+    assert loaded.out_of_scope_offset == 1.5 and torch.equal(loaded.logits(images), expected)
+    assert (loaded.computation, loaded.weights, loaded.test_time_flip) == (
+        computation,
+        "int8" if computation == "int8" else "float32",
+        True,
+    )
+    loaded.save(tmp_path / "again.pt")
+    assert (tmp_path / "again.pt").read_bytes() == (tmp_path / "offset.pt").read_bytes()
+    model.out_of_scope_offset = 0.0
+    model.save(tmp_path / "none-again.pt")
+    assert (tmp_path / "none-again.pt").read_bytes() == (tmp_path / "none.pt").read_bytes()
+    artifact = torch.load(tmp_path / "offset.pt", weights_only=True)
+    assert artifact["format"] == OFFSET_ARTIFACT_FORMAT  # code from before refuses it
+    description = json.loads(artifact["description"])
+    broken = [
+        ({"out_of_scope_offset": "1.5"}, "out_of_scope_offset must be a number, got '1.5'"),
+        ({"out_of_scope_offset": True}, "out_of_scope_offset must be a number, got True"),
+        ({"out_of_scope_offset": -1}, "must be a finite number >= 0, got -1"),
+        ({"out_of_scope_offset": float("nan")}, "must be a finite number >= 0, got nan"),
+        ({"test_time_flip": "yes"}, "test_time_flip must be true or false, got 'yes'"),
+        ({"class_names": [*CLASSES, "Other"]}, "an out-of-scope offset needs an 'Out of scope' class"),
+    ]
+    for change, message in broken:
+        with pytest.raises(ArtifactError, match=re.escape(message)):
+            ClassifierModel.from_artifact({**artifact, "description": json.dumps(description | change)})
+    for key in ("out_of_scope_offset", "weights", "computation", "test_time_flip"):
+        unnamed = {k: v for k, v in description.items() if k != key}
+        with pytest.raises(ArtifactError, match=key):
+            ClassifierModel.from_artifact({**artifact, "description": json.dumps(unnamed)})
 
 
 def test_int8_weights_are_what_is_stored_served_and_loaded(

@@ -89,6 +89,9 @@ def test_promotes_best_checkpoint_with_a_model_card(
         in markdown
     )
     assert "| phone |" in markdown and card["domain_floors"] == {"catalogue": 0.0}
+    # Fashion-MNIST alone (v1) has no out-of-scope class: no offset, and the card says why.
+    assert card["out_of_scope_offset"]["value"] == promoted.out_of_scope_offset == 0.0
+    assert "| out-of-scope offset | none (not applicable: the model has no out-of-scope class) |" in markdown
     fashion_val = evaluation_split(promoted, "val").by_domain()[FASHION_MNIST_DOMAIN]
     behaviour = behaviour_report(promoted, fashion_val.images, fashion_val.labels)
     assert card["behaviour"] == behaviour | {

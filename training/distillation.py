@@ -37,9 +37,10 @@ def load_teacher(
 def teacher_probabilities(teacher: ClassifierModel, images: torch.Tensor, temperature: float) -> torch.Tensor:
     """The teacher's probabilities for unaugmented training images: its logits averaged with the mirror
     image's (training flips images, so both are pictures it learnt from) and divided by `temperature`,
-    which replaces the teacher's own (a promoted model's calibrated one)."""
+    which replaces the teacher's own (a promoted model's calibrated one); without its out-of-scope offset,
+    a serving choice the student's own promotion makes again."""
     teacher.test_time_flip = True
-    teacher.temperature = temperature
+    teacher.temperature, teacher.out_of_scope_offset = temperature, 0.0
     return torch.softmax(teacher.logits(images), dim=1)
 
 

@@ -4,7 +4,8 @@ own gates (test_behaviour, test_evaluation, test_promote).
 
 It is trained, calibrated and given an "unsure" threshold by the project's own code, on the fixtures'
 training images (Fashion-MNIST's subset and the shop photos of the `train` split); the fixtures' test
-images and other photos are its validation split, where the temperature and threshold are chosen.
+images and other photos are its validation split, where the temperature, the out-of-scope offset and the
+threshold are chosen.
 """
 
 import hashlib
@@ -22,7 +23,7 @@ from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.paths import MODEL_CARD_NAME
 from text_recognizer.preprocessing import Normalization
-from training.calibration import calibrate, unsure_threshold
+from training.calibration import calibrate, choose_out_of_scope_offset, unsure_threshold
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 FASHION_MNIST_FIXTURES = TESTS_DIR / "fixtures" / "fashion_mnist"
@@ -85,6 +86,7 @@ def train_fixture_model(weights_dir: Path) -> Path:
         model.fit_epoch(((train.images[i], train.labels[i]) for i in order), optimizer)
     model.metadata["metrics"] = {f"val_{k}": v for k, v in model.evaluate(val.images, val.labels).items()}
     calibration = calibrate(model, val)
+    offset = choose_out_of_scope_offset(model, val)
     threshold = unsure_threshold(model, val, target_accuracy=0.7)
     weights_dir.mkdir(parents=True, exist_ok=True)
     model.save(weights_dir / "model.pt")
@@ -95,6 +97,7 @@ def train_fixture_model(weights_dir: Path) -> Path:
         "sha256": digest,
         "classes": list(CLASSES),
         "calibration": calibration,
+        "out_of_scope_offset": offset,
         "confidence_threshold": threshold,
         "domains": domain_results(model, val, threshold["value"]),
     }

@@ -8,6 +8,7 @@ needed to predict with it.
 import hashlib
 import io
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from text_recognizer.atomic import atomic_path
+from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models.onnx_network import (
     ActivationRanges,
     OnnxRuntimeNetwork,
@@ -40,11 +42,15 @@ INT8_ARTIFACT_FORMAT = "text_recognizer.classifier/3"
 # Int8 weights computed in int8 (`compute_int8`), the description naming `computation` and the
 # activations' ranges: code from before would compute in float32, against its card's figures.
 INT8_COMPUTE_ARTIFACT_FORMAT = "text_recognizer.classifier/4"
+# An out-of-scope offset (`out_of_scope_offset`), the description naming every choice (weights,
+# computation, mirror image): code from before would answer "out of scope" more often than its card says.
+OFFSET_ARTIFACT_FORMAT = "text_recognizer.classifier/5"
 ARTIFACT_FORMATS = (
     ARTIFACT_FORMAT,
     MIRROR_ARTIFACT_FORMAT,
     INT8_ARTIFACT_FORMAT,
     INT8_COMPUTE_ARTIFACT_FORMAT,
+    OFFSET_ARTIFACT_FORMAT,
 )
 WEIGHT_PRECISIONS = ("float32", "int8")
 COMPUTATIONS = ("float32", "int8")
@@ -84,6 +90,7 @@ class ClassifierModel:
         weights: str = "float32",
         activation_ranges: ActivationRanges | None = None,
         int8_graph_sha256: str | None = None,
+        out_of_scope_offset: float = 0.0,
     ) -> None:
         self.network_name = network_name
         self.network_args = dict(network_args)
@@ -97,6 +104,16 @@ class ClassifierModel:
         # Average the logits of each image and its mirror image (one forward pass of both): chosen at
         # promotion when it lowers the validation loss, for a network trained with flipped images.
         self.test_time_flip = test_time_flip
+        # Subtracted from the out-of-scope logit (after the temperature): where the item is one of the ten
+        # or out of scope, how readily it is called out of scope. Chosen on the validation split at
+        # promotion (`training.calibration.choose_out_of_scope_offset`); 0 while training.
+        if out_of_scope_offset and OUT_OF_SCOPE not in class_names:
+            raise ValueError(f"an out-of-scope offset needs an {OUT_OF_SCOPE!r} class")
+        if not (math.isfinite(out_of_scope_offset) and out_of_scope_offset >= 0):
+            raise ValueError(
+                f"the out-of-scope offset must be a finite number >= 0, got {out_of_scope_offset}"
+            )
+        self.out_of_scope_offset = float(out_of_scope_offset)
         if weights not in WEIGHT_PRECISIONS:
             raise ValueError(f"weights must be one of {', '.join(WEIGHT_PRECISIONS)}, got {weights!r}")
         # How the artifact stores the weights (`store_int8`).
@@ -203,7 +220,7 @@ class ClassifierModel:
     @torch.inference_mode()
     def logits(self, images: torch.Tensor | np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
         """The network's logits (averaged with the mirror image's under `test_time_flip`) divided by
-        the temperature: what every probability comes from."""
+        the temperature, less the out-of-scope offset: what every probability comes from."""
         if self.network.training:  # eval() walks every module: 0.1-0.4 ms, a third of one prediction
             self.network.eval()
         if self.activation_ranges is not None and not isinstance(self.inference_network, OnnxRuntimeNetwork):
@@ -213,7 +230,10 @@ class ClassifierModel:
             self.merged(network(self.views(self.network_input(chunk))).float())
             for chunk in as_image_batch(images).split(batch_size)
         ]
-        return torch.cat(chunks).cpu() / self.temperature
+        logits = torch.cat(chunks).cpu() / self.temperature
+        if self.out_of_scope_offset:
+            logits[:, self.class_names.index(OUT_OF_SCOPE)] -= self.out_of_scope_offset
+        return logits
 
     def views(self, inputs: torch.Tensor) -> torch.Tensor:
         """One forward pass's batch for network inputs: followed by their mirror images under
@@ -298,13 +318,24 @@ class ClassifierModel:
         }
         state = {key: value.cpu() for key, value in self.network.state_dict().items()}
         if self.activation_ranges is not None:
-            description.update(weights="int8", test_time_flip=self.test_time_flip, computation="int8")
             description["activation_ranges"] = self.activation_ranges
             description["int8_graph_sha256"] = self.int8_graph_sha256
-            artifact_format, state = INT8_COMPUTE_ARTIFACT_FORMAT, quantized(state)
+        if self.weights == "int8":
+            state = quantized(state)
+        if self.out_of_scope_offset:
+            description.update(
+                weights=self.weights,
+                computation=self.computation,
+                test_time_flip=self.test_time_flip,
+                out_of_scope_offset=self.out_of_scope_offset,
+            )
+            artifact_format = OFFSET_ARTIFACT_FORMAT
+        elif self.activation_ranges is not None:
+            description.update(weights="int8", test_time_flip=self.test_time_flip, computation="int8")
+            artifact_format = INT8_COMPUTE_ARTIFACT_FORMAT
         elif self.weights == "int8":
             description.update(weights="int8", test_time_flip=self.test_time_flip)
-            artifact_format, state = INT8_ARTIFACT_FORMAT, quantized(state)
+            artifact_format = INT8_ARTIFACT_FORMAT
         elif self.test_time_flip:  # only then: the bytes of every other artifact stay as they were
             description["test_time_flip"] = True
             artifact_format = MIRROR_ARTIFACT_FORMAT
@@ -335,26 +366,22 @@ class ClassifierModel:
             )
         try:
             description = json.loads(artifact["description"])
-            test_time_flip = description.get("test_time_flip", False)
-            weights = description.get("weights", "float32")
-            computation = description.get("computation", "float32")
+            named = artifact["format"] == OFFSET_ARTIFACT_FORMAT  # the description names every choice
+            test_time_flip = (
+                description["test_time_flip"] if named else description.get("test_time_flip", False)
+            )
+            weights = description["weights"] if named else description.get("weights", "float32")
+            computation = description["computation"] if named else description.get("computation", "float32")
+            offset = checked_offset(description["out_of_scope_offset"]) if named else 0.0
             if computation not in COMPUTATIONS:
                 raise ValueError(f"computation {computation!r} is not one of {', '.join(COMPUTATIONS)}")
-            int8_formats = (INT8_ARTIFACT_FORMAT, INT8_COMPUTE_ARTIFACT_FORMAT)
-            if (weights == "int8") is not (artifact["format"] in int8_formats):
-                raise ValueError(f"format {artifact['format']!r} does not go with weights {weights!r}")
-            if (computation == "int8") is not (artifact["format"] == INT8_COMPUTE_ARTIFACT_FORMAT):
-                raise ValueError(
-                    f"format {artifact['format']!r} does not go with computation {computation!r}"
-                )
+            if not isinstance(test_time_flip, bool):
+                raise ValueError(f"test_time_flip must be true or false, got {test_time_flip!r}")
+            if not named:
+                check_format_choices(artifact["format"], weights, computation, test_time_flip)
             int8 = computation == "int8"
             ranges = checked_ranges(description["activation_ranges"]) if int8 else None
             graph_sha256 = checked_sha256(description["int8_graph_sha256"]) if int8 else None
-            if weights != "int8" and test_time_flip is not (artifact["format"] == MIRROR_ARTIFACT_FORMAT):
-                raise ValueError(
-                    f"format {artifact['format']!r} does not go with test_time_flip {test_time_flip!r} "
-                    "(saved by code from before the format named it? load and save it again)"
-                )
             model = cls(
                 network_name=description["network"]["name"],
                 network_args=description["network"]["args"],
@@ -367,6 +394,7 @@ class ClassifierModel:
                 weights=weights,
                 activation_ranges=ranges,
                 int8_graph_sha256=graph_sha256,
+                out_of_scope_offset=offset,
             )
             state = artifact["state_dict"]
             model.network.load_state_dict(dequantized(state) if weights == "int8" else state)
@@ -379,6 +407,25 @@ class ClassifierModel:
     @classmethod
     def load(cls, path: Path, device: torch.device | str = "cpu") -> "ClassifierModel":
         return cls.from_artifact(load_safely(path)).to(device)
+
+
+def check_format_choices(artifact_format: str, weights: str, computation: str, test_time_flip: bool) -> None:
+    """Formats 1 to 4 say by their name alone what the description may leave out: refuse a mismatch."""
+    if (weights == "int8") is not (artifact_format in (INT8_ARTIFACT_FORMAT, INT8_COMPUTE_ARTIFACT_FORMAT)):
+        raise ValueError(f"format {artifact_format!r} does not go with weights {weights!r}")
+    if (computation == "int8") is not (artifact_format == INT8_COMPUTE_ARTIFACT_FORMAT):
+        raise ValueError(f"format {artifact_format!r} does not go with computation {computation!r}")
+    if weights != "int8" and test_time_flip is not (artifact_format == MIRROR_ARTIFACT_FORMAT):
+        raise ValueError(
+            f"format {artifact_format!r} does not go with test_time_flip {test_time_flip!r} "
+            "(saved by code from before the format named it? load and save it again)"
+        )
+
+
+def checked_offset(offset: Any) -> float:
+    if isinstance(offset, bool) or not isinstance(offset, int | float):
+        raise ValueError(f"out_of_scope_offset must be a number, got {offset!r}")
+    return float(offset)
 
 
 def checked_ranges(ranges: Any) -> ActivationRanges:

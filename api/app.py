@@ -46,11 +46,10 @@ from api.settings import Settings
 from text_recognizer.labels import LabelError, class_index
 from text_recognizer.preprocessing import (
     ImageError,
-    decode_image,
     decoded_pixels,
     fashion_mnist_style,
     image_bytes_to_input,
-    working_image,
+    upload_working_image,
 )
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -376,7 +375,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data = await read_upload(file)
 
         def decode_and_predict() -> tuple[bytes, Prediction]:
-            image = working_image(decode_image(data, settings.max_pixels))
+            image = upload_working_image(data, settings.max_pixels)
             return png_bytes(image), predictor.predict_arrays([fashion_mnist_style(image)], 1)[0]
 
         try:

@@ -27,25 +27,26 @@ from text_recognizer.datasets.shop_photos import DOMAINS, iter_image_bytes, labe
 from text_recognizer.datasets.versions import FASHION_MNIST
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
-from text_recognizer.preprocessing import Conversion, Normalization, decode_image, fashion_mnist_style
+from text_recognizer.preprocessing import Conversion, Normalization, image_bytes_to_input
 from training.config import AugmentationConfig
 from training.trainer import shuffled_batches
 
 VARIANTS = {
-    "corner trim, full size": Conversion(work_side=100_000, sharpen=False),
-    "corner trim at 112 px (served)": Conversion(sharpen=False),
-    "at 112 px, subsample": Conversion(subsample=True, sharpen=False),
+    "corner trim, full size": Conversion(work_side=100_000),
+    "corner trim at 112 px (served)": Conversion(),
+    "at 112 px, subsample": Conversion(subsample=True),
     "at 112 px, sharpen": Conversion(sharpen=True),
     "at 112 px, subsample + sharpen (the paper's)": Conversion(subsample=True, sharpen=True),
+    "at 112 px, busy backgrounds separated at 48 px": Conversion(separation_side=48),
+    "at 112 px, busy backgrounds separated at 64 px": Conversion(separation_side=64),
+    "at 112 px, busy backgrounds separated at 112 px": Conversion(separation_side=112),
 }
 AUGMENTATION = AugmentationConfig(crop_padding=2, horizontal_flip=True)
 
 
 def converted(photos_bytes: dict[str, bytes], conversion: Conversion) -> tuple[dict[str, np.ndarray], float]:
     started = time.perf_counter()
-    pixels = {
-        name: fashion_mnist_style(decode_image(data), conversion) for name, data in photos_bytes.items()
-    }
+    pixels = {name: image_bytes_to_input(data, conversion=conversion) for name, data in photos_bytes.items()}
     return pixels, (time.perf_counter() - started) / len(photos_bytes) * 1000
 
 

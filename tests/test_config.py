@@ -72,7 +72,6 @@ def test_missing_file_lists_shipped_configs(tmp_path: Path) -> None:
         "compact",
         "default",
         "photos-distilled",
-        "photos-grabcut-ft",
         "photos-jpeg-ft",
         "photos-jpeg",
         "photos-phone-c96",

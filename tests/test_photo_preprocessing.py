@@ -5,6 +5,7 @@ import struct
 import zlib
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -21,13 +22,17 @@ from support.hostile_uploads import (
 )
 from support.product_photos import ROTATIONS, product_photo
 from text_recognizer.datasets.idx import read_idx
+from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
 from text_recognizer.preprocessing import (
     Conversion,
     ImageError,
+    busy_border,
     decode_image,
     decoded_pixels,
     fashion_mnist_style,
     image_bytes_to_input,
+    separated,
+    upload_working_image,
 )
 
 from .conftest import FIXTURES_DIR
@@ -45,6 +50,64 @@ def photo_of(index: int) -> Image.Image:
     """A clean product photo (PNG-decoded, upright, without EXIF) of fixture test image `index`."""
     photo = Image.open(io.BytesIO(product_photo(TEST_IMAGES[index], seed=index, image_format="PNG")))
     return ImageOps.exif_transpose(photo).convert("RGB")
+
+
+SHOP_FIXTURES = FIXTURES_DIR.parent / "shop_photos"
+SEPARATION = Conversion(separation_side=64)  # measured, not served (see `Conversion`)
+
+
+def shop_photos(source: str) -> list[bytes]:
+    """The real photos of one source in the committed fixture of the shop export."""
+    names = [photo.image for photo in read_photos(SHOP_FIXTURES) if photo.source == source]
+    return [data for _, data in iter_image_bytes(SHOP_FIXTURES, names)]
+
+
+def separated_input(data: bytes) -> np.ndarray:
+    return image_bytes_to_input(data, conversion=SEPARATION)
+
+
+def test_separation_works_on_busy_backgrounds_and_only_there() -> None:
+    """Real phone photos (a bed, a floor, a hanger behind the item) have busy borders: their working
+    image stays in colour for GrabCut, and the background it finds changes their 28x28 input. Studio
+    shoes on a plain backdrop, and catalogue shots whose working image is greyscale (plain border),
+    convert exactly as the served conversion, which separates nothing, converts them."""
+    phone = shop_photos("phone")
+    assert len(phone) == 29
+    for data in phone:
+        assert upload_working_image(data, conversion=SEPARATION).mode == "RGB"
+        assert upload_working_image(data).mode == "L"
+        assert not np.array_equal(separated_input(data), image_bytes_to_input(data))
+    plain = shop_photos("shoes") + shop_photos("catalogue")
+    greyscale = [data for data in plain if upload_working_image(data, conversion=SEPARATION).mode == "L"]
+    assert len(greyscale) >= len(plain) - 1  # one catalogue shot of the fixture has a busy border
+    for data in greyscale:
+        assert np.array_equal(separated_input(data), image_bytes_to_input(data))
+
+
+def test_a_separated_photo_converts_the_same_every_time_and_from_its_working_image() -> None:
+    """GrabCut starts from random numbers: seeded, the same photo gives the same input in any order and
+    on several threads at once; and its working image, stored as a PNG (as feedback keeps one),
+    converts to the same input."""
+    phone = shop_photos("phone")[:8]
+    first = [separated_input(data) for data in phone]
+    with ThreadPoolExecutor(4) as pool:
+        again = list(pool.map(separated_input, reversed(phone * 3)))[::-1]
+    assert all(np.array_equal(a, b) for a, b in zip(first * 3, again, strict=True))
+    for data, expected in zip(phone, first, strict=True):
+        stored = encode(upload_working_image(data, conversion=SEPARATION), "PNG")
+        assert np.array_equal(separated_input(stored), expected)
+        assert np.array_equal(fashion_mnist_style(Image.open(io.BytesIO(stored)), SEPARATION), expected)
+
+
+def test_a_busy_border_is_one_far_from_the_corner_colour_in_at_least_30_percent() -> None:
+    plain = np.full((40, 40), 240.0)
+    assert not busy_border(plain)
+    plain[0, :11] = 100  # one corner among them: the corners' median stays 240, 12 of 160 far (7.5%)
+    assert not busy_border(plain)
+    plain[0, :] = plain[-1, :] = 100  # all four corners 100: the sides' 76 of 160 are far (47.5%)
+    assert busy_border(plain)
+    tiny = Image.new("RGB", (6, 5), "white")
+    assert np.array_equal(separated(np.zeros((5, 6)), tiny, 64), np.zeros((5, 6)))  # too small: unchanged
 
 
 def test_fashion_mnist_sized_input_passes_through_unchanged() -> None:

@@ -46,7 +46,7 @@ def predicted_classes(
     model: ClassifierModel, function: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor]
 ) -> torch.Tensor:
     with torch.inference_mode():
-        return torch.cat([model.merged(function(batch)).argmax(dim=1) for batch in inputs])
+        return torch.cat([model.calibrated(model.merged(function(batch))).argmax(dim=1) for batch in inputs])
 
 
 def calibration_inputs(model: ClassifierModel) -> list[torch.Tensor]:

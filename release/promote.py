@@ -140,8 +140,8 @@ the network alone; as served: below) |
 | mirror image | {mirror} (chosen on validation: loss {calibration["val_loss_plain"]:.4f} alone, \
 {calibration["val_loss_flip_averaged"]:.4f} averaged with the mirror image) |
 | behaviour on validation | {behaviour_row(card.get("behaviour"))} |
-| calibration | temperature {calibration["temperature"]:.3f} (chosen on validation: ECE \
-{calibration["val_ece_before"]:.4f} -> {calibration["val_ece_after"]:.4f}) |
+| calibration | temperature {calibration["temperature"]:.3f} (chosen on validation, before the \
+out-of-scope offset: ECE {calibration["val_ece_before"]:.4f} -> {calibration["val_ece_after"]:.4f}) |
 | out-of-scope offset | {offset_row(card.get("out_of_scope_offset"))} |
 | "unsure" below confidence | {threshold["value"]:.3f} (chosen on validation: {sure} of images answered, \
 {sure_accuracy} accurate) |

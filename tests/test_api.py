@@ -19,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
 import api.app
 from api.app import create_app
 from api.feedback_store import FeedbackStore
+from api.predictor import Predictor
 from api.settings import Settings, SettingsError
 from support.hostile_uploads import (
     exif_negative_rational_jpeg,
@@ -317,6 +319,30 @@ def test_health_and_metadata(client: TestClient, fixture_model: Path) -> None:
     assert metadata["version"] == card["version"] and metadata["domains"] == card["domains"]
     assert set(metadata["domains"]) == {"fashion_mnist", "catalogue", "shoes", "phone", "out-of-scope"}
     assert OUT_OF_SCOPE in metadata["output"]["category"]
+
+
+def test_a_served_out_of_scope_offset_is_applied_and_published(fixture_model: Path, tmp_path: Path) -> None:
+    """The fixture model saved with an out-of-scope offset (format 5): the service's predictor, on ONNX
+    Runtime, gives the probabilities the model gives with it, unlike without, and says so in metadata."""
+    model = ClassifierModel.load(fixture_model)
+    model.out_of_scope_offset = 1.5
+    model.save(tmp_path / "model.pt")
+    served = Predictor.load(tmp_path / "model.pt", use_confidence_threshold=False)
+    assert served.metadata()["out_of_scope_offset"] == 1.5
+    _, photos = labelled_photos(CLASSES, splits=("train", "val", "test"), directory=SHOP_FIXTURES)
+    outside = [item.photo.image for item in photos if item.target == OUT_OF_SCOPE_TARGET]
+    for _, data in iter_image_bytes(SHOP_FIXTURES, outside):
+        answer = served.predict_bytes(data, top_k=len(CLASSES), max_pixels=10_000_000)
+        scores = {score.category: score.confidence for score in answer.top_k}
+        with_offset = model.predict(image_bytes_to_input(data)).probabilities[0]
+        model.out_of_scope_offset = 0.0
+        without = model.predict(image_bytes_to_input(data)).probabilities[0]
+        model.out_of_scope_offset = 1.5
+        assert scores[OUT_OF_SCOPE] == pytest.approx(with_offset[-1].item(), abs=1e-5)
+        # Only the out-of-scope logit moves: its odds against all the others fall by exactly e^1.5.
+        assert (torch.logit(without[-1]) - torch.logit(with_offset[-1])).item() == pytest.approx(
+            1.5, abs=1e-3
+        )
 
 
 def test_prometheus_metrics_by_route_status_and_class(client: TestClient) -> None:

@@ -167,6 +167,24 @@ def test_the_out_of_scope_offset_is_the_one_best_for_the_domains_on_average() ->
     assert model.out_of_scope_offset == 0.0
 
 
+def test_offsets_whose_domains_are_right_as_often_tie_exactly() -> None:
+    """Ten phone photos, one of them right from offset 0.6 on; ten out-of-scope items, one of them right
+    up to 0.5 and two always: 0/10 + 3/10 below 0.6 and 1/10 + 2/10 from it, the same mean (in floats,
+    0.1 + 0.2 is more than 0.3): the tie goes to the smallest offset, 0."""
+    rows = [[0, -9, 9.0]] * 9 + [[0, -9, 0.55]]  # phone, class "a"
+    rows += [[0, -9, -1.0]] * 7 + [[0, -9, 5.0]] * 2 + [[0, -9, 0.55]]  # out of scope
+    images = torch.arange(20, dtype=torch.uint8)[:, None, None].expand(20, 28, 28).clone()
+    labels = torch.tensor([0] * 10 + [2] * 10)
+    model = ClassifierModel(
+        "cnn", {"channels": [4, 8]}, (1, 28, 28), ("a", "b", OUT_OF_SCOPE), Normalization(0, 1 / 255)
+    )
+    model.network = LogitTable(rows)
+    report = choose_out_of_scope_offset(
+        model, Split(images, labels, ("phone",) * 10 + ("out-of-scope",) * 10)
+    )
+    assert report["value"] == 0.0 and report["val_accuracy"] == {"phone": 0.0, "out-of-scope": 0.3}
+
+
 def test_confidence_threshold_keeps_the_most_confident_until_the_target() -> None:
     confidences = torch.tensor([0.99, 0.95, 0.9, 0.8, 0.6, 0.5])
     correct = torch.tensor([True, True, True, False, True, False])

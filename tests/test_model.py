@@ -199,8 +199,9 @@ def test_an_out_of_scope_offset_lowers_that_logit_and_is_saved(computation: str,
     assert artifact["format"] == OFFSET_ARTIFACT_FORMAT  # code from before refuses it
     description = json.loads(artifact["description"])
     broken = [
-        ({"out_of_scope_offset": "1.5"}, "out_of_scope_offset must be a number, got '1.5'"),
-        ({"out_of_scope_offset": True}, "out_of_scope_offset must be a number, got True"),
+        ({"out_of_scope_offset": "1.5"}, "out_of_scope_offset must be a number other than 0, got '1.5'"),
+        ({"out_of_scope_offset": True}, "out_of_scope_offset must be a number other than 0, got True"),
+        ({"out_of_scope_offset": 0}, "out_of_scope_offset must be a number other than 0, got 0"),
         ({"out_of_scope_offset": -1}, "must be a finite number >= 0, got -1"),
         ({"out_of_scope_offset": float("nan")}, "must be a finite number >= 0, got nan"),
         ({"test_time_flip": "yes"}, "test_time_flip must be true or false, got 'yes'"),

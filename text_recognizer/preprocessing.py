@@ -228,8 +228,8 @@ class Conversion:
     each step measured on the photo validation split (`./tasks/benchmark.sh preprocessing_variants`).
 
     Separating the item from its background with a border-seeded colour model was measured too, and made
-    every photo domain worse (phone photos 50.8% -> 45.8%); GrabCut, where the border is busy, is part of
-    it (`separation_side`).
+    every photo domain worse (phone photos 50.8% -> 45.8%); GrabCut where the border is busy is an
+    option (`separation_side`), measured and not served.
     """
 
     work_side: int = 112  # the photo is first reduced to this longest side: speed, and enough for 28
@@ -265,33 +265,41 @@ def gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
     return blurred
 
 
+def longest_side(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """`size` scaled so that its longest edge is `side` (each edge at least 1)."""
+    scale = side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
 def working_image(
     image: Image.Image, conversion: Conversion = SERVING_CONVERSION, colour: bool = False
 ) -> Image.Image:
     """What the conversion works from: flattened, greyscale unless `colour` (then RGB, or L for a
-    greyscale image), and no larger than its working size."""
+    greyscale image), no larger than its working size, and without metadata (its EXIF was applied:
+    converting it again reads none)."""
     image = flattened(image)
-    if not colour:
-        image = image.convert("L")  # before resizing: one channel to resize, not three
+    # A new image either way, whose metadata can go: before resizing, one channel to resize, not three.
+    image = image.copy() if colour else image.convert("L")
+    image.info.clear()
     if max(image.size) > conversion.work_side:
-        scale = conversion.work_side / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         # Whole blocks of pixels are averaged first where the photo is 3x the working size or more, then
         # Lanczos does the rest: 0.25 ms for a 388x444 product photo, against 0.64 ms with Lanczos over
         # the whole reduction (reducing_gap 2.0 averages blocks only from 4x). The export's photos (at
         # most 320 px) are all under 3x: this changes nothing for them. reducing_gap 1.0 was faster
         # again (0.16 ms), but a JPEG's 28x28 image then differed from its PNG's more often.
-        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=1.5)
+        image = image.resize(
+            longest_side(image.size, conversion.work_side), Image.Resampling.LANCZOS, reducing_gap=1.5
+        )
     return image
 
 
 def upload_working_image(
     data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, conversion: Conversion = SERVING_CONVERSION
 ) -> Image.Image:
-    """The working image of an upload: greyscale, or in colour where its border is busy (separating the
-    item from the background needs colour; a JPEG, decoded as its luma alone for speed, is then decoded a
-    second time, in colour). Converting it gives the upload's 28x28 image, so it is what feedback keeps
-    of an upload (no metadata, no bytes beyond the pixels)."""
+    """The working image of an upload: greyscale; in colour where its border is busy and `conversion`
+    separates (not served; separation needs colour, so a JPEG, decoded as its luma alone for speed, is
+    then decoded a second time, in colour). Converting it gives the upload's 28x28 image, so it is what
+    feedback keeps of an upload (no metadata, no bytes beyond the pixels)."""
     image = decode_image(data, max_pixels)
     grey = working_image(image, conversion)
     if grey.size == (SIDE, SIDE) or not conversion.separation_side or not busy_border(np.asarray(grey)):
@@ -316,9 +324,7 @@ def separated(pixels: np.ndarray, colour: Image.Image, side: int) -> np.ndarray:
     `MIN_ITEM_SHARE` of the image or cannot run."""
     small = colour.convert("RGB")
     if max(small.size) > side:
-        scale = side / max(small.size)
-        size = (max(1, round(small.width * scale)), max(1, round(small.height * scale)))
-        small = small.resize(size, Image.Resampling.BILINEAR)
+        small = small.resize(longest_side(small.size, side), Image.Resampling.BILINEAR)
     width, height = small.size
     margin_x, margin_y = max(1, round(width * GRABCUT_MARGIN)), max(1, round(height * GRABCUT_MARGIN))
     if min(width, height) <= 2 * max(margin_x, margin_y) + 2:
@@ -329,7 +335,7 @@ def separated(pixels: np.ndarray, colour: Image.Image, side: int) -> np.ndarray:
     import cv2  # the `benchmark` extra: only a conversion with separation needs OpenCV
 
     # GrabCut starts from k-means with OpenCV's random numbers: seeded, the same image gives the same mask.
-    cv2.setRNGSeed(0)
+    cv2.setRNGSeed(0)  # the calling thread's (OpenCV keeps one state per thread); nothing else here draws
     try:
         bgr = np.ascontiguousarray(np.asarray(small)[:, :, ::-1])
         cv2.grabCut(bgr, mask, rectangle, *models, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
@@ -351,8 +357,9 @@ def fashion_mnist_style(image: Image.Image, conversion: Conversion = SERVING_CON
     Steps (from the dataset's README): trim the border close to the corner colour, resize the longest
     edge to 28, extend the shorter edge to 28 keeping the item centred, negate (when the background is
     light, as in product photos), 8-bit grayscale; then stretch to full intensity, as the dataset is.
-    Before them, where the border is busy, the item is separated from its background (`separated`, in
-    colour where `image` has it: an upload's `upload_working_image`).
+    Before them, where `conversion` separates (not served) and the border is busy, the item is separated
+    from its background (`separated`, in colour where `image` has it: an upload's `upload_working_image`;
+    the busy border is decided again here, so a working image converts as its upload did).
     """
     grey = working_image(image, conversion)
     if grey.size == (SIDE, SIDE):
@@ -370,8 +377,7 @@ def fashion_mnist_style(image: Image.Image, conversion: Conversion = SERVING_CON
     if rows.size:
         values = values[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     height, width = values.shape
-    scale = SIDE / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    size = longest_side((width, height), SIDE)
     resampling = Image.Resampling.NEAREST if conversion.subsample else Image.Resampling.LANCZOS
     resized = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize(size, resampling))
     if conversion.sharpen:

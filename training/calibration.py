@@ -5,6 +5,7 @@ promoted computes them the same way, so its figures are what serving would give.
 """
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -72,21 +73,25 @@ def choose_out_of_scope_offset(model: ClassifierModel, val: Split) -> dict[str, 
     names = val.domain_names()
     domains = {domain: torch.tensor([name == domain for name in names]) for domain in dict.fromkeys(names)}
 
-    def accuracies(offset: float) -> dict[str, float]:
+    def right(offset: float) -> dict[str, Fraction]:
+        """Each domain's share of right answers, as an exact fraction: sums of rounded floats would
+        break a tie between offsets the wrong way."""
         shifted = logits.clone()
         shifted[:, out_of_scope] -= offset
         correct = shifted.argmax(dim=1) == val.labels
-        return {domain: correct[mask].double().mean().item() for domain, mask in domains.items()}
+        return {
+            domain: Fraction(int(correct[mask].sum()), int(mask.sum())) for domain, mask in domains.items()
+        }
 
-    tried = {offset: accuracies(offset) for offset in OUT_OF_SCOPE_OFFSETS}
+    tried = {offset: right(offset) for offset in OUT_OF_SCOPE_OFFSETS}
     best = max(OUT_OF_SCOPE_OFFSETS, key=lambda offset: (sum(tried[offset].values()), -offset))
     model.out_of_scope_offset = best
     return {
         "value": best,
         "chosen_on": "validation split",
         "rule": "best mean top-1 accuracy over the validation domains, offsets 0 to 4 in steps of 0.1",
-        "val_accuracy": tried[best],
-        "val_accuracy_without": tried[0.0],
+        "val_accuracy": {domain: float(share) for domain, share in tried[best].items()},
+        "val_accuracy_without": {domain: float(share) for domain, share in tried[0.0].items()},
     }
 
 

@@ -230,7 +230,11 @@ class ClassifierModel:
             self.merged(network(self.views(self.network_input(chunk))).float())
             for chunk in as_image_batch(images).split(batch_size)
         ]
-        logits = torch.cat(chunks).cpu() / self.temperature
+        return self.calibrated(torch.cat(chunks).cpu())
+
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """The network's (merged) logits divided by the temperature, less the out-of-scope offset."""
+        logits = logits / self.temperature
         if self.out_of_scope_offset:
             logits[:, self.class_names.index(OUT_OF_SCOPE)] -= self.out_of_scope_offset
         return logits
@@ -423,8 +427,9 @@ def check_format_choices(artifact_format: str, weights: str, computation: str, t
 
 
 def checked_offset(offset: Any) -> float:
-    if isinstance(offset, bool) or not isinstance(offset, int | float):
-        raise ValueError(f"out_of_scope_offset must be a number, got {offset!r}")
+    """Format 5 is written only for an offset: one of 0 would be saved again as another format."""
+    if isinstance(offset, bool) or not isinstance(offset, int | float) or offset == 0:
+        raise ValueError(f"out_of_scope_offset must be a number other than 0, got {offset!r}")
     return float(offset)
 
 

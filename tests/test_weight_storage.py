@@ -33,5 +33,8 @@ def test_weights_that_cannot_be_stored_or_restored_are_named() -> None:
     missing = r"int8 weight 'fc\.weight' has no per-channel scales of shape \(3,\)"
     with pytest.raises(ValueError, match=missing):
         dequantized(stored)
-    stray = {"fc.weight": torch.randn(3, 5), "fc.weight" + SCALE_SUFFIX: torch.ones(3)}
-    assert "fc.weight" + SCALE_SUFFIX in dequantized(stray)  # not int8: left for load_state_dict to refuse
+    stray = {"fc.bias": torch.randn(3), "fc.bias" + SCALE_SUFFIX: torch.ones(3)}
+    assert "fc.bias" + SCALE_SUFFIX in dequantized(stray)  # not int8: left for load_state_dict to refuse
+    # A file that says int8 and holds float32 weights (found in review: it loaded as float32).
+    with pytest.raises(ValueError, match=r"weight 'fc\.weight' is torch\.float32 in a state stored as int8"):
+        dequantized({"fc.weight": torch.randn(3, 5), "fc.bias": torch.randn(3)})

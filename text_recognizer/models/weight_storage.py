@@ -39,12 +39,15 @@ def quantized(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def dequantized(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The float32 weights of a `quantized` state; ValueError for an integer weight without its scales
-    (or scales of the wrong shape), which would otherwise load as weights of -127..127."""
+    (or scales of the wrong shape), which would otherwise load as weights of -127..127, and for a float
+    weight where `quantized` leaves none (a file that says int8 and holds float32)."""
     state = {}
     for key, tensor in stored.items():
         weight = stored.get(key.removesuffix(SCALE_SUFFIX)) if key.endswith(SCALE_SUFFIX) else None
         if weight is not None and weight.dtype == torch.int8:
             continue  # used with its weight; a stray one reaches load_state_dict, which names it
+        if quantizable(tensor):
+            raise ValueError(f"weight {key!r} is {tensor.dtype} in a state stored as int8")
         if tensor.dtype != torch.int8:
             state[key] = tensor
             continue

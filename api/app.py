@@ -47,7 +47,7 @@ from text_recognizer.labels import LabelError, class_index
 from text_recognizer.preprocessing import (
     ImageError,
     decoded_pixels,
-    fashion_mnist_style,
+    from_working_image,
     image_bytes_to_input,
     upload_working_image,
 )
@@ -376,7 +376,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         def decode_and_predict() -> tuple[bytes, Prediction]:
             image = upload_working_image(data, settings.max_pixels)
-            return png_bytes(image), predictor.predict_arrays([fashion_mnist_style(image)], 1)[0]
+            return png_bytes(image), predictor.predict_arrays([from_working_image(image)], 1)[0]
 
         try:
             png, prediction = await decode_slots.run(

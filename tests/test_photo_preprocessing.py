@@ -31,6 +31,7 @@ from text_recognizer.preprocessing import (
     decode_image,
     decoded_pixels,
     fashion_mnist_style,
+    from_working_image,
     image_bytes_to_input,
     separated,
     upload_working_image,
@@ -109,6 +110,7 @@ def test_a_separated_photo_converts_the_same_every_time_and_from_its_working_ima
         stored = encode(upload_working_image(data, conversion=SEPARATION), "PNG")
         assert np.array_equal(separated_input(stored), expected)
         assert np.array_equal(fashion_mnist_style(Image.open(io.BytesIO(stored)), SEPARATION), expected)
+        assert np.array_equal(from_working_image(Image.open(io.BytesIO(stored)), SEPARATION), expected)
 
 
 def test_a_busy_border_is_one_far_from_the_corner_colour_in_at_least_30_percent() -> None:

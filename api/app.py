@@ -40,15 +40,13 @@ from api.limits import (
     return_freed_memory_promptly,
 )
 from api.observability import Metrics, Observability, configure_logging, request_id_var
-from api.predictor import Prediction, Predictor, png_bytes, png_data_url
+from api.predictor import Prediction, Predictor, png_bytes
 from api.security_headers import DOCS_ASSETS, SecurityHeaders
 from api.settings import Settings
 from text_recognizer.labels import LabelError, class_index
 from text_recognizer.preprocessing import (
     ImageError,
     decoded_pixels,
-    from_working_image,
-    image_bytes_to_input,
     upload_working_image,
 )
 
@@ -249,7 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             prediction = await decode_slots.run(pixels_of, predict)
             metrics.observe_batch(1)
             return prediction
-        convert = functools.partial(image_bytes_to_input, data, settings.max_pixels)
+        convert = functools.partial(predictor.model_input, data, settings.max_pixels)
         attempt = None
         if batcher.idle:
             attempt = await batcher.alone(functools.partial(decode_slots.run_if_small, pixels_of, predict))
@@ -260,9 +258,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             pixels = await decode_slots.run(pixels_of, convert)
         prediction = await batcher.predict(pixels, top_k)
-        if include_input:
-            prediction.model_input = png_data_url(pixels)
-        return prediction
+        return predictor.with_input(prediction, pixels) if include_input else prediction
 
     @app.post(
         "/v1/predict",
@@ -321,7 +317,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         def decode(upload: StarletteUpload) -> np.ndarray | ApiError:
             try:
-                return image_bytes_to_input(contents(upload), settings.max_pixels)
+                return predictor.model_input(contents(upload), settings.max_pixels)
             except ImageError as error:
                 return rejected(error)
 
@@ -375,8 +371,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data = await read_upload(file)
 
         def decode_and_predict() -> tuple[bytes, Prediction]:
+            """The working image to store, and the prediction as `/v1/predict` makes it."""
             image = upload_working_image(data, settings.max_pixels)
-            return png_bytes(image), predictor.predict_arrays([from_working_image(image)], 1)[0]
+            return png_bytes(image), predictor.predict_arrays(
+                [predictor.model_input(data, settings.max_pixels)], 1
+            )[0]
 
         try:
             png, prediction = await decode_slots.run(

@@ -16,7 +16,7 @@ from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import ArtifactError, load_safely
 from text_recognizer.paths import MODEL_CARD_NAME
-from text_recognizer.preprocessing import image_bytes_to_input
+from text_recognizer.preprocessing import image_bytes_to_views
 from text_recognizer.promoted import model_file
 
 UNSURE = "unsure"
@@ -44,6 +44,11 @@ class Prediction(BaseModel):
     model_version: str
     model_input: str | None = Field(
         None, description="with include_input=true: the 28x28 image the model saw, as a PNG data URL"
+    )
+    model_input_separated: str | None = Field(
+        None,
+        description="with include_input=true, where the model also saw the item separated from a busy "
+        "background (a phone photo on a bed or a floor) and averaged the two: that 28x28 image",
     )
 
 
@@ -124,8 +129,16 @@ class Predictor:
         self.predict_arrays([np.zeros(self.model.input_shape[1:], dtype=np.uint8)], top_k=1)
         self.ready = True
 
+    def model_input(self, data: bytes, max_pixels: int) -> np.ndarray:
+        """An upload's views as this model classifies them (`image_bytes_to_views`); raises `ImageError`
+        for an upload that is not a usable image."""
+        return image_bytes_to_views(data, max_pixels, self.model.separated_view_side)
+
     def predict_arrays(self, images: list[np.ndarray], top_k: int) -> list[Prediction]:
-        predictions = self.model.predict(np.stack(images))
+        """One forward pass for uint8 images: each (28, 28), or an upload's views (V, 28, 28)."""
+        predictions = self.model.predict_views(
+            [image if image.ndim == 3 else image[None] for image in images]
+        )
         k = min(top_k, len(self.model.class_names))
         scores, indices = predictions.probabilities.topk(k, dim=1)
         return [
@@ -169,10 +182,15 @@ class Predictor:
         self, data: bytes, top_k: int, max_pixels: int, include_input: bool = False
     ) -> Prediction:
         """Raises `ImageError` for an upload that is not a usable image."""
-        pixels = image_bytes_to_input(data, max_pixels)
-        prediction = self.predict_arrays([pixels], top_k)[0]
-        if include_input:
-            prediction.model_input = png_data_url(pixels)
+        views = self.model_input(data, max_pixels)
+        prediction = self.predict_arrays([views], top_k)[0]
+        return self.with_input(prediction, views) if include_input else prediction
+
+    def with_input(self, prediction: Prediction, views: np.ndarray) -> Prediction:
+        """`prediction` with the 28x28 images the model saw, as PNG data URLs."""
+        prediction.model_input = png_data_url(views[0])
+        if len(views) > 1 and self.model.separated_view_side:
+            prediction.model_input_separated = png_data_url(views[1])
         return prediction
 
     def metadata(self) -> dict[str, Any]:
@@ -196,6 +214,8 @@ class Predictor:
             "domains": self.card.get("domains", {}),
             "confidence_temperature": self.model.temperature,
             "mirror_averaged": self.model.test_time_flip,  # each image averaged with its mirror image
+            # where the border is busy, averaged with the item separated by GrabCut at this side; 0: never
+            "separated_view_side": self.model.separated_view_side,
             "out_of_scope_offset": self.model.out_of_scope_offset,  # off the out-of-scope logit
             "weights": self.model.weights,  # how model.pt stores them
             "computation": self.model.computation,  # float32, or int8 (ONNX Runtime, activation ranges)

@@ -22,6 +22,7 @@ from curation.labelled_images import IMAGE_SUFFIXES, read_image
 from text_recognizer.labels import LabelError
 from text_recognizer.models import ArtifactError, ClassifierModel
 from text_recognizer.paths import SERVED_WEIGHTS_DIR
+from text_recognizer.preprocessing import image_bytes_to_views
 from text_recognizer.progress import progress
 from text_recognizer.promoted import PromotedModelError, model_file
 from training.image_grid import save_image_grid
@@ -54,15 +55,18 @@ class Candidate:
 def score_pool(model: ClassifierModel, pool: Path) -> tuple[list[Candidate], list[str]]:
     """Every readable image under `pool` with its uncertainty; unreadable files are listed, not fatal."""
     paths = sorted(p for p in pool.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    readable, skipped = [], []
+    readable, views, skipped = [], [], []
     for path in progress(paths, desc="reading the pool", unit="image"):
         try:
-            readable.append((path, read_image(path)[1]))
+            data, pixels = read_image(path)
         except LabelError as error:
             skipped.append(str(error))
+            continue
+        readable.append((path, pixels))
+        views.append(image_bytes_to_views(data, separated_view_side=model.separated_view_side))
     if not readable:
         return [], skipped
-    predictions = model.predict(np.stack([pixels for _, pixels in readable]))
+    predictions = model.predict_views(views)  # as the service answers
     margin, entropy = margins(predictions.probabilities), entropies(predictions.probabilities)
     candidates = [
         Candidate(

@@ -35,7 +35,9 @@ from text_recognizer.datasets.versions import OFFICIAL_VERSION
 from text_recognizer.evaluation import classification_report, domain_report
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
+from text_recognizer.models.classifier import ArtifactError
 from text_recognizer.paths import MODEL_CARD_NAME
+from text_recognizer.preprocessing import SEPARATED_VIEW_SIDE
 from text_recognizer.promoted import model_file
 from training.calibration import (
     DEFAULT_UNSURE_TARGET_ACCURACY,
@@ -93,6 +95,11 @@ def evaluation_split(model: ClassifierModel, split: str) -> Split:
 
 def evaluation_sets(model: ClassifierModel, split: str, domains: tuple[str, ...]) -> dict[str, Split]:
     """The wanted domains of `split`: Fashion-MNIST's part, and the photo split cut by domain."""
+    if model.separated_view_side not in (0, SEPARATED_VIEW_SIDE):
+        raise ArtifactError(
+            f"the model averages with separated views at {model.separated_view_side} px; the evaluation "
+            f"splits hold them at {SEPARATED_VIEW_SIDE} px only"
+        )
     sets = {}
     if FASHION_MNIST_DOMAIN in domains:
         sets[FASHION_MNIST_DOMAIN] = evaluation_split(model, split).by_domain()[FASHION_MNIST_DOMAIN]
@@ -205,7 +212,7 @@ def evaluate(
     title = f"{artifact.name} on {split_name}"
     report: dict[str, Any] = {"model": str(artifact), "split": split_name, "domains": {}}
     for domain, split in sets.items():
-        probabilities = torch.softmax(model.logits(split.images), dim=1)
+        probabilities = torch.softmax(model.logits(split.images, separated=split.separated), dim=1)
         result = domain_report(probabilities, split.labels, model.class_names, threshold, OUT_OF_SCOPE)
         report["domains"][domain] = result
         if domain == FASHION_MNIST_DOMAIN:  # the full report, at the top level as before

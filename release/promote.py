@@ -139,6 +139,7 @@ the network alone; as served: below) |
 | initial weights | {started} |
 | mirror image | {mirror} (chosen on validation: loss {calibration["val_loss_plain"]:.4f} alone, \
 {calibration["val_loss_flip_averaged"]:.4f} averaged with the mirror image) |
+| separated view | {separated_view_row(calibration)} |
 | behaviour on validation | {behaviour_row(card.get("behaviour"))} |
 | calibration | temperature {calibration["temperature"]:.3f} (chosen on validation, before the \
 out-of-scope offset: ECE {calibration["val_ece_before"]:.4f} -> {calibration["val_ece_after"]:.4f}) |
@@ -164,6 +165,17 @@ one of the ten):
 
 The full configuration is in `model_card.json`.
 """
+
+
+def separated_view_row(calibration: dict[str, Any]) -> str:
+    """Cards from before the choice, and validation splits without separated views: not tried."""
+    if "val_loss_separated_view_averaged" not in calibration:
+        return "not tried"
+    side = calibration["separated_view_side"]
+    used = f"averaged with it where the border is busy (GrabCut at {side} px)" if side else "not used"
+    without = calibration["val_loss_flip_averaged" if calibration["test_time_flip"] else "val_loss_plain"]
+    averaged = calibration["val_loss_separated_view_averaged"]
+    return f"{used} (chosen on validation: loss {without:.4f} without it, {averaged:.4f} averaged with it)"
 
 
 def offset_row(offset: dict[str, Any] | None) -> str:
@@ -235,7 +247,7 @@ def domain_results(model: ClassifierModel, unsure_below: float, domains: tuple[s
     report, not in the card)."""
     results = {}
     for domain, split in evaluation_sets(model, "test", domains).items():
-        probabilities = torch.softmax(model.logits(split.images), dim=1)
+        probabilities = torch.softmax(model.logits(split.images, separated=split.separated), dim=1)
         report = domain_report(probabilities, split.labels, model.class_names, unsure_below, OUT_OF_SCOPE)
         results[domain] = {k: v for k, v in report.items() if not k.startswith("confusion")}
     return results

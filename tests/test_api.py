@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import api.app
+import api.predictor
 from api.app import create_app
 from api.feedback_store import FeedbackStore
 from api.predictor import Predictor
@@ -40,7 +41,7 @@ from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, iter_image_bytes, labelled_photos
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
-from text_recognizer.preprocessing import image_bytes_to_input
+from text_recognizer.preprocessing import image_bytes_to_input, image_bytes_to_views
 
 from .conftest import FIXTURES_DIR
 from .support.fixture_model import CLASSES
@@ -90,9 +91,10 @@ def test_predict_returns_category_confidence_and_top_k(
         "top_k",
         "model_version",
         "model_input",
+        "model_input_separated",
     }
     assert body["category"] == expected_categories[0] and body["class_id"] == 9 and body["outcome"] == "class"
-    assert body["model_input"] is None, "the 28x28 input is returned only when asked for"
+    assert body["model_input"] is body["model_input_separated"] is None, "returned only when asked for"
     assert len(body["top_k"]) == 3 and body["top_k"][0] == {
         "category": body["category"],
         "confidence": body["confidence"],
@@ -190,8 +192,10 @@ def test_a_batch_is_one_forward_pass_with_the_answers_of_single_calls(
     photos = [product_photo(TEST_IMAGES[i], seed=i) for i in range(4)]
     singles = [client.post("/v1/predict", files=upload(photo)).json() for photo in photos]
     model = client.app.state.predictor.model
-    passes, predict = [], model.predict
-    monkeypatch.setattr(model, "predict", lambda images: passes.append(len(images)) or predict(images))
+    passes, predict = [], model.predict_views
+    monkeypatch.setattr(
+        model, "predict_views", lambda uploads: passes.append(len(uploads)) or predict(uploads)
+    )
     files = [("files", (f"{i}.jpg", photo, "image/jpeg")) for i, photo in enumerate(photos)]
     results = client.post("/v1/predict/batch", files=files).json()["results"]
     assert passes == [4]
@@ -207,11 +211,11 @@ def test_a_batchs_files_are_decoded_in_every_decode_slot_at_once(
     in one call were 1.66x faster than 16 single calls (goal 3x)."""
     meeting = threading.Barrier(2, timeout=10)  # broken (a 500) unless two decodes run at the same time
 
-    def decode_when_another_does(data: bytes, max_pixels: int) -> np.ndarray:
+    def decode_when_another_does(data: bytes, max_pixels: int, separated_view_side: int) -> np.ndarray:
         meeting.wait()
-        return image_bytes_to_input(data, max_pixels)
+        return image_bytes_to_views(data, max_pixels, separated_view_side)
 
-    monkeypatch.setattr(api.app, "image_bytes_to_input", decode_when_another_does)
+    monkeypatch.setattr(api.predictor, "image_bytes_to_views", decode_when_another_does)
     photos = [product_photo(TEST_IMAGES[i], seed=i) for i in range(4)]
     files = [("files", (f"{i}.jpg", photo, "image/jpeg")) for i, photo in enumerate(photos)]
     response = client.post("/v1/predict/batch", files=files)
@@ -343,6 +347,47 @@ def test_a_served_out_of_scope_offset_is_applied_and_published(fixture_model: Pa
         assert (torch.logit(without[-1]) - torch.logit(with_offset[-1])).item() == pytest.approx(
             1.5, abs=1e-3
         )
+
+
+def test_a_served_separated_view_is_averaged_in_and_shown(fixture_model: Path, tmp_path: Path) -> None:
+    """The fixture model saved to average with separated views (format 6): for real phone photos (busy
+    borders) the service answers as the model does from both views, on /v1/predict and in a batch alike,
+    and returns the separated 28x28 image beside the other; a studio shoe on a plain backdrop has one
+    view, and no separated image. /v1/metadata says so."""
+    model = ClassifierModel.load(fixture_model)
+    model.separated_view_side = 64
+    model.save(tmp_path / "model.pt")
+    _, photos = labelled_photos(CLASSES, splits=("train", "val", "test"), directory=SHOP_FIXTURES)
+    names = [item.photo.image for item in photos if item.domain in ("phone", "shoes")][::4]
+    uploads = dict(iter_image_bytes(SHOP_FIXTURES, names))
+    with TestClient(create_app(Settings(model_path=tmp_path / "model.pt", max_batch_files=16))) as client:
+        assert client.get("/v1/metadata").json()["separated_view_side"] == 64
+        singles, seen = [], set()
+        for data in uploads.values():
+            body = client.post("/v1/predict?include_input=true&top_k=10", files=upload(data)).json()
+            views = image_bytes_to_views(data, separated_view_side=64)
+            seen.add(len(views))
+            expected = model.predict_views([views]).probabilities[0]
+            scores = {score["category"]: score["confidence"] for score in body["top_k"]}
+            assert len(scores) == 10 and body["outcome"] in ("class", "out_of_scope")
+            assert scores == pytest.approx(
+                {c: expected[model.class_names.index(c)].item() for c in scores}, abs=1e-5
+            )
+            shown = [body["model_input"], body["model_input_separated"]]
+            assert [decoded_png(url) for url in shown if url is not None] == [view.tolist() for view in views]
+            singles.append(body["top_k"])
+        assert seen == {1, 2}
+        files = [("files", (name, data, "image/jpeg")) for name, data in uploads.items()]
+        batch = client.post("/v1/predict/batch?top_k=10", files=files).json()["results"]
+        for single, item in zip(singles, batch, strict=True):
+            assert [s["category"] for s in item["prediction"]["top_k"]] == [s["category"] for s in single]
+            assert [s["confidence"] for s in item["prediction"]["top_k"]] == pytest.approx(
+                [s["confidence"] for s in single], abs=1e-5
+            )
+
+
+def decoded_png(data_url: str) -> list[list[int]]:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1])))).tolist()
 
 
 def test_prometheus_metrics_by_route_status_and_class(client: TestClient) -> None:

@@ -24,7 +24,7 @@ from text_recognizer.evaluation import (
 )
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
-from text_recognizer.preprocessing import Normalization
+from text_recognizer.preprocessing import SEPARATED_VIEW_SIDE, Normalization
 from text_recognizer.promoted import promoted_model_path
 from training.calibration import calibrate, choose_out_of_scope_offset
 
@@ -125,6 +125,44 @@ def test_calibration_averages_with_the_mirror_image_only_when_validation_loss_sa
         assert report["val_loss_plain"] > 1 and torch.allclose(
             model.predict(images).confidences, torch.tensor(0.5), atol=1e-4
         )
+
+
+@pytest.mark.parametrize("separated_cue", ["right", "wrong"])
+def test_calibration_averages_with_separated_views_only_when_validation_loss_says_so(
+    separated_cue: str,
+) -> None:
+    """Images with a faint cue, and separated views with a strong one that is right or misleading: the
+    separated view is chosen only where it lowers the validation loss, and the model is left with the
+    temperature fitted for what was chosen (its validation loss is the lowest reported)."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 60, (400, 28, 28), dtype=torch.uint8, generator=generator)
+    brighter = torch.arange(400) % 2
+    separated = images.clone()
+    images[brighter == 0, :, :14] += 3
+    images[brighter == 1, :, 14:] += 3
+    strong = brighter if separated_cue == "right" else 1 - brighter
+    separated[strong == 0, :, :14] += 150
+    separated[strong == 1, :, 14:] += 150
+    model = ClassifierModel(
+        "cnn", {"channels": [4, 8]}, (1, 28, 28), ("left", "right"), Normalization(0.4, 0.3)
+    )
+    model.network = HalfBrightness()
+    val = Split(images, brighter, separated=separated)
+    report = calibrate(model, val)
+    chosen = separated_cue == "right"
+    assert (
+        report["separated_view_side"] == model.separated_view_side == (SEPARATED_VIEW_SIDE if chosen else 0)
+    )
+    assert not model.test_time_flip  # mirrored, this network sees chance
+    loss = nn.functional.cross_entropy(model.logits(val.images, separated=val.separated), val.labels).item()
+    losses = (report["val_loss_plain"], report["val_loss_separated_view_averaged"])
+    assert loss == pytest.approx(min(losses), abs=1e-6)
+    assert (report["val_loss_separated_view_averaged"] < report["val_loss_plain"]) is chosen
+    # A split whose separated views are its images (no busy border anywhere) does not offer the choice.
+    assert "val_loss_separated_view_averaged" not in calibrate(
+        model, Split(images, brighter, separated=images)
+    )
+    assert model.separated_view_side == 0
 
 
 class LogitTable(nn.Module):

@@ -21,6 +21,7 @@ from text_recognizer.models.classifier import (
     INT8_COMPUTE_ARTIFACT_FORMAT,
     MIRROR_ARTIFACT_FORMAT,
     OFFSET_ARTIFACT_FORMAT,
+    SEPARATED_VIEW_ARTIFACT_FORMAT,
 )
 from text_recognizer.models.onnx_network import OnnxRuntimeNetwork
 from text_recognizer.models.weight_storage import SCALE_SUFFIX
@@ -214,6 +215,54 @@ def test_an_out_of_scope_offset_lowers_that_logit_and_is_saved(computation: str,
         unnamed = {k: v for k, v in description.items() if k != key}
         with pytest.raises(ArtifactError, match=key):
             ClassifierModel.from_artifact({**artifact, "description": json.dumps(unnamed)})
+
+
+def test_a_separated_view_is_averaged_in_predicted_with_and_saved(tmp_path: Path) -> None:
+    """Under `separated_view_side`, each image's logits are averaged with its separated view's (an image
+    that has none is its own, and keeps its logits exactly); uploads of one or two views are classified so
+    in one forward pass; without it the second view is ignored. The artifact names every choice in a
+    format older code refuses, with or without an out-of-scope offset."""
+    model = fit(untrained_model((*CLASSES, OUT_OF_SCOPE)))
+    images = read_split(FIXTURES_DIR, "test").images[:20]
+    others = images.flip(1)  # upside down: stands in for separated views, unlike the images
+    model.temperature, model.test_time_flip = 0.5, True
+    alone = model.logits(images)
+    assert torch.equal(model.logits(images, separated=others), alone)  # not chosen: not used
+    uploads = [torch.stack([image, other]).numpy() for image, other in zip(images, others, strict=True)]
+    assert torch.equal(model.predict_views(uploads).probabilities, torch.softmax(alone, dim=1))
+    model.separated_view_side = 64
+    averaged = model.logits(images, separated=others)
+    expected = (model.network_logits(images) + model.network_logits(others)) / 2 / 0.5
+    assert torch.allclose(averaged, expected, atol=1e-6) and not torch.allclose(averaged, alone, atol=0.1)
+    assert torch.equal(model.logits(images, separated=images), alone)
+    mixed = [views if i % 2 else views[:1] for i, views in enumerate(uploads)]
+    rows = torch.stack([averaged[i] if i % 2 else alone[i] for i in range(len(mixed))])
+    assert torch.allclose(model.predict_views(mixed).probabilities, torch.softmax(rows, dim=1), atol=1e-6)
+    model.save(tmp_path / "separated.pt")
+    loaded = ClassifierModel.load(tmp_path / "separated.pt")
+    assert (loaded.separated_view_side, loaded.out_of_scope_offset, loaded.test_time_flip) == (64, 0.0, True)
+    assert torch.equal(loaded.logits(images, separated=others), averaged)
+    artifact = torch.load(tmp_path / "separated.pt", weights_only=True)
+    assert artifact["format"] == SEPARATED_VIEW_ARTIFACT_FORMAT  # code from before refuses it
+    description = json.loads(artifact["description"])
+    for side in (0, -64, True, "64", 64.0):
+        with pytest.raises(ArtifactError, match="separated_view_side must be a whole number above 0"):
+            changed = description | {"separated_view_side": side}
+            ClassifierModel.from_artifact({**artifact, "description": json.dumps(changed)})
+    for key in ("separated_view_side", "out_of_scope_offset", "test_time_flip"):
+        unnamed = {k: v for k, v in description.items() if k != key}
+        with pytest.raises(ArtifactError, match=key):
+            ClassifierModel.from_artifact({**artifact, "description": json.dumps(unnamed)})
+    with_offset = description | {"out_of_scope_offset": 1.5}
+    assert (
+        ClassifierModel.from_artifact(
+            {**artifact, "description": json.dumps(with_offset)}
+        ).out_of_scope_offset
+        == 1.5
+    )
+    model.separated_view_side = 0
+    model.save(tmp_path / "one-view.pt")
+    assert torch.load(tmp_path / "one-view.pt", weights_only=True)["format"] == MIRROR_ARTIFACT_FORMAT
 
 
 def test_int8_weights_are_what_is_stored_served_and_loaded(

@@ -25,6 +25,7 @@ from support.product_photos import ROTATIONS, product_photo
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
 from text_recognizer.preprocessing import (
+    SIDE,
     Conversion,
     ImageError,
     busy_border,
@@ -33,6 +34,7 @@ from text_recognizer.preprocessing import (
     fashion_mnist_style,
     from_working_image,
     image_bytes_to_input,
+    image_bytes_to_views,
     separated,
     upload_working_image,
 )
@@ -111,6 +113,24 @@ def test_a_separated_photo_converts_the_same_every_time_and_from_its_working_ima
         assert np.array_equal(separated_input(stored), expected)
         assert np.array_equal(fashion_mnist_style(Image.open(io.BytesIO(stored)), SEPARATION), expected)
         assert np.array_equal(from_working_image(Image.open(io.BytesIO(stored)), SEPARATION), expected)
+
+
+def test_an_upload_has_a_separated_view_only_where_its_border_is_busy() -> None:
+    """`image_bytes_to_views`: the first view is the input as served; a second, the item separated at the
+    given side, only for a busy border (the fixture's phone photos, not its studio shoes) and only when a
+    side is given; a 28x28 image is its only view."""
+    for data in shop_photos("phone"):
+        views = image_bytes_to_views(data, separated_view_side=64)
+        assert views.shape == (2, SIDE, SIDE) and views.dtype == np.uint8
+        assert np.array_equal(views[0], image_bytes_to_input(data))
+        assert np.array_equal(views[1], separated_input(data))
+        assert np.array_equal(image_bytes_to_views(data), views[:1])
+    for data in shop_photos("shoes"):
+        assert np.array_equal(
+            image_bytes_to_views(data, separated_view_side=64), image_bytes_to_input(data)[None]
+        )
+    small = encode(Image.fromarray(TEST_IMAGES[3]), "PNG")
+    assert np.array_equal(image_bytes_to_views(small, separated_view_side=64), TEST_IMAGES[3][None])
 
 
 def test_a_busy_border_is_one_far_from_the_corner_colour_in_at_least_30_percent() -> None:

@@ -17,7 +17,8 @@ from support.local_server import LiveServer
 from support.product_photos import product_photo
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
-from text_recognizer.preprocessing import image_bytes_to_input
+from text_recognizer.models import ClassifierModel
+from text_recognizer.preprocessing import image_bytes_to_input, image_bytes_to_views
 
 from .conftest import FIXTURES_DIR
 from .test_shop_photos import SHOP_FIXTURES
@@ -102,6 +103,39 @@ def test_an_item_outside_the_ten_classes_is_shown_as_such(page: Page, tmp_path: 
     page.set_input_files("#file-input", str(photo))
     expect(page.locator("#category")).to_have_text("Not one of the ten categories (out of scope)")
     expect(page.locator("#model-input")).to_be_visible()
+
+
+def test_a_phone_photo_shows_both_images_the_model_averaged(
+    browser: Browser, fixture_model: Path, tmp_path: Path
+) -> None:
+    """Served by a model that averages with separated views (a format-6 copy of the fixture model), a
+    real phone photo shows its separated 28x28 image too; a studio shoe on a plain backdrop does not."""
+    model = ClassifierModel.load(fixture_model)
+    model.separated_view_side = 64
+    model.save(tmp_path / "model.pt")
+    live = LiveServer.start(tmp_path / "server.log", env={"APPAREL_MODEL_PATH": str(tmp_path / "model.pt")})
+    page = browser.new_page()
+    try:
+        page.goto(live.url + "/")
+        photos = {p.source: p.image for p in read_photos(SHOP_FIXTURES)}
+        for source, shown in (("phone", True), ("shoes", False)):
+            photo = tmp_path / f"{source}.jpg"
+            photo.write_bytes(dict(iter_image_bytes(SHOP_FIXTURES, [photos[source]]))[photos[source]])
+            page.set_input_files("#file-input", str(photo))
+            expect(page.locator("#model-input")).to_be_visible()
+            separated = page.locator("#model-input-separated")
+            if shown:
+                expect(separated).to_be_visible()
+                views = image_bytes_to_views(photo.read_bytes(), separated_view_side=64)
+                seen = Image.open(
+                    io.BytesIO(base64.b64decode(separated.get_attribute("src").split(",", 1)[1]))
+                )
+                assert np.array_equal(np.asarray(seen), views[1])
+            else:
+                expect(separated).to_be_hidden()
+    finally:
+        page.close()
+        live.stop()
 
 
 def test_a_person_corrects_a_wrong_prediction_and_cannot_send_it_twice(page: Page, tmp_path: Path) -> None:

@@ -251,6 +251,9 @@ class Conversion:
 
 
 SERVING_CONVERSION = Conversion()
+# The separated view's GrabCut side that evaluation splits hold and promotion tries: 4.2 ms a phone photo
+# (`ClassifierModel.separated_view_side`).
+SEPARATED_VIEW_SIDE = 64
 
 
 def gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
@@ -410,3 +413,24 @@ def image_bytes_to_input(
 ) -> np.ndarray:
     """An uploaded file's bytes to the uint8 (28, 28) array a Fashion-MNIST model expects."""
     return from_working_image(upload_working_image(data, max_pixels, conversion), conversion)
+
+
+def image_bytes_to_views(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, separated_view_side: int = 0
+) -> np.ndarray:
+    """An upload's views, uint8 (V, 28, 28), whose logits a model averages: the image as
+    `image_bytes_to_input` converts it and, where `separated_view_side` is set and the border is busy, a
+    second one with the item separated from its background by GrabCut at that side (`separated`).
+
+    Why both, not the separated one alone: a network trained on the first kind was right on more phone
+    validation photos with the two averaged than with either (`ClassifierModel.separated_view_side`).
+    """
+    image = decode_image(data, max_pixels)
+    grey = working_image(image)
+    plain = from_working_image(grey)
+    separation = Conversion(separation_side=separated_view_side)
+    if not separates(grey, separation):
+        return plain[None]
+    if image.format in JPEG_FORMATS:
+        image = decode_image(data, max_pixels, colour=True)
+    return np.stack([plain, from_working_image(working_image(image, separation, colour=True), separation)])

@@ -14,6 +14,7 @@ from text_recognizer.datasets.labelled_split import Split
 from text_recognizer.evaluation import calibration, confidence_threshold, fit_temperature
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
+from text_recognizer.preprocessing import SEPARATED_VIEW_SIDE
 
 DEFAULT_UNSURE_TARGET_ACCURACY = 0.97
 # A threshold that leaves fewer validation images answered than this would make the service answer
@@ -30,27 +31,43 @@ class CalibrationError(ValueError):
 
 def calibrate(model: ClassifierModel, val: Split) -> dict[str, Any]:
     """Choose on the validation split whether the model averages each image with its mirror image
-    (`test_time_flip`: kept when it lowers the validation loss, each way at its own best temperature),
-    set the temperature that fits best (see `fit_temperature`), and report both choices."""
-    model.temperature, model.out_of_scope_offset = 1.0, 0.0
-    losses, fitted = {}, {}
-    for flip in (False, True):
-        model.test_time_flip = flip
-        logits = model.logits(val.images)
-        temperature = fit_temperature(logits, val.labels)
-        losses[flip] = torch.nn.functional.cross_entropy(logits / temperature, val.labels).item()
-        fitted[flip] = (logits, temperature)
-    model.test_time_flip = losses[True] < losses[False]
-    logits, model.temperature = fitted[model.test_time_flip]
-    return {
+    (`test_time_flip`), then whether it averages photos with their separated views
+    (`separated_view_side`, where the split has them): each kept when it lowers the validation loss, each
+    way at its own best temperature. Set the temperature that fits best (see `fit_temperature`), and
+    report the choices."""
+    model.out_of_scope_offset = 0.0
+    flips = {flip: fitted_loss(model, val, test_time_flip=flip) for flip in (False, True)}
+    flip = flips[True][0] < flips[False][0]
+    report: dict[str, Any] = {
+        "val_loss_plain": flips[False][0],
+        "val_loss_flip_averaged": flips[True][0],
+    }
+    side, (loss, logits, temperature) = 0, flips[flip]
+    if val.separated is not None and not torch.equal(val.separated, val.images):
+        separated = fitted_loss(model, val, test_time_flip=flip, side=SEPARATED_VIEW_SIDE)
+        report["val_loss_separated_view_averaged"] = separated[0]
+        if separated[0] < loss:
+            side, (loss, logits, temperature) = SEPARATED_VIEW_SIDE, separated
+    model.test_time_flip, model.separated_view_side, model.temperature = flip, side, temperature
+    return report | {
         "temperature": model.temperature,
         "test_time_flip": model.test_time_flip,
+        "separated_view_side": model.separated_view_side,
         "chosen_on": "validation split",
-        "val_loss_plain": losses[False],
-        "val_loss_flip_averaged": losses[True],
         "val_ece_before": expected_calibration_error(logits, val.labels),
         "val_ece_after": expected_calibration_error(logits / model.temperature, val.labels),
     }
+
+
+def fitted_loss(
+    model: ClassifierModel, val: Split, test_time_flip: bool, side: int = 0
+) -> tuple[float, torch.Tensor, float]:
+    """The validation loss at the best temperature with these choices, the logits at temperature 1, and
+    that temperature."""
+    model.test_time_flip, model.separated_view_side, model.temperature = test_time_flip, side, 1.0
+    logits = model.logits(val.images, separated=val.separated)
+    temperature = fit_temperature(logits, val.labels)
+    return torch.nn.functional.cross_entropy(logits / temperature, val.labels).item(), logits, temperature
 
 
 def choose_out_of_scope_offset(model: ClassifierModel, val: Split) -> dict[str, Any]:
@@ -69,7 +86,7 @@ def choose_out_of_scope_offset(model: ClassifierModel, val: Split) -> dict[str, 
     out_of_scope = model.class_names.index(OUT_OF_SCOPE)
     if not (val.labels == out_of_scope).any():
         return {"value": 0.0, "chosen_on": "not applicable: no out-of-scope images in the validation split"}
-    logits = model.logits(val.images)
+    logits = model.logits(val.images, separated=val.separated)
     names = val.domain_names()
     domains = {domain: torch.tensor([name == domain for name in names]) for domain in dict.fromkeys(names)}
 
@@ -104,7 +121,9 @@ def unsure_threshold(model: ClassifierModel, val: Split, target_accuracy: float)
     """The confidence below which the service answers "unsure", chosen on the validation split so that
     the predictions it keeps reach `target_accuracy`; refused when it would leave fewer than
     `MIN_ANSWERED_SHARE` of the images answered (or none at all)."""
-    confidences, predicted = torch.softmax(model.logits(val.images), dim=1).max(dim=1)
+    confidences, predicted = torch.softmax(model.logits(val.images, separated=val.separated), dim=1).max(
+        dim=1
+    )
     correct = predicted == val.labels
     value = confidence_threshold(confidences, correct, target_accuracy)
     kept = confidences >= (value if value is not None else math.inf)

@@ -60,6 +60,9 @@ function showPrediction(prediction) {
   };
   document.getElementById("category").textContent = headings[prediction.outcome] || prediction.category;
   document.getElementById("model-input").src = prediction.model_input;
+  const separated = prediction.model_input_separated;
+  document.getElementById("model-input-separated-figure").hidden = !separated;
+  if (separated) document.getElementById("model-input-separated").src = separated;
   document.getElementById("confidence").textContent = percent(prediction.confidence);
   document.getElementById("model-version").textContent = prediction.model_version;
   const list = document.getElementById("top-k");

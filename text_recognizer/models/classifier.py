@@ -9,7 +9,7 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,16 @@ INT8_COMPUTE_ARTIFACT_FORMAT = "text_recognizer.classifier/4"
 # An out-of-scope offset (`out_of_scope_offset`), the description naming every choice (weights,
 # computation, mirror image): code from before would answer "out of scope" more often than its card says.
 OFFSET_ARTIFACT_FORMAT = "text_recognizer.classifier/5"
+# A separated view (`separated_view_side`), the description naming every choice as format 5 does: code
+# from before would answer phone photos from one view, against its card's figures.
+SEPARATED_VIEW_ARTIFACT_FORMAT = "text_recognizer.classifier/6"
+NAMING_FORMATS = (OFFSET_ARTIFACT_FORMAT, SEPARATED_VIEW_ARTIFACT_FORMAT)  # every choice in the description
 ARTIFACT_FORMATS = (
     ARTIFACT_FORMAT,
     MIRROR_ARTIFACT_FORMAT,
     INT8_ARTIFACT_FORMAT,
     INT8_COMPUTE_ARTIFACT_FORMAT,
-    OFFSET_ARTIFACT_FORMAT,
+    *NAMING_FORMATS,
 )
 WEIGHT_PRECISIONS = ("float32", "int8")
 COMPUTATIONS = ("float32", "int8")
@@ -91,6 +95,7 @@ class ClassifierModel:
         activation_ranges: ActivationRanges | None = None,
         int8_graph_sha256: str | None = None,
         out_of_scope_offset: float = 0.0,
+        separated_view_side: int = 0,
     ) -> None:
         self.network_name = network_name
         self.network_args = dict(network_args)
@@ -114,6 +119,16 @@ class ClassifierModel:
                 f"the out-of-scope offset must be a finite number >= 0, got {out_of_scope_offset}"
             )
         self.out_of_scope_offset = float(out_of_scope_offset)
+        # Where a photo's border is busy, also classify it with the item separated from its background by
+        # GrabCut at this side, and average the two views' logits (`image_bytes_to_views`); 0: one view.
+        # Chosen on the validation split at promotion (`training.calibration.calibrate`).
+        if (
+            isinstance(separated_view_side, bool)
+            or not isinstance(separated_view_side, int)
+            or separated_view_side < 0
+        ):
+            raise ValueError(f"separated_view_side must be a whole number >= 0, got {separated_view_side!r}")
+        self.separated_view_side = separated_view_side
         if weights not in WEIGHT_PRECISIONS:
             raise ValueError(f"weights must be one of {', '.join(WEIGHT_PRECISIONS)}, got {weights!r}")
         # How the artifact stores the weights (`store_int8`).
@@ -217,10 +232,26 @@ class ClassifierModel:
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         return normalize(batch, self.normalization)
 
+    def logits(
+        self,
+        images: torch.Tensor | np.ndarray,
+        batch_size: int = EVAL_BATCH_SIZE,
+        separated: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The network's logits (averaged with the mirror image's under `test_time_flip`, and with
+        `separated`'s under `separated_view_side`: each image's separated view, or the image itself where
+        it has none) divided by the temperature, less the out-of-scope offset: what every probability
+        comes from."""
+        merged = self.network_logits(images, batch_size)
+        if self.separated_view_side and separated is not None:
+            merged = (merged + self.network_logits(separated, batch_size)) / 2
+        return self.calibrated(merged)
+
     @torch.inference_mode()
-    def logits(self, images: torch.Tensor | np.ndarray, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
-        """The network's logits (averaged with the mirror image's under `test_time_flip`) divided by
-        the temperature, less the out-of-scope offset: what every probability comes from."""
+    def network_logits(
+        self, images: torch.Tensor | np.ndarray, batch_size: int = EVAL_BATCH_SIZE
+    ) -> torch.Tensor:
+        """The network's logits, each averaged with its mirror image's under `test_time_flip`."""
         if self.network.training:  # eval() walks every module: 0.1-0.4 ms, a third of one prediction
             self.network.eval()
         if self.activation_ranges is not None and not isinstance(self.inference_network, OnnxRuntimeNetwork):
@@ -230,7 +261,7 @@ class ClassifierModel:
             self.merged(network(self.views(self.network_input(chunk))).float())
             for chunk in as_image_batch(images).split(batch_size)
         ]
-        return self.calibrated(torch.cat(chunks).cpu())
+        return torch.cat(chunks).cpu()
 
     def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
         """The network's (merged) logits divided by the temperature, less the out-of-scope offset."""
@@ -253,7 +284,22 @@ class ClassifierModel:
 
     def predict(self, images: torch.Tensor | np.ndarray) -> Predictions:
         """Classify uint8 images shaped (H, W), (N, H, W) or (N, 1, H, W)."""
-        probabilities = torch.softmax(self.logits(images), dim=1)
+        return self.predictions(self.logits(images))
+
+    def predict_views(self, uploads: Sequence[np.ndarray]) -> Predictions:
+        """Classify uploads, each as its uint8 views (V, H, W) from `image_bytes_to_views`, in one forward
+        pass: each upload's logits averaged over its views (over the first alone unless
+        `separated_view_side`), as `logits` averages an image and its separated view."""
+        if not self.separated_view_side:
+            uploads = [views[:1] for views in uploads]
+        counts = torch.tensor([len(views) for views in uploads])
+        merged = self.network_logits(np.concatenate(uploads))
+        owners = torch.repeat_interleave(torch.arange(len(uploads)), counts)
+        summed = torch.zeros(len(uploads), merged.shape[1]).index_add_(0, owners, merged)
+        return self.predictions(self.calibrated(summed / counts[:, None]))
+
+    def predictions(self, logits: torch.Tensor) -> Predictions:
+        probabilities = torch.softmax(logits, dim=1)
         confidences, class_ids = probabilities.max(dim=1)
         categories = [self.class_names[index] for index in class_ids.tolist()]
         return Predictions(class_ids, confidences, probabilities, categories)
@@ -326,7 +372,7 @@ class ClassifierModel:
             description["int8_graph_sha256"] = self.int8_graph_sha256
         if self.weights == "int8":
             state = quantized(state)
-        if self.out_of_scope_offset:
+        if self.out_of_scope_offset or self.separated_view_side:
             description.update(
                 weights=self.weights,
                 computation=self.computation,
@@ -334,6 +380,9 @@ class ClassifierModel:
                 out_of_scope_offset=self.out_of_scope_offset,
             )
             artifact_format = OFFSET_ARTIFACT_FORMAT
+            if self.separated_view_side:
+                description["separated_view_side"] = self.separated_view_side
+                artifact_format = SEPARATED_VIEW_ARTIFACT_FORMAT
         elif self.activation_ranges is not None:
             description.update(weights="int8", test_time_flip=self.test_time_flip, computation="int8")
             artifact_format = INT8_COMPUTE_ARTIFACT_FORMAT
@@ -370,13 +419,15 @@ class ClassifierModel:
             )
         try:
             description = json.loads(artifact["description"])
-            named = artifact["format"] == OFFSET_ARTIFACT_FORMAT  # the description names every choice
+            named = artifact["format"] in NAMING_FORMATS  # the description names every choice
             test_time_flip = (
                 description["test_time_flip"] if named else description.get("test_time_flip", False)
             )
             weights = description["weights"] if named else description.get("weights", "float32")
             computation = description["computation"] if named else description.get("computation", "float32")
-            offset = checked_offset(description["out_of_scope_offset"]) if named else 0.0
+            offset = checked_offset(description["out_of_scope_offset"], artifact["format"]) if named else 0.0
+            separated_view = artifact["format"] == SEPARATED_VIEW_ARTIFACT_FORMAT
+            side = checked_side(description["separated_view_side"]) if separated_view else 0
             if computation not in COMPUTATIONS:
                 raise ValueError(f"computation {computation!r} is not one of {', '.join(COMPUTATIONS)}")
             if not isinstance(test_time_flip, bool):
@@ -399,6 +450,7 @@ class ClassifierModel:
                 activation_ranges=ranges,
                 int8_graph_sha256=graph_sha256,
                 out_of_scope_offset=offset,
+                separated_view_side=side,
             )
             state = artifact["state_dict"]
             model.network.load_state_dict(dequantized(state) if weights == "int8" else state)
@@ -426,11 +478,22 @@ def check_format_choices(artifact_format: str, weights: str, computation: str, t
         )
 
 
-def checked_offset(offset: Any) -> float:
-    """Format 5 is written only for an offset: one of 0 would be saved again as another format."""
-    if isinstance(offset, bool) or not isinstance(offset, int | float) or offset == 0:
-        raise ValueError(f"out_of_scope_offset must be a number other than 0, got {offset!r}")
+def checked_offset(offset: Any, artifact_format: str) -> float:
+    """Format 5 is written only for an offset (one of 0 would be saved again as another format); format 6
+    for a separated view, with or without one."""
+    any_number = artifact_format == SEPARATED_VIEW_ARTIFACT_FORMAT
+    if isinstance(offset, bool) or not isinstance(offset, int | float) or (offset == 0 and not any_number):
+        raise ValueError(
+            f"out_of_scope_offset must be a number{'' if any_number else ' other than 0'}, got {offset!r}"
+        )
     return float(offset)
+
+
+def checked_side(side: Any) -> int:
+    """Format 6 is written only for a separated view: a side of 0 would be saved again as another format."""
+    if isinstance(side, bool) or not isinstance(side, int) or side <= 0:
+        raise ValueError(f"separated_view_side must be a whole number above 0, got {side!r}")
+    return side
 
 
 def checked_ranges(ranges: Any) -> ActivationRanges:

@@ -5,8 +5,9 @@
     promote --rollback [--weights-dir text_recognizer/weights]
 
 Writes `model.pt` (the run's weights with a temperature fitted on the validation split, so that
-confidences are calibrated, and whether each image is averaged with its mirror image, kept when that
-lowers the validation loss), `model_card.json` and `MODEL_CARD.md` into a new version directory of the
+confidences are calibrated, whether each image is averaged with its mirror image, and whether a photo
+with a busy border is averaged with its separated view, each kept when it lowers the validation loss),
+`model_card.json` and `MODEL_CARD.md` into a new version directory of the
 weights folder, and then switches the served version to it by one rename (`text_recognizer.promoted`);
 `--rollback` switches back to the previous version. Refuses a run whose
 summary is missing, whose test accuracy is below the floor, whose checkpoint is over the size budget

@@ -37,12 +37,20 @@ from text_recognizer.datasets.idx import read_idx
 from pathlib import Path
 image = read_idx(Path('$ROOT/tests/fixtures/fashion_mnist/t10k-images-idx3-ubyte.gz'))[0].numpy()
 Path('$work/boot.jpg').write_bytes(product_photo(image, seed=0))
+from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
+fixtures = Path('$ROOT/tests/fixtures/shop_photos')
+phone = next(p.image for p in read_photos(fixtures) if p.source == 'phone')
+Path('$work/phone.jpg').write_bytes(dict(iter_image_bytes(fixtures, [phone]))[phone])
 "
 echo "probe: $(curl -fsS "$url/health/live")"
 echo "probe: $(curl -fsS "$url/health/ready")"
 prediction="$(curl -fsS -F "file=@$work/boot.jpg" "$url/v1/predict")"
 echo "probe: $prediction"
 echo "$prediction" | grep -q '"category":"Ankle boot"' || { echo "unexpected prediction"; cat "$work/server.log"; exit 1; }
+# A real phone photo (a busy background): the shipped model also classifies its separated view (OpenCV).
+phone="$(curl -fsS -F "file=@$work/phone.jpg" "$url/v1/predict?include_input=true")"
+echo "probe: phone photo, $(echo "$phone" | grep -o '"category":"[^"]*"')"
+echo "$phone" | grep -q '"model_input_separated":"data:image/png' || { echo "no separated view"; cat "$work/server.log"; exit 1; }
 raw="$(curl -fsS --data-binary "@$work/boot.jpg" -H 'Content-Type: image/jpeg' "$url/v1/predict")"
 [ "$raw" = "$prediction" ] || { echo "raw-body prediction differs: $raw"; cat "$work/server.log"; exit 1; }
 receipt="$(curl -fsS -F "file=@$work/boot.jpg" -F category=sandal "$url/v1/feedback")"

@@ -241,7 +241,7 @@ class Conversion:
     # (JPEG re-encoding changed 4.3% of predictions, bar 4%; occlusion 69%, bar 70%), so it is not served.
     sharpen: bool = False
     # Where the border is busy (`BUSY_BORDER_SHARE`), separate the item from its background with GrabCut
-    # (OpenCV, the `benchmark` extra) on the working image in colour, reduced to this side; 0: never.
+    # (OpenCV) on the working image in colour, reduced to this side; 0: never.
     # A small CNN trained on each conversion (3 seeds, photo validation split) gained on phone photos:
     # 49.0% without, 52.7% with GrabCut in greyscale, in colour 65.2% at 112 px (15.6 ms a phone photo),
     # 64.5% at 64 px (4.2 ms), 62.8% at 48 px (2.1 ms), the other domains within a point. The shipped
@@ -339,7 +339,7 @@ def separated(pixels: np.ndarray, colour: Image.Image, side: int) -> np.ndarray:
     mask = np.zeros((height, width), np.uint8)
     rectangle = (margin_x, margin_y, width - 2 * margin_x, height - 2 * margin_y)
     models = np.zeros((1, 65)), np.zeros((1, 65))
-    import cv2  # the `benchmark` extra: only a conversion with separation needs OpenCV
+    import cv2  # imported here: only a separated view needs OpenCV (0.06 s to import)
 
     # GrabCut starts from k-means with OpenCV's random numbers: seeded, the same image gives the same mask.
     cv2.setRNGSeed(0)  # the calling thread's (OpenCV keeps one state per thread); nothing else here draws

@@ -1,4 +1,4 @@
-"""Time to turn an uploaded photo into the model's 28x28 input, as served and as served before.
+"""Time to turn an uploaded photo into the model's 28x28 inputs, as served and as served before.
 
     python -m benchmarks.preprocessing_speed [--repeats 30]
 
@@ -7,9 +7,12 @@ the committed fixture of the shop export, the product photo the serving benchmar
 Fashion-MNIST test image made into a photo), and a 12-megapixel JPEG made by enlarging that phone photo
 (4000x3000, quality 90: the size a phone camera sends). "full size" is the first conversion (full-size
 decode, corner trim at full size); "colour" the one served until data version v4 (a JPEG decoded in colour
-at reduced scale, reduced to 112 px in colour, then made greyscale); "served" the conversion now (a JPEG's
-luma alone decoded at reduced scale, greyscale before the reduction to 112 px). One thread, medians of
-interleaved runs. Prints a table and writes benchmarks/results/preprocessing_speed.json.
+at reduced scale, reduced to 112 px in colour, then made greyscale); "one view" the conversion since (a
+JPEG's luma alone decoded at reduced scale, greyscale before the reduction to 112 px), served alone until
+model 76753daf1e7d; "served" the views now: that one and, where the border is busy (the phone photo and
+its enlargement), the item separated by GrabCut at `SEPARATED_VIEW_SIDE` from the photo decoded again in
+colour. One thread, medians of interleaved runs. Prints a table and writes
+benchmarks/results/preprocessing_speed.json.
 """
 
 import argparse
@@ -26,11 +29,13 @@ from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
 from text_recognizer.preprocessing import (
     JPEG_FORMATS,
+    SEPARATED_VIEW_SIDE,
     SERVING_CONVERSION,
     Conversion,
     fashion_mnist_style,
     flattened,
     image_bytes_to_input,
+    image_bytes_to_views,
 )
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "shop_photos"
@@ -90,12 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     pipelines = {
         "full_size": lambda data: fashion_mnist_style(full_decode(data), FULL_SIZE),
         "colour": lambda data: fashion_mnist_style(colour_working_image(data)),
-        "served": image_bytes_to_input,
+        "one_view": image_bytes_to_input,
+        "served": lambda data: image_bytes_to_views(data, separated_view_side=SEPARATED_VIEW_SIDE),
     }
     rows = []
     for name, data in sample_photos().items():
         timings: dict[str, list[float]] = {key: [] for key in pipelines}
-        for _ in range(args.repeats):  # interleaved, so load on the machine hits both alike
+        views = len(pipelines["served"](data))
+        for _ in range(args.repeats):  # interleaved, so load on the machine hits all alike
             for key, pipeline in pipelines.items():
                 started = time.perf_counter()
                 pipeline(data)
@@ -105,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "photo": name,
                 "bytes": len(data),
+                "served_views": views,
                 **{f"{key}_p50_ms": round(median(timings[key]), 2) for key in pipelines},
                 "served_p99_ms": round(percentile(timings["served"], 0.99), 2),
+                "served/one_view": round(served / median(timings["one_view"]), 2),
                 "served/colour": round(served / median(timings["colour"]), 2),
                 "served/full_size": round(served / median(timings["full_size"]), 2),
             }

@@ -44,11 +44,7 @@ from api.predictor import Prediction, Predictor, png_bytes
 from api.security_headers import DOCS_ASSETS, SecurityHeaders
 from api.settings import Settings
 from text_recognizer.labels import LabelError, class_index
-from text_recognizer.preprocessing import (
-    ImageError,
-    decoded_pixels,
-    upload_working_image,
-)
+from text_recognizer.preprocessing import ImageError, decoded_pixels
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 FEEDBACK_PATH = "/v1/feedback"
@@ -270,7 +266,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request,
         top_k: TopK = settings.default_top_k,
         include_input: Annotated[
-            bool, Query(description="also return the 28x28 image the model saw (`model_input`)")
+            bool,
+            Query(
+                description="also return the 28x28 image the model saw (`model_input`), and its "
+                "separated view where it averaged one in (`model_input_separated`)"
+            ),
         ] = False,
     ) -> Prediction:
         """Classify one image, sent as the multipart field `file` or as the raw request body.
@@ -371,11 +371,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data = await read_upload(file)
 
         def decode_and_predict() -> tuple[bytes, Prediction]:
-            """The working image to store, and the prediction as `/v1/predict` makes it."""
-            image = upload_working_image(data, settings.max_pixels)
-            return png_bytes(image), predictor.predict_arrays(
-                [predictor.model_input(data, settings.max_pixels)], 1
-            )[0]
+            """The working image to store, and the prediction as `/v1/predict` makes it (one decode)."""
+            image, views = predictor.upload(data, settings.max_pixels)
+            return png_bytes(image), predictor.predict_arrays([views], 1)[0]
 
         try:
             png, prediction = await decode_slots.run(

@@ -4,11 +4,12 @@ A source of labelled images for new data versions (`./tasks/data.sh add NAME --f
 
 Rows live in any SQLAlchemy database (SQLite under `data/feedback/` by default); the image is saved
 beside it, written atomically before the row is committed, so a row never points at a missing or partial
-image. What is saved is not the upload but the image the conversion works from (`upload_working_image`,
-a greyscale PNG; in colour only under a conversion that separates busy backgrounds, not served): no
-metadata, nothing hidden after the pixels, at most a few kilobytes, and converted again it gives exactly
-the 28x28 input the model saw. It is named by the sha256 of its pixels, so the same picture sent as other
-bytes (a byte appended, metadata changed) is still the same image, whatever the PNG encoder's version.
+image. What is saved is not the upload but the greyscale image the conversion works from
+(`upload_views`, a PNG): no metadata, nothing hidden after the pixels, at most a few kilobytes, and
+converted again it gives exactly the 28x28 input the model saw (the first of its views: a model that
+also averages with a separated view saw that one too, which needs the colour the PNG does not keep).
+It is named by the sha256 of its pixels, so the same picture sent as other bytes (a byte appended,
+metadata changed) is still the same image, whatever the PNG encoder's version.
 
 The same image cannot be given feedback twice: the same label again is a duplicate; a different one is
 kept as a conflict for review, once per label. Only rows a reviewer accepted become training data

@@ -16,7 +16,7 @@ from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
 from text_recognizer.models.classifier import ArtifactError, load_safely
 from text_recognizer.paths import MODEL_CARD_NAME
-from text_recognizer.preprocessing import image_bytes_to_views
+from text_recognizer.preprocessing import opencv, upload_views
 from text_recognizer.promoted import model_file
 
 UNSURE = "unsure"
@@ -125,14 +125,21 @@ class Predictor:
         return cls(model=model, card=card, version=version, unsure_below=threshold)
 
     def warm_up(self) -> None:
-        """One real prediction before the service calls itself ready."""
+        """One real prediction before the service calls itself ready; a model that separates busy
+        backgrounds needs OpenCV, so its absence stops the service here rather than failing phone photos."""
+        if self.model.separated_view_side:
+            opencv()
         self.predict_arrays([np.zeros(self.model.input_shape[1:], dtype=np.uint8)], top_k=1)
         self.ready = True
 
     def model_input(self, data: bytes, max_pixels: int) -> np.ndarray:
-        """An upload's views as this model classifies them (`image_bytes_to_views`); raises `ImageError`
-        for an upload that is not a usable image."""
-        return image_bytes_to_views(data, max_pixels, self.model.separated_view_side)
+        """An upload's views as this model classifies them (`upload_views`); raises `ImageError` for an
+        upload that is not a usable image."""
+        return self.upload(data, max_pixels)[1]
+
+    def upload(self, data: bytes, max_pixels: int) -> tuple[Image.Image, np.ndarray]:
+        """An upload's greyscale working image and its views (`upload_views`)."""
+        return upload_views(data, max_pixels, self.model.separated_view_side)
 
     def predict_arrays(self, images: list[np.ndarray], top_k: int) -> list[Prediction]:
         """One forward pass for uint8 images: each (28, 28), or an upload's views (V, 28, 28)."""

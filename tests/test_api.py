@@ -10,6 +10,7 @@ import logging
 import re
 import shutil
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -41,7 +42,7 @@ from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, iter_image_bytes, labelled_photos
 from text_recognizer.labels import OUT_OF_SCOPE
 from text_recognizer.models import ClassifierModel
-from text_recognizer.preprocessing import image_bytes_to_input, image_bytes_to_views
+from text_recognizer.preprocessing import image_bytes_to_input, image_bytes_to_views, upload_views
 
 from .conftest import FIXTURES_DIR
 from .support.fixture_model import CLASSES
@@ -211,11 +212,11 @@ def test_a_batchs_files_are_decoded_in_every_decode_slot_at_once(
     in one call were 1.66x faster than 16 single calls (goal 3x)."""
     meeting = threading.Barrier(2, timeout=10)  # broken (a 500) unless two decodes run at the same time
 
-    def decode_when_another_does(data: bytes, max_pixels: int, separated_view_side: int) -> np.ndarray:
+    def decode_when_another_does(data: bytes, max_pixels: int, side: int) -> tuple[Image.Image, np.ndarray]:
         meeting.wait()
-        return image_bytes_to_views(data, max_pixels, separated_view_side)
+        return upload_views(data, max_pixels, side)
 
-    monkeypatch.setattr(api.predictor, "image_bytes_to_views", decode_when_another_does)
+    monkeypatch.setattr(api.predictor, "upload_views", decode_when_another_does)
     photos = [product_photo(TEST_IMAGES[i], seed=i) for i in range(4)]
     files = [("files", (f"{i}.jpg", photo, "image/jpeg")) for i, photo in enumerate(photos)]
     response = client.post("/v1/predict/batch", files=files)
@@ -351,39 +352,70 @@ def test_a_served_out_of_scope_offset_is_applied_and_published(fixture_model: Pa
 
 def test_a_served_separated_view_is_averaged_in_and_shown(fixture_model: Path, tmp_path: Path) -> None:
     """The fixture model saved to average with separated views (format 6): for real phone photos (busy
-    borders) the service answers as the model does from both views, on /v1/predict and in a batch alike,
-    and returns the separated 28x28 image beside the other; a studio shoe on a plain backdrop has one
-    view, and no separated image. /v1/metadata says so."""
+    borders) the service answers as the model's logits with the separated views give (and not as one
+    view would), one by one, several at once (micro-batched), in a batch and for feedback alike, and
+    returns the separated 28x28 image beside the other; a studio shoe on a plain backdrop has one view,
+    and no separated image. /v1/metadata says so."""
     model = ClassifierModel.load(fixture_model)
     model.separated_view_side = 64
     model.save(tmp_path / "model.pt")
     _, photos = labelled_photos(CLASSES, splits=("train", "val", "test"), directory=SHOP_FIXTURES)
     names = [item.photo.image for item in photos if item.domain in ("phone", "shoes")][::4]
     uploads = dict(iter_image_bytes(SHOP_FIXTURES, names))
-    with TestClient(create_app(Settings(model_path=tmp_path / "model.pt", max_batch_files=16))) as client:
+    expected, views_seen = {}, set()
+    for name, data in uploads.items():
+        views = torch.from_numpy(image_bytes_to_views(data, separated_view_side=64))
+        views_seen.add(len(views))
+        averaged = torch.softmax(model.logits(views[:1], separated=views[-1:]), dim=1)[0]
+        if len(views) == 2:  # the second view moves the answer: dropping it would fail this test
+            assert not torch.allclose(averaged, torch.softmax(model.logits(views[:1]), dim=1)[0], atol=1e-4)
+        expected[name] = (views, averaged)
+    assert views_seen == {1, 2}
+
+    def assert_answer(name: str, prediction: dict) -> None:
+        scores = {score["category"]: score["confidence"] for score in prediction["top_k"]}
+        probabilities = expected[name][1]
+        assert len(scores) == 10 and scores == pytest.approx(
+            {c: probabilities[model.class_names.index(c)].item() for c in scores}, abs=1e-5
+        )
+
+    settings = Settings(model_path=tmp_path / "model.pt", max_batch_files=16, feedback_dir=tmp_path / "fb")
+    with TestClient(create_app(settings)) as client:
         assert client.get("/v1/metadata").json()["separated_view_side"] == 64
-        singles, seen = [], set()
-        for data in uploads.values():
+        for name, data in uploads.items():
             body = client.post("/v1/predict?include_input=true&top_k=10", files=upload(data)).json()
-            views = image_bytes_to_views(data, separated_view_side=64)
-            seen.add(len(views))
-            expected = model.predict_views([views]).probabilities[0]
-            scores = {score["category"]: score["confidence"] for score in body["top_k"]}
-            assert len(scores) == 10 and body["outcome"] in ("class", "out_of_scope")
-            assert scores == pytest.approx(
-                {c: expected[model.class_names.index(c)].item() for c in scores}, abs=1e-5
-            )
+            assert_answer(name, body)
             shown = [body["model_input"], body["model_input_separated"]]
+            views = expected[name][0]
             assert [decoded_png(url) for url in shown if url is not None] == [view.tolist() for view in views]
-            singles.append(body["top_k"])
-        assert seen == {1, 2}
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = pool.map(
+                lambda data: client.post("/v1/predict?top_k=10", files=upload(data)), uploads.values()
+            )
+            for name, answer in zip(uploads, answers, strict=True):
+                assert_answer(name, answer.json())
         files = [("files", (name, data, "image/jpeg")) for name, data in uploads.items()]
         batch = client.post("/v1/predict/batch?top_k=10", files=files).json()["results"]
-        for single, item in zip(singles, batch, strict=True):
-            assert [s["category"] for s in item["prediction"]["top_k"]] == [s["category"] for s in single]
-            assert [s["confidence"] for s in item["prediction"]["top_k"]] == pytest.approx(
-                [s["confidence"] for s in single], abs=1e-5
-            )
+        for name, item in zip(uploads, batch, strict=True):
+            assert_answer(name, item["prediction"])
+        name = next(name for name, (views, _) in expected.items() if len(views) == 2)
+        receipt = client.post("/v1/feedback", files=upload(uploads[name]), data={"confirm": "true"}).json()
+        assert receipt["predicted_confidence"] == pytest.approx(expected[name][1].max().item(), abs=1e-5)
+
+
+def test_a_model_that_separates_is_not_ready_without_opencv(
+    fixture_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: warming up on a 28x28 image never imported OpenCV, so without it the service said
+    it was ready and then failed every phone photo. Now the warm-up stops it, naming OpenCV; a model with
+    one view does not need it."""
+    model = ClassifierModel.load(fixture_model)
+    model.separated_view_side = 64
+    model.save(tmp_path / "model.pt")
+    monkeypatch.setitem(sys.modules, "cv2", None)  # what a missing package looks like to `import`
+    with pytest.raises(ImportError, match="needs OpenCV"):
+        Predictor.load(tmp_path / "model.pt").warm_up()
+    Predictor.load(fixture_model).warm_up()
 
 
 def decoded_png(data_url: str) -> list[list[int]]:

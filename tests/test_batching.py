@@ -155,16 +155,16 @@ def test_a_large_image_decodes_without_holding_the_batchers_turn(monkeypatch: py
     """Found in review: a large upload to an idle server held the batcher's turn through its wait for
     the large decode slot and its decode, and every small request queued behind it."""
     held: list[bool] = []
-    convert = api.predictor.image_bytes_to_views
+    convert = api.predictor.upload_views
     large = hostile_uploads.encode(Image.new("RGB", (2000, 1500), "white"), "PNG")
     with TestClient(create_app(Settings())) as client:
         batcher: MicroBatcher = client.app.state.batcher  # type: ignore[attr-defined]
 
-        def watched(data: bytes, max_pixels: int, separated_view_side: int) -> np.ndarray:
+        def watched(data: bytes, max_pixels: int, side: int) -> tuple[Image.Image, np.ndarray]:
             held.append(batcher.passing.locked())
-            return convert(data, max_pixels, separated_view_side)
+            return convert(data, max_pixels, side)
 
-        monkeypatch.setattr(api.predictor, "image_bytes_to_views", watched)  # both paths convert there
+        monkeypatch.setattr(api.predictor, "upload_views", watched)  # both paths convert there
         response = client.post("/v1/predict", files=upload(large))
     assert response.status_code == 200, response.text
     assert held == [False], "decoded apart from the pass, then queued"

@@ -237,7 +237,11 @@ def test_a_separated_view_is_averaged_in_predicted_with_and_saved(tmp_path: Path
     assert torch.equal(model.logits(images, separated=images), alone)
     mixed = [views if i % 2 else views[:1] for i, views in enumerate(uploads)]
     rows = torch.stack([averaged[i] if i % 2 else alone[i] for i in range(len(mixed))])
+    passes, network_logits = [], model.network_logits
+    model.network_logits = lambda images: passes.append(len(images)) or network_logits(images)  # type: ignore[method-assign]
     assert torch.allclose(model.predict_views(mixed).probabilities, torch.softmax(rows, dim=1), atol=1e-6)
+    assert passes == [30]  # one pass: 10 uploads of one view, 10 of two
+    del model.network_logits
     model.save(tmp_path / "separated.pt")
     loaded = ClassifierModel.load(tmp_path / "separated.pt")
     assert (loaded.separated_view_side, loaded.out_of_scope_offset, loaded.test_time_flip) == (64, 0.0, True)
@@ -245,10 +249,15 @@ def test_a_separated_view_is_averaged_in_predicted_with_and_saved(tmp_path: Path
     artifact = torch.load(tmp_path / "separated.pt", weights_only=True)
     assert artifact["format"] == SEPARATED_VIEW_ARTIFACT_FORMAT  # code from before refuses it
     description = json.loads(artifact["description"])
-    for side in (0, -64, True, "64", 64.0):
-        with pytest.raises(ArtifactError, match="separated_view_side must be a whole number above 0"):
+    for side in (0, -64, 15, 113, 10**9, True, "64", 64.0):
+        with pytest.raises(ArtifactError, match="separated_view_side must be a whole number from 16 to 112"):
             changed = description | {"separated_view_side": side}
             ClassifierModel.from_artifact({**artifact, "description": json.dumps(changed)})
+    older = {**artifact, "format": OFFSET_ARTIFACT_FORMAT}  # format 5 never names one: refused, not ignored
+    with pytest.raises(ArtifactError, match="does not go with a separated_view_side"):
+        ClassifierModel.from_artifact(
+            {**older, "description": json.dumps(description | {"out_of_scope_offset": 1.5})}
+        )
     for key in ("separated_view_side", "out_of_scope_offset", "test_time_flip"):
         unnamed = {k: v for k, v in description.items() if k != key}
         with pytest.raises(ArtifactError, match=key):

@@ -7,6 +7,7 @@ and uint8 images become normalized float tensors (`normalize`, with statistics f
 import io
 import struct
 from dataclasses import asdict, dataclass
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -228,8 +229,8 @@ class Conversion:
     each step measured on the photo validation split (`./tasks/benchmark.sh preprocessing_variants`).
 
     Separating the item from its background with a border-seeded colour model was measured too, and made
-    every photo domain worse (phone photos 50.8% -> 45.8%); GrabCut where the border is busy is an
-    option (`separation_side`), measured and not served.
+    every photo domain worse (phone photos 50.8% -> 45.8%). GrabCut where the border is busy
+    (`separation_side`) makes the second view a model can average with (`image_bytes_to_views`).
     """
 
     work_side: int = 112  # the photo is first reduced to this longest side: speed, and enough for 28
@@ -245,15 +246,19 @@ class Conversion:
     # A small CNN trained on each conversion (3 seeds, photo validation split) gained on phone photos:
     # 49.0% without, 52.7% with GrabCut in greyscale, in colour 65.2% at 112 px (15.6 ms a phone photo),
     # 64.5% at 64 px (4.2 ms), 62.8% at 48 px (2.1 ms), the other domains within a point. The shipped
-    # network did not: fine-tuned 8 epochs on photos converted at 64 px, phone validation 82.7% against
-    # 83.0% without (both with their out-of-scope offsets). Off.
+    # network did not, fine-tuned 8 epochs on photos converted at 64 px (phone validation 82.7% against
+    # 83.0% without), so the data versions convert without it, and serving averages it in as a second
+    # view (`image_bytes_to_views`).
     separation_side: int = 0
 
 
 SERVING_CONVERSION = Conversion()
-# The separated view's GrabCut side that evaluation splits hold and promotion tries: 4.2 ms a phone photo
-# (`ClassifierModel.separated_view_side`).
+# The separated view's GrabCut side that evaluation splits hold and promotion tries
+# (`ClassifierModel.separated_view_side`): GrabCut 4.2 ms a phone photo, the whole view 5.8 ms.
 SEPARATED_VIEW_SIDE = 64
+# The sides a model may name: below this GrabCut gets too few pixels to separate anything; the working
+# image is never larger than `Conversion.work_side`.
+MIN_SEPARATION_SIDE = 16
 
 
 def gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
@@ -298,13 +303,18 @@ def upload_working_image(
     data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, conversion: Conversion = SERVING_CONVERSION
 ) -> Image.Image:
     """The working image of an upload: greyscale; in colour where its border is busy and `conversion`
-    separates (not served; separation needs colour, so a JPEG, decoded as its luma alone for speed, is
-    then decoded a second time, in colour). Converting it gives the upload's 28x28 image, so it is what
-    feedback keeps of an upload (no metadata, no bytes beyond the pixels)."""
+    separates (`colour_working_image`). Converting it gives the upload's 28x28 image (no metadata, no
+    bytes beyond the pixels)."""
     image = decode_image(data, max_pixels)
     grey = working_image(image, conversion)
-    if not separates(grey, conversion):
-        return grey
+    return colour_working_image(image, data, max_pixels, conversion) if separates(grey, conversion) else grey
+
+
+def colour_working_image(
+    image: Image.Image, data: bytes, max_pixels: int, conversion: Conversion
+) -> Image.Image:
+    """The working image of a decoded upload in colour, as separation needs it: a JPEG, decoded as its luma
+    alone for speed, is decoded a second time, in colour."""
     if image.format in JPEG_FORMATS:
         image = decode_image(data, max_pixels, colour=True)
     return working_image(image, conversion, colour=True)
@@ -324,22 +334,22 @@ def busy_border(pixels: np.ndarray) -> bool:
     return bool(np.mean(np.abs(border - background) > TRIM_THRESHOLD) >= BUSY_BORDER_SHARE)
 
 
-def separated(pixels: np.ndarray, colour: Image.Image, side: int) -> np.ndarray:
+def separated(pixels: np.ndarray, colour: Image.Image, side: int) -> np.ndarray | None:
     """`pixels` (greyscale, of the same size as `colour`) with the background GrabCut finds in `colour`,
     reduced to `side`, painted white behind a dark item and black behind a light one, so that the trim
-    and the negation that follow see a plain background; unchanged where GrabCut keeps less than
-    `MIN_ITEM_SHARE` of the image or cannot run."""
+    and the negation that follow see a plain background; None where GrabCut keeps less than
+    `MIN_ITEM_SHARE` of the image or cannot run (nothing separated)."""
     small = colour.convert("RGB")
     if max(small.size) > side:
         small = small.resize(longest_side(small.size, side), Image.Resampling.BILINEAR)
     width, height = small.size
     margin_x, margin_y = max(1, round(width * GRABCUT_MARGIN)), max(1, round(height * GRABCUT_MARGIN))
     if min(width, height) <= 2 * max(margin_x, margin_y) + 2:
-        return pixels  # too small to hold a rectangle inside its margins
+        return None  # too small to hold a rectangle inside its margins
     mask = np.zeros((height, width), np.uint8)
     rectangle = (margin_x, margin_y, width - 2 * margin_x, height - 2 * margin_y)
     models = np.zeros((1, 65)), np.zeros((1, 65))
-    import cv2  # imported here: only a separated view needs OpenCV (0.06 s to import)
+    cv2 = opencv()
 
     # GrabCut starts from k-means with OpenCV's random numbers: seeded, the same image gives the same mask.
     cv2.setRNGSeed(0)  # the calling thread's (OpenCV keeps one state per thread); nothing else here draws
@@ -347,15 +357,27 @@ def separated(pixels: np.ndarray, colour: Image.Image, side: int) -> np.ndarray:
         bgr = np.ascontiguousarray(np.asarray(small)[:, :, ::-1])
         cv2.grabCut(bgr, mask, rectangle, *models, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
     except cv2.error:  # for example too few distinct colours for its colour models
-        return pixels
+        return None
     item = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     if item.sum() < MIN_ITEM_SHARE * item.size:
-        return pixels
+        return None
     full = Image.fromarray(item.astype(np.uint8) * 255).resize(colour.size, Image.Resampling.NEAREST)
     item = np.asarray(full) > 0
     painted = pixels.copy()
     painted[~item] = 255.0 if pixels[item].mean() < 128 else 0.0
     return painted
+
+
+def opencv() -> ModuleType:
+    """OpenCV, imported when first needed (0.06 s): only separation uses it. A service whose model
+    separates calls this before it says it is ready, so a missing OpenCV stops it at start, by name."""
+    try:
+        import cv2
+    except ImportError as error:
+        raise ImportError(
+            f"separating an item from its background needs OpenCV (opencv-python-headless): {error}"
+        ) from error
+    return cv2
 
 
 def fashion_mnist_style(image: Image.Image, conversion: Conversion = SERVING_CONVERSION) -> np.ndarray:
@@ -364,8 +386,8 @@ def fashion_mnist_style(image: Image.Image, conversion: Conversion = SERVING_CON
     Steps (from the dataset's README): trim the border close to the corner colour, resize the longest
     edge to 28, extend the shorter edge to 28 keeping the item centred, negate (when the background is
     light, as in product photos), 8-bit grayscale; then stretch to full intensity, as the dataset is.
-    Before them, where `conversion` separates (not served) and the border is busy, the item is separated
-    from its background (`separated`, in colour where `image` has it).
+    Before them, where `conversion` separates and the border is busy, the item is separated from its
+    background (`separated`, in colour where `image` has it).
     """
     work = working_image(image, conversion)
     if separates(work, conversion):
@@ -377,12 +399,18 @@ def from_working_image(work: Image.Image, conversion: Conversion = SERVING_CONVE
     """`fashion_mnist_style` of a working image (`working_image`, `upload_working_image`), which it does
     not reduce again. Whether to separate is decided again here, on the image made greyscale, so a stored
     working image converts as its upload did."""
+    return converted_working_image(work, conversion)[0]
+
+
+def converted_working_image(work: Image.Image, conversion: Conversion) -> tuple[np.ndarray, bool]:
+    """`from_working_image`'s 28x28 image, and whether its item was separated from the background."""
     grey = work.convert("L") if work.mode != "L" else work
     if grey.size == (SIDE, SIDE):
-        return np.asarray(grey, dtype=np.uint8)
+        return np.asarray(grey, dtype=np.uint8), False
     pixels = np.asarray(grey, dtype=np.float64)
-    if separates(grey, conversion):
-        pixels = separated(pixels, work, conversion.separation_side)
+    painted = separated(pixels, work, conversion.separation_side) if separates(grey, conversion) else None
+    if painted is not None:
+        pixels = painted
     corners = np.array([pixels[0, 0], pixels[0, -1], pixels[-1, 0], pixels[-1, -1]])
     background = float(np.median(corners))
     # Negate a light background (measured from the corners, so an off-white one also becomes 0); a dark
@@ -405,7 +433,7 @@ def from_working_image(work: Image.Image, conversion: Conversion = SERVING_CONVE
     peak = result.max()
     if peak > 0:
         result = result * (255.0 / peak)
-    return result.round().astype(np.uint8)
+    return result.round().astype(np.uint8), painted is not None
 
 
 def image_bytes_to_input(
@@ -418,9 +446,16 @@ def image_bytes_to_input(
 def image_bytes_to_views(
     data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, separated_view_side: int = 0
 ) -> np.ndarray:
-    """An upload's views, uint8 (V, 28, 28), whose logits a model averages: the image as
-    `image_bytes_to_input` converts it and, where `separated_view_side` is set and the border is busy, a
-    second one with the item separated from its background by GrabCut at that side (`separated`).
+    """An upload's views, uint8 (V, 28, 28), whose logits a model averages (`upload_views`)."""
+    return upload_views(data, max_pixels, separated_view_side)[1]
+
+
+def upload_views(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, separated_view_side: int = 0
+) -> tuple[Image.Image, np.ndarray]:
+    """An upload's greyscale working image (what feedback keeps of it) and its views, uint8 (V, 28, 28):
+    the image as `image_bytes_to_input` converts it and, where `separated_view_side` is set, the border
+    is busy and GrabCut separates the item at that side (`separated`), a second one, so separated.
 
     Why both, not the separated one alone: a network trained on the first kind was right on more phone
     validation photos with the two averaged than with either (`ClassifierModel.separated_view_side`).
@@ -430,7 +465,8 @@ def image_bytes_to_views(
     plain = from_working_image(grey)
     separation = Conversion(separation_side=separated_view_side)
     if not separates(grey, separation):
-        return plain[None]
-    if image.format in JPEG_FORMATS:
-        image = decode_image(data, max_pixels, colour=True)
-    return np.stack([plain, from_working_image(working_image(image, separation, colour=True), separation)])
+        return grey, plain[None]
+    second, separated_item = converted_working_image(
+        colour_working_image(image, data, max_pixels, separation), separation
+    )
+    return grey, np.stack([plain, second]) if separated_item else plain[None]

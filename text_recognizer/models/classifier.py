@@ -30,7 +30,13 @@ from text_recognizer.models.onnx_network import (
 )
 from text_recognizer.models.weight_storage import dequantized, quantized
 from text_recognizer.networks import build_network, count_parameters
-from text_recognizer.preprocessing import Normalization, as_image_batch, normalize
+from text_recognizer.preprocessing import (
+    MIN_SEPARATION_SIDE,
+    SERVING_CONVERSION,
+    Normalization,
+    as_image_batch,
+    normalize,
+)
 
 ARTIFACT_FORMAT = "text_recognizer.classifier/1"
 # An artifact that averages each image with its mirror image: code from before that choice, which would
@@ -59,6 +65,7 @@ ARTIFACT_FORMATS = (
 WEIGHT_PRECISIONS = ("float32", "int8")
 COMPUTATIONS = ("float32", "int8")
 EVAL_BATCH_SIZE = 1024
+WORK_SIDE = SERVING_CONVERSION.work_side
 
 
 class ArtifactError(ValueError):
@@ -120,14 +127,10 @@ class ClassifierModel:
             )
         self.out_of_scope_offset = float(out_of_scope_offset)
         # Where a photo's border is busy, also classify it with the item separated from its background by
-        # GrabCut at this side, and average the two views' logits (`image_bytes_to_views`); 0: one view.
+        # GrabCut at this side, and average the two views' logits (`upload_views`); 0: one view.
         # Chosen on the validation split at promotion (`training.calibration.calibrate`).
-        if (
-            isinstance(separated_view_side, bool)
-            or not isinstance(separated_view_side, int)
-            or separated_view_side < 0
-        ):
-            raise ValueError(f"separated_view_side must be a whole number >= 0, got {separated_view_side!r}")
+        if separated_view_side != 0:
+            checked_side(separated_view_side)
         self.separated_view_side = separated_view_side
         if weights not in WEIGHT_PRECISIONS:
             raise ValueError(f"weights must be one of {', '.join(WEIGHT_PRECISIONS)}, got {weights!r}")
@@ -427,6 +430,8 @@ class ClassifierModel:
             computation = description["computation"] if named else description.get("computation", "float32")
             offset = checked_offset(description["out_of_scope_offset"], artifact["format"]) if named else 0.0
             separated_view = artifact["format"] == SEPARATED_VIEW_ARTIFACT_FORMAT
+            if not separated_view and "separated_view_side" in description:
+                raise ValueError(f"format {artifact['format']!r} does not go with a separated_view_side")
             side = checked_side(description["separated_view_side"]) if separated_view else 0
             if computation not in COMPUTATIONS:
                 raise ValueError(f"computation {computation!r} is not one of {', '.join(COMPUTATIONS)}")
@@ -490,9 +495,11 @@ def checked_offset(offset: Any, artifact_format: str) -> float:
 
 
 def checked_side(side: Any) -> int:
-    """Format 6 is written only for a separated view: a side of 0 would be saved again as another format."""
-    if isinstance(side, bool) or not isinstance(side, int) or side <= 0:
-        raise ValueError(f"separated_view_side must be a whole number above 0, got {side!r}")
+    """A separated view's side: a whole number from `MIN_SEPARATION_SIDE` to the working size (a smaller
+    one separates nothing, a larger one is the working size). Format 6 is written only for one."""
+    if isinstance(side, bool) or not isinstance(side, int) or not MIN_SEPARATION_SIDE <= side <= WORK_SIDE:
+        limits = f"from {MIN_SEPARATION_SIDE} to {WORK_SIDE}"
+        raise ValueError(f"separated_view_side must be a whole number {limits}, got {side!r}")
     return side
 
 

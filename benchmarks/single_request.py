@@ -41,7 +41,7 @@ PY_SPY = str(Path(sys.executable).parent / "py-spy")
 # Parts of a request, by the first frame of a sample that names them (checked in this order).
 PARTS = {
     "forward pass": ("OnnxRuntimeNetwork.forward", "GraphModule", "_conv_forward", "Module._call_impl"),
-    "decode and preprocess": ("image_bytes_to_input", "decoded_pixels"),
+    "decode and preprocess": ("upload_views", "decoded_pixels"),
     "multipart parsing": ("python_multipart", "parse_form", "MultiPartParser"),
     "softmax, top-k, response": ("Predictor.predict_arrays", "Predictor.answer", "serialize_response"),
     "HTTP (uvicorn, httptools) and middleware": ("httptools", "h11", "uvicorn", "starlette", "observability"),

@@ -38,6 +38,7 @@ from support.hostile_uploads import (
     svg_logo,
 )
 from support.product_photos import product_photo
+from text_recognizer import preprocessing
 from text_recognizer.datasets.idx import read_idx
 from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, iter_image_bytes, labelled_photos
 from text_recognizer.labels import OUT_OF_SCOPE
@@ -399,8 +400,14 @@ def test_a_served_separated_view_is_averaged_in_and_shown(fixture_model: Path, t
         for name, item in zip(uploads, batch, strict=True):
             assert_answer(name, item["prediction"])
         name = next(name for name, (views, _) in expected.items() if len(views) == 2)
-        receipt = client.post("/v1/feedback", files=upload(uploads[name]), data={"confirm": "true"}).json()
+        decodes, decode = [], preprocessing.decode_image
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(preprocessing, "decode_image", lambda *a, **k: decodes.append(1) or decode(*a, **k))
+            receipt = client.post(
+                "/v1/feedback", files=upload(uploads[name]), data={"confirm": "true"}
+            ).json()
         assert receipt["predicted_confidence"] == pytest.approx(expected[name][1].max().item(), abs=1e-5)
+        assert len(decodes) == 2  # once as its luma, once in colour for GrabCut: not again for the store
 
 
 def test_a_model_that_separates_is_not_ready_without_opencv(

@@ -253,6 +253,11 @@ def test_a_separated_view_is_averaged_in_predicted_with_and_saved(tmp_path: Path
         with pytest.raises(ArtifactError, match="separated_view_side must be a whole number from 16 to 112"):
             changed = description | {"separated_view_side": side}
             ClassifierModel.from_artifact({**artifact, "description": json.dumps(changed)})
+    for side in (False, 0.0, 15, 113):  # nor as a model is made
+        with pytest.raises(ValueError, match="separated_view_side"):
+            ClassifierModel(
+                "cnn", {}, (1, 28, 28), CLASSES, Normalization(0.3, 0.3), separated_view_side=side
+            )
     older = {**artifact, "format": OFFSET_ARTIFACT_FORMAT}  # format 5 never names one: refused, not ignored
     with pytest.raises(ArtifactError, match="does not go with a separated_view_side"):
         ClassifierModel.from_artifact(

@@ -129,7 +129,7 @@ class ClassifierModel:
         # Where a photo's border is busy, also classify it with the item separated from its background by
         # GrabCut at this side, and average the two views' logits (`upload_views`); 0: one view.
         # Chosen on the validation split at promotion (`training.calibration.calibrate`).
-        if separated_view_side != 0:
+        if separated_view_side != 0 or type(separated_view_side) is not int:  # False and 0.0 too
             checked_side(separated_view_side)
         self.separated_view_side = separated_view_side
         if weights not in WEIGHT_PRECISIONS:

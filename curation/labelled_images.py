@@ -28,7 +28,7 @@ from text_recognizer.datasets.shop_photos import (
 from text_recognizer.datasets.versions import content_hash, sha256_file
 from text_recognizer.labels import LabelError, class_index, is_index
 from text_recognizer.paths import PROJECT_ROOT
-from text_recognizer.preprocessing import ImageError, image_bytes_to_input
+from text_recognizer.preprocessing import ImageError, image_bytes_to_input, image_bytes_to_views
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,16 @@ class LabelledImage:
 
 def read_image(path: Path) -> tuple[bytes, np.ndarray]:
     """An image file's bytes and its 28x28 input (the serving preprocessing); unusable files as LabelError."""
+    data, views = read_views(path)
+    return data, views[0]
+
+
+def read_views(path: Path, separated_view_side: int = 0) -> tuple[bytes, np.ndarray]:
+    """An image file's bytes and its views as a model with this `separated_view_side` classifies them
+    (`image_bytes_to_views`: the 28x28 input first); unusable files as LabelError."""
     try:
         data = path.read_bytes()
-        return data, image_bytes_to_input(data)
+        return data, image_bytes_to_views(data, separated_view_side=separated_view_side)
     except ImageError as error:
         raise LabelError(f"{path}: {error}") from None
     except OSError as error:

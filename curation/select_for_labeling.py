@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from curation.labelled_images import IMAGE_SUFFIXES, read_image
+from curation.labelled_images import IMAGE_SUFFIXES, read_views
 from text_recognizer.labels import LabelError
 from text_recognizer.models import ArtifactError, ClassifierModel
 from text_recognizer.paths import SERVED_WEIGHTS_DIR
-from text_recognizer.preprocessing import image_bytes_to_views
 from text_recognizer.progress import progress
 from text_recognizer.promoted import PromotedModelError, model_file
 from training.image_grid import save_image_grid
@@ -58,12 +57,12 @@ def score_pool(model: ClassifierModel, pool: Path) -> tuple[list[Candidate], lis
     readable, views, skipped = [], [], []
     for path in progress(paths, desc="reading the pool", unit="image"):
         try:
-            data, pixels = read_image(path)
+            upload = read_views(path, model.separated_view_side)[1]
         except LabelError as error:
             skipped.append(str(error))
             continue
-        readable.append((path, pixels))
-        views.append(image_bytes_to_views(data, separated_view_side=model.separated_view_side))
+        readable.append((path, upload[0]))
+        views.append(upload)
     if not readable:
         return [], skipped
     predictions = model.predict_views(views)  # as the service answers

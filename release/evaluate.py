@@ -67,7 +67,8 @@ def resolve(target: Path) -> tuple[Path, Path]:
 
 
 def training_data(model: ClassifierModel, photo_validation: bool) -> DatasetSplits:
-    """The model's data version split as its training run split it (the validation hold-out included)."""
+    """The model's data version split as its training run split it (the validation hold-out included,
+    its photos with their separated views, for calibration to choose with)."""
     data_config = model.metadata.get("config", {}).get("data", {})
     return load_fashion_mnist(
         version=data_config.get("version", OFFICIAL_VERSION),  # the validation split comes from it
@@ -75,6 +76,7 @@ def training_data(model: ClassifierModel, photo_validation: bool) -> DatasetSpli
         split_seed=data_config.get("split_seed", 0),
         mirror=data_config.get("mirror"),
         photo_validation=photo_validation,
+        separated_view_side=SEPARATED_VIEW_SIDE,
     )
 
 
@@ -104,7 +106,9 @@ def evaluation_sets(model: ClassifierModel, split: str, domains: tuple[str, ...]
     if FASHION_MNIST_DOMAIN in domains:
         sets[FASHION_MNIST_DOMAIN] = evaluation_split(model, split).by_domain()[FASHION_MNIST_DOMAIN]
     if any(domain in DOMAINS for domain in domains):
-        photos = load_photo_split(model.class_names, split).by_domain()
+        photos = load_photo_split(
+            model.class_names, split, separated_view_side=SEPARATED_VIEW_SIDE
+        ).by_domain()
         sets.update({domain: photos[domain] for domain in domains if domain in photos})
     return sets
 

@@ -60,6 +60,7 @@ def load_fashion_mnist(
     raw_dir: Path | None = None,
     photo_validation: bool = True,
     oversample: dict[str, int] | None = None,
+    separated_view_side: int = 0,
 ) -> DatasetSplits:
     """Load a data version (verified byte for byte), then hold out a stratified validation split.
 
@@ -67,7 +68,8 @@ def load_fashion_mnist(
     version appended. A version with shop photos validates on the photo validation split too (converted by
     the serving preprocessing; see `photo_sets`); its test split is Fashion-MNIST's, and the photo test
     split is read apart, once, after training.
-    `photo_validation=False` leaves the photos out, for callers that read only the test split.
+    `photo_validation=False` leaves the photos out, for callers that read only the test split;
+    `separated_view_side` gives the validation photos their separated views (`load_photo_split`).
     `train_size` keeps a stratified subset of the remaining training images (for smoke runs).
     `oversample` repeats the training photos of some domains (`{"phone": 3}`: each phone photo 3 times).
     Normalization statistics come from the training split that is actually trained on.
@@ -89,7 +91,7 @@ def load_fashion_mnist(
     train = full_train.subset(indices)
     val = full_train.subset(val_indices)
     if photo_validation and record.has_shop_photos:
-        val = val + load_photo_split(record.class_names, "val")
+        val = val + load_photo_split(record.class_names, "val", separated_view_side=separated_view_side)
     return DatasetSplits(
         train=train,
         val=val,

@@ -13,7 +13,7 @@ import torch
 from text_recognizer.datasets.labelled_split import Split
 from text_recognizer.datasets.shop_photos import OUT_OF_SCOPE_TARGET, converted_images, labelled_photos
 from text_recognizer.labels import OUT_OF_SCOPE, class_index
-from text_recognizer.preprocessing import SEPARATED_VIEW_SIDE, image_bytes_to_views
+from text_recognizer.preprocessing import image_bytes_to_views
 
 NO_CLASS = -1  # the label of an out-of-scope photo for a model that has no "Out of scope" class
 
@@ -27,18 +27,24 @@ def photo_label(target: str, class_names: tuple[str, ...]) -> int:
 
 @functools.cache  # evaluation and promotion ask for the same split more than once; tensors are shared
 def load_photo_split(
-    class_names: tuple[str, ...], split: str, mirror: str | None = None, directory: Path | None = None
+    class_names: tuple[str, ...],
+    split: str,
+    mirror: str | None = None,
+    directory: Path | None = None,
+    separated_view_side: int = 0,
 ) -> Split:
-    """Photos of `split` (`val` or `test`, or `train`) in `photos.csv` order, with their domains and
-    their separated views (GrabCut at `SEPARATED_VIEW_SIDE`), for a model that averages with them."""
+    """Photos of `split` (`val` or `test`, or `train`) in `photos.csv` order, with their domains and,
+    with `separated_view_side`, their separated views, for a model that averages with them (evaluation
+    and promotion ask for them; training does not use them, and GrabCut doubles the conversion's time)."""
     directory, photos = labelled_photos(class_names, splits=(split,), mirror=mirror, directory=directory)
-    convert = functools.partial(image_bytes_to_views, separated_view_side=SEPARATED_VIEW_SIDE)
+    convert = functools.partial(image_bytes_to_views, separated_view_side=separated_view_side)
     views = converted_images(directory, (item.photo.image for item in photos), convert)
+    separated = [views[item.photo.image][-1] for item in photos] if separated_view_side else None
     return Split(
         torch.from_numpy(np.stack([views[item.photo.image][0] for item in photos])),
         torch.tensor([photo_label(item.target, class_names) for item in photos], dtype=torch.int64),
         tuple(item.domain for item in photos),
-        torch.from_numpy(np.stack([views[item.photo.image][-1] for item in photos])),
+        None if separated is None else torch.from_numpy(np.stack(separated)),
     )
 
 

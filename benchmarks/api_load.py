@@ -4,7 +4,8 @@ allowed. Payloads: a product photo (JPEG, about 300x300) and a Fashion-MNIST-sty
 multipart upload and as a raw body (`Content-Type: image/...`), which skips multipart on both sides.
 Then 16 product photos, 16 real phone photos from the shop export's test fixture, and 16 28x28 PNGs, as
 one POST /v1/predict/batch against the same 16 as single calls, interleaved on one connection (the batch
-shares its files out over the decode slots, then runs one forward pass).
+shares its files out over the decode slots, then runs one forward pass), with the work batching cannot
+remove (converting each file, one forward pass) and the speedup it allows at most here (`work_bound`).
 
     python -m benchmarks.api_load [--requests 300] [--workers 1] [--batch-rounds 20] [--batch-only]
                                   [--backend onnxruntime|torch]
@@ -19,14 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import torch
 from PIL import Image
 
+from api.predictor import Predictor
 from benchmarks.common import median, percentile, print_table, write_result
 from benchmarks.preprocessing_speed import FIXTURE, serving_photo
 from support.local_server import LiveServer
 from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
+from text_recognizer.paths import SERVED_WEIGHTS_DIR
+from text_recognizer.preprocessing import DEFAULT_MAX_PIXELS
+from training.runtime import usable_cores
 
 CONCURRENCY = (1, 8, 32)
 
@@ -76,6 +82,29 @@ def batch_against_singles(url: str, images: dict[str, bytes], rounds: int) -> di
             singles_ms.append((time.perf_counter() - started) * 1000)
     batch, singles = median(batch_ms[1:]), median(singles_ms[1:])
     return {"batch_ms": batch, "singles_ms": singles, "speedup": singles / batch, "errors": errors}
+
+
+def work_bound(
+    predictor: Predictor, images: dict[str, bytes], singles_ms: float, rounds: int
+) -> dict[str, Any]:
+    """The work of a batch call that batching cannot remove, measured in this process on one thread
+    (medians of `rounds`): converting each file, as the server does, and the one forward pass for all of
+    them; and the most a batch call could gain from it on this machine's cores, if that work were spread
+    over every core and the HTTP work cost nothing: the 16 single calls' time x cores / that work."""
+    conversion, forward = [], []
+    for _ in range(rounds + 1):  # the first round warms up
+        started = time.perf_counter()
+        views = [predictor.model_input(data, DEFAULT_MAX_PIXELS) for data in images.values()]
+        converted = time.perf_counter()
+        predictor.predict_arrays(views, top_k=3)
+        conversion.append((converted - started) * 1000)
+        forward.append((time.perf_counter() - converted) * 1000)
+    work = median(conversion[1:]) + median(forward[1:])
+    return {
+        "conversion_ms": median(conversion[1:]),
+        "forward_ms": median(forward[1:]),
+        "speedup_bound": singles_ms * usable_cores() / work,
+    }
 
 
 def png(image: Any) -> bytes:
@@ -141,10 +170,13 @@ def main() -> None:
                 "shop phone photo JPEG": phone_photos(16),
                 "28x28 PNG": {f"{i}.png": png(item) for i, item in enumerate(items)},
             }
-            batch = [
-                {"images": kind, **batch_against_singles(server.url, images, args.batch_rounds)}
-                for kind, images in kinds.items()
-            ]
+            torch.set_num_threads(1)  # before loading: ONNX Runtime's session takes the count
+            predictor = Predictor.load(SERVED_WEIGHTS_DIR, backend=args.backend)  # what the server serves
+            batch = []
+            for kind, images in kinds.items():
+                row = batch_against_singles(server.url, images, args.batch_rounds)
+                bound = work_bound(predictor, images, row["singles_ms"], args.batch_rounds)
+                batch.append({"images": kind, **row, **bound})
         finally:
             server.stop()
     print_table("16 images: one batch call against 16 single calls (one connection)", batch)

@@ -24,14 +24,13 @@ import torch
 from PIL import Image
 
 from api.predictor import Predictor
+from api.settings import Settings
 from benchmarks.common import median, percentile, print_table, write_result
 from benchmarks.preprocessing_speed import FIXTURE, serving_photo
 from support.local_server import LiveServer
 from support.product_photos import product_photo
 from text_recognizer.datasets.fashion_mnist import load_fashion_mnist
 from text_recognizer.datasets.shop_photos import iter_image_bytes, read_photos
-from text_recognizer.paths import SERVED_WEIGHTS_DIR
-from text_recognizer.preprocessing import DEFAULT_MAX_PIXELS
 from training.runtime import usable_cores
 
 CONCURRENCY = (1, 8, 32)
@@ -85,16 +84,16 @@ def batch_against_singles(url: str, images: dict[str, bytes], rounds: int) -> di
 
 
 def work_bound(
-    predictor: Predictor, images: dict[str, bytes], singles_ms: float, rounds: int
+    predictor: Predictor, max_pixels: int, images: dict[str, bytes], singles_ms: float, rounds: int
 ) -> dict[str, Any]:
     """The work of a batch call that batching cannot remove, measured in this process on one thread
     (medians of `rounds`): converting each file, as the server does, and the one forward pass for all of
     them; and the most a batch call could gain from it on this machine's cores, if that work were spread
-    over every core and the HTTP work cost nothing: the 16 single calls' time x cores / that work."""
+    over every core and the HTTP work cost nothing: the single calls' time x cores / that work."""
     conversion, forward = [], []
     for _ in range(rounds + 1):  # the first round warms up
         started = time.perf_counter()
-        views = [predictor.model_input(data, DEFAULT_MAX_PIXELS) for data in images.values()]
+        views = [predictor.model_input(data, max_pixels) for data in images.values()]
         converted = time.perf_counter()
         predictor.predict_arrays(views, top_k=3)
         conversion.append((converted - started) * 1000)
@@ -170,12 +169,14 @@ def main() -> None:
                 "shop phone photo JPEG": phone_photos(16),
                 "28x28 PNG": {f"{i}.png": png(item) for i, item in enumerate(items)},
             }
+            settings = Settings.from_env()  # the server's, from the same environment
             torch.set_num_threads(1)  # before loading: ONNX Runtime's session takes the count
-            predictor = Predictor.load(SERVED_WEIGHTS_DIR, backend=args.backend)  # what the server serves
+            predictor = Predictor.load(settings.model_path, backend=args.backend)
             batch = []
             for kind, images in kinds.items():
                 row = batch_against_singles(server.url, images, args.batch_rounds)
-                bound = work_bound(predictor, images, row["singles_ms"], args.batch_rounds)
+                singles = row["singles_ms"]
+                bound = work_bound(predictor, settings.max_pixels, images, singles, args.batch_rounds)
                 batch.append({"images": kind, **row, **bound})
         finally:
             server.stop()

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from support.hostile_uploads import (
     exif_negative_rational_jpeg,
@@ -67,6 +67,10 @@ def shop_photos(source: str) -> list[bytes]:
 
 def separated_input(data: bytes) -> np.ndarray:
     return image_bytes_to_input(data, conversion=SEPARATION)
+
+
+def views(data: bytes) -> np.ndarray:
+    return image_bytes_to_views(data, separated_view_side=64)
 
 
 def test_separation_works_on_busy_backgrounds_and_only_there(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,16 +153,11 @@ def test_a_busy_png_is_flattened_once_and_an_opaque_one_not_composited(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Found measuring a 12-megapixel RGBA PNG with a busy border: it was composited onto white twice,
-    once per working image (0.13 s each; its views took 326 ms). Now once, and an opaque one (alpha 255
-    everywhere, as screenshots and exports are) not at all (110 ms), with the views of the same photo
+    once per working image. Now once, in every path that makes both working images, and an opaque one
+    (alpha 255 everywhere, as screenshots and exports are) not at all, with the views of the same photo
     in RGB."""
-
-    def views(image: Image.Image) -> np.ndarray:
-        return image_bytes_to_views(encode(image, "PNG"), separated_view_side=64)
-
     photos = [ImageOps.exif_transpose(Image.open(io.BytesIO(data))) for data in shop_photos("phone")]
-    photo = next(photo for photo in photos if len(views(photo)) == 2)
-    expected = views(photo)
+    photo = next(photo for photo in photos if len(views(encode(photo, "PNG"))) == 2)
     composites = []
     composite = Image.alpha_composite
 
@@ -168,11 +167,41 @@ def test_a_busy_png_is_flattened_once_and_an_opaque_one_not_composited(
 
     monkeypatch.setattr(Image, "alpha_composite", counted)
     opaque = photo.convert("RGBA")
-    assert np.array_equal(views(opaque), expected)
-    assert not composites
-    opaque.putpixel((opaque.width // 2, opaque.height // 2), (0, 0, 0, 128))  # one translucent pixel
-    assert len(views(opaque)) == 2
-    assert len(composites) == 1
+    translucent = opaque.copy()
+    translucent.putpixel((opaque.width // 2, opaque.height // 2), (0, 0, 0, 128))  # one pixel
+    for convert in (
+        views,
+        separated_input,
+        lambda data: fashion_mnist_style(Image.open(io.BytesIO(data)), SEPARATION),
+    ):
+        composites.clear()
+        assert np.array_equal(convert(encode(opaque, "PNG")), convert(encode(photo, "PNG")))
+        assert not composites
+        convert(encode(translucent, "PNG"))
+        assert len(composites) == 1
+
+
+@pytest.mark.parametrize("image_format", ["PNG RGBA", "PNG P", "JPEG CMYK"])
+def test_an_orientation_is_applied_once_however_its_xmp_writes_it(image_format: str) -> None:
+    """Found in review: flattening a converted copy again read an XMP orientation that EXIF transposing
+    does not remove (`tiff:Orientation="6 "`, with a space) and turned the photo a second time."""
+    photo = ImageOps.exif_transpose(Image.open(io.BytesIO(shop_photos("phone")[0]))).convert("RGB")
+    photo = photo.crop((0, 0, photo.width, photo.height * 2 // 3))  # landscape: turned, it stands
+    mode = image_format.split()[1]
+    image = photo.quantize(64) if mode == "P" else photo.convert(mode)
+    converted = []
+    for written in ('tiff:Orientation="6"', 'tiff:Orientation="6 "'):
+        xmp = f"<x:xmpmeta><rdf:RDF><rdf:Description {written}/></rdf:RDF></x:xmpmeta>"
+        if image_format.startswith("PNG"):
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", xmp)
+            data = encode(image, "PNG", pnginfo=info)
+        else:
+            data = encode(image, "JPEG", xmp=xmp.encode())
+        converted.append((upload_working_image(data, conversion=SEPARATION), views(data)))
+    (working, expected), (again, seen) = converted
+    assert working.height > working.width, "turned a quarter"
+    assert again.size == working.size and np.array_equal(seen, expected)
 
 
 def test_a_busy_border_is_one_far_from_the_corner_colour_in_at_least_30_percent() -> None:

@@ -285,9 +285,10 @@ def longest_side(size: tuple[int, int], side: int) -> tuple[int, int]:
 def working_image(
     image: Image.Image, conversion: Conversion = SERVING_CONVERSION, colour: bool = False
 ) -> Image.Image:
-    """What the conversion works from: flattened, greyscale unless `colour` (then RGB, or L for a
-    greyscale image), and no larger than its working size."""
-    image = flattened(image)
+    """What the conversion works from, made from a `flattened` image: greyscale unless `colour` (then
+    RGB, or L for a greyscale image), and no larger than its working size. Flattening is the caller's,
+    once for both working images: done again on a converted copy, an orientation that EXIF transposing
+    reads but does not remove (an XMP `tiff:Orientation="6 "`) was applied twice (found in review)."""
     if not colour:
         image = image.convert("L")  # before resizing: one channel to resize, not three
     if max(image.size) > conversion.work_side:
@@ -318,9 +319,11 @@ def colour_working_image(
 ) -> Image.Image:
     """The working image of an upload in colour, as separation needs it, from the decoded upload after
     `flattened` (which the greyscale working image came from too: flattening a 12-megapixel PNG costs
-    0.13 s). A JPEG, decoded as its luma alone for speed, is decoded a second time, in colour."""
-    if flat.format in JPEG_FORMATS:  # flattening keeps a JPEG decoded as its luma as it is
-        flat = decode_image(data, max_pixels, colour=True)
+    0.13 s). A JPEG decoded as its luma alone for speed (`flattened` returns it as it is, still named a
+    JPEG) is decoded a second time, in colour; a CMYK one, which `flattened` converts to RGB (no longer
+    named a JPEG), already has its colours at the same scale."""
+    if flat.format in JPEG_FORMATS:
+        flat = flattened(decode_image(data, max_pixels, colour=True))
     return working_image(flat, conversion, colour=True)
 
 
@@ -393,7 +396,7 @@ def fashion_mnist_style(image: Image.Image, conversion: Conversion = SERVING_CON
     Before them, where `conversion` separates and the border is busy, the item is separated from its
     background (`separated`, in colour where `image` has it).
     """
-    image = flattened(image)  # once, for both working images
+    image = flattened(image)
     work = working_image(image, conversion)
     if separates(work, conversion):
         work = working_image(image, conversion, colour=True)

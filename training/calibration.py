@@ -121,9 +121,8 @@ def unsure_threshold(model: ClassifierModel, val: Split, target_accuracy: float)
     """The confidence below which the service answers "unsure", chosen on the validation split so that
     the predictions it keeps reach `target_accuracy`; refused when it would leave fewer than
     `MIN_ANSWERED_SHARE` of the images answered (or none at all)."""
-    confidences, predicted = torch.softmax(model.logits(val.images, separated=val.separated), dim=1).max(
-        dim=1
-    )
+    probabilities = torch.softmax(model.logits(val.images, separated=val.separated), dim=1)
+    confidences, predicted = probabilities.max(dim=1)
     correct = predicted == val.labels
     value = confidence_threshold(confidences, correct, target_accuracy)
     kept = confidences >= (value if value is not None else math.inf)

@@ -191,7 +191,8 @@ def main() -> None:
     for row in rows:
         if row["concurrency"] == 1 and row["route"].startswith("predict"):
             gap = row["p50_ms"] - floor
-            print(f"{row['route']}: single-request p50 is {gap:+.2f} ms over the floor (goal <= 2 ms)")
+            goal = 5 if "photo" in row["route"] else 2  # issue 13: a product-photo JPEG 5 ms, a PNG 2 ms
+            print(f"{row['route']}: single-request p50 is {gap:+.2f} ms over the floor (goal <= {goal} ms)")
     errors = sum(row["errors"] for row in rows)
     print(f"errors: {errors}")
     write_result(
